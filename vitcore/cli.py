@@ -1,0 +1,176 @@
+"""`vitcore train | bench | report`. Bad input ends in one line naming the value and the choices."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model preset: vit-base | vit-tiny")
+    p.add_argument("--profile", default="fast", help="fast | study (the original study's settings)")
+    p.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) in the run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vitcore", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="fine-tune ViT on dog_food with one plugin")
+    _common(t)
+    t.add_argument("--plugin", default="torch_ddp")
+    t.add_argument("--precision", default=None, help="fp32 | fp16 | bf16 (default: the profile's)")
+    t.add_argument("--dataset", default="auto", help="auto | embedded | lewtun/dog_food | PATH")
+    t.add_argument("--weights", default="auto", help="auto | random | PATH or hub id in the HF cache")
+    t.add_argument("--subset", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=32, help="per data-parallel rank")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--max-steps-per-epoch", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None, help="default 3e-4 (vit-base), 2e-3 (vit-tiny)")
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--attention", default=None, help="eager | sdpa")
+    t.add_argument("--tp-size", type=int, default=None)
+    t.add_argument("--pp-size", type=int, default=None)
+    t.add_argument("--checkpoint-dir", default=None)
+    t.add_argument("--out", default=None, help="write the history JSON here")
+    t.add_argument("--timeout", type=float, default=3600.0)
+
+    b = sub.add_parser("bench", help="throughput and peak memory over plugins x batch sizes")
+    _common(b)
+    b.add_argument("--plugins", type=_names, default=None, help="names or families, comma-separated (default: all)")
+    b.add_argument("--batch-sizes", type=_ints, default=[8, 32, 64, 128])
+    b.add_argument("--precisions", type=_names, default=None, help="default: the profile's choice per plugin")
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--out", default="reports/latest")
+    b.add_argument("--resume", action="store_true", help="keep finished points in --out and measure the rest")
+    b.add_argument("--timeout", type=float, default=1800.0)
+    return ap
+
+
+def main(argv=None) -> int:
+    from vitcore import VitcoreError
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "bench": cmd_bench}[args.cmd](args)
+    except VitcoreError as e:
+        first = str(e).strip().splitlines()
+        msg = first[0] if len(first) == 1 else str(e).strip()
+        print(f"vitcore: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vitcore: interrupted; finished points are kept", file=sys.stderr)
+        return 130
+
+
+def _default_model(args) -> str:
+    if args.model:
+        return args.model
+    import torch
+
+    return "vit-base" if args.device != "cpu" and torch.cuda.is_available() else "vit-tiny"
+
+
+def cmd_train(args) -> int:
+    from vitcore import launch, train
+    from vitcore.config import RunConfig
+
+    model = _default_model(args)
+    lr = args.lr if args.lr is not None else (2e-3 if model == "vit-tiny" else 3e-4)
+    cfg = RunConfig(plugin=args.plugin, precision=args.precision, profile=args.profile, model=model,
+                    dataset=args.dataset, weights=args.weights, subset=args.subset,
+                    batch_size=args.batch_size, epochs=args.epochs,
+                    max_steps_per_epoch=args.max_steps_per_epoch, lr=lr, seed=args.seed,
+                    attention=args.attention, tp_size=args.tp_size, pp_size=args.pp_size,
+                    world_size=args.nproc, device=args.device, checkpoint_dir=args.checkpoint_dir,
+                    timeout_s=args.timeout)
+    _check_runnable(cfg)
+    hist = launch.run(train.finetune, cfg, None, sys.stderr.isatty(), world_size=cfg.world_size,
+                      device=cfg.device, timeout_s=cfg.timeout_s)[0]
+    from vitcore.env import environment
+
+    hist["environment"] = environment()
+    if args.out:
+        from vitcore.results import write_json
+
+        write_json(args.out, hist)
+        print(f"[vitcore] history written to {args.out}")
+    if hist["status"] != "ok":
+        print(f"vitcore: error: {hist['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_runnable(cfg) -> None:
+    from vitcore import VitcoreError, launch
+
+    device = launch.resolve_device(cfg.device)
+    if device == "cpu" and cfg.spec.needs_cuda(cfg.precision):
+        raise VitcoreError(f"plugin {cfg.plugin!r} with {cfg.precision} needs a CUDA GPU "
+                           f"({cfg.spec.cpu_reason}); CPU-capable: {_cpu_capable()}")
+
+
+def _cpu_capable() -> str:
+    from vitcore import plugins
+
+    return ", ".join(f"{s.name} ({'/'.join(s.cpu_precisions)})" for s in plugins.REGISTRY.values()
+                     if s.cpu_precisions)
+
+
+def cmd_bench(args) -> int:
+    from vitcore import VitcoreError, bench, launch
+    from vitcore.config import PROFILES
+
+    if args.profile not in PROFILES:
+        raise VitcoreError(f"unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}")
+    if any(b < 1 for b in args.batch_sizes) or not args.batch_sizes:
+        raise VitcoreError(f"batch sizes {args.batch_sizes} must be positive integers")
+    for name, v in (("warmup", args.warmup), ("steps", args.steps), ("repeats", args.repeats)):
+        if v < (0 if name == "warmup" else 1):
+            raise VitcoreError(f"{name} {v} is out of range")
+    device = launch.resolve_device(args.device)
+    model = _default_model(args)
+    groups, skipped = bench.plan(args.plugins, args.batch_sizes, args.precisions, profile=args.profile,
+                                 model=model, world_size=args.nproc, device=device)
+    for s in skipped:
+        print(f"[vitcore] skipped {s['plugin']} {s['precision'] or ''}: {s['reason']}", file=sys.stderr)
+    timing = bench.Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats)
+    points = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True)
+    from vitcore.results import write_json
+
+    write_json(os.path.join(args.out, "skipped.json"), skipped)
+    _print_points(points)
+    print(f"[vitcore] {len(points)} points in {os.path.join(args.out, 'points.jsonl')}")
+    return 0
+
+
+def _print_points(points) -> None:
+    print(f"{'plugin':<20}{'prec':<6}{'bs':>5}{'img/s':>10}{'spread':>8}{'alloc GiB':>11}{'MFU':>7}  status")
+    for p in points:
+        ips = f"{p['images_per_s']:.1f}" if p.get("images_per_s") else "-"
+        spread = f"{p['spread']:.1%}" if p.get("spread") is not None else "-"
+        mem = f"{p['peak_mem_allocated_gib']:.2f}" if p.get("peak_mem_allocated_gib") else "-"
+        mfu = f"{p['mfu']:.1%}" if p.get("mfu") else "-"
+        print(f"{p['plugin']:<20}{p['precision']:<6}{p['batch_size']:>5}{ips:>10}{spread:>8}{mem:>11}{mfu:>7}  {p['status']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

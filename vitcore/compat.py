@@ -1,0 +1,61 @@
+"""The three shims colossalai 0.5.0 needs on newer torch and on its CPU accelerator.
+
+Each is applied once and only where the attribute is missing or broken, so a fixed upstream
+release makes them no-ops (see docs/compat.md for what was measured).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+_applied = False
+
+
+def apply() -> list[str]:
+    """Apply the shims that are needed; return the names of those applied."""
+    global _applied
+    if _applied:
+        return []
+    _applied = True
+    done = []
+    # 1. colossalai's pipeline p2p asks for HCCL when NCCL is absent; torch dropped this function.
+    if not hasattr(dist, "is_hccl_available"):
+        dist.is_hccl_available = lambda: False
+        done.append("dist.is_hccl_available")
+
+    from colossalai.accelerator.cpu_accelerator import CpuAccelerator
+
+    # 2. TP dropout seeding passes a device to the CPU RNG getters, which take none.
+    def get_rng_state(self, device=None):
+        return torch.get_rng_state()
+
+    def set_rng_state(self, new_state, device=None):
+        torch.set_rng_state(new_state)
+
+    # 3. CpuAccelerator.manual_seed raises "not supported"; TP dropout seeding needs it.
+    def manual_seed(self, seed):
+        torch.manual_seed(seed)
+
+    probe = CpuAccelerator.__new__(CpuAccelerator)
+    for name, fn in (("get_rng_state", get_rng_state), ("set_rng_state", set_rng_state),
+                     ("manual_seed", manual_seed)):
+        if _broken(probe, name):
+            setattr(CpuAccelerator, name, fn)
+            done.append(f"CpuAccelerator.{name}")
+    return done
+
+
+def _broken(acc, name: str) -> bool:
+    try:
+        if name == "get_rng_state":
+            getattr(acc, name)("cpu")
+        elif name == "set_rng_state":
+            getattr(acc, name)(torch.get_rng_state(), "cpu")
+        else:
+            state = torch.get_rng_state()
+            getattr(acc, name)(0)
+            torch.set_rng_state(state)
+        return False
+    except (RuntimeError, TypeError, NotImplementedError):
+        return True

@@ -1,0 +1,139 @@
+"""RunConfig: everything one training or benchmark run needs, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from vitcore import ConfigError
+from vitcore import model as model_mod
+from vitcore import plugins
+
+# Profiles (issue: fast vs the study's settings). A field left as None in RunConfig takes the
+# profile's value; precision takes the first of the profile's preferences the plugin supports.
+PROFILES = {
+    "study": dict(attention="eager", grad_checkpoint=True, compile=False,
+                  precision_preference=("fp16", "fp32", "bf16")),
+    "fast": dict(attention="sdpa", grad_checkpoint=False, compile=False,
+                 precision_preference=("bf16", "fp16", "fp32")),
+}
+
+
+def _choice(what: str, value, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def _has_cuda(device: str) -> bool:
+    if device == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    plugin: str = "torch_ddp"
+    """Registry entry name (vitcore.plugins.REGISTRY)."""
+    precision: str | None = None
+    """fp32 | fp16 | bf16; None: the profile's preference the plugin supports."""
+    profile: str = "fast"
+    """study (the original study's settings) or fast; fills the fields left as None."""
+    model: str = "vit-tiny"
+    dataset: str = "auto"
+    """auto | embedded | lewtun/dog_food | a local folder."""
+    weights: str = "auto"
+    """auto | random | a local path or hub id (HF cache)."""
+    subset: int | None = None
+    """Stratified subset of the train split (test keeps the 3:1 ratio)."""
+    batch_size: int = 32
+    """Per data-parallel rank."""
+    epochs: int = 1
+    max_steps_per_epoch: int | None = None
+    lr: float = 3e-4
+    weight_decay: float = 0.1
+    warmup_ratio: float = 0.3
+    """Warm-up share of all steps before the cosine decay, as in the upstream ViT example."""
+    max_norm: float = 0.0
+    seed: int = 42
+    attention: str | None = None
+    grad_checkpoint: bool | None = None
+    compile: bool | None = None
+    tp_size: int | None = None
+    """Tensor-parallel size; None: the plugin entry's. Only hybrid_parallel entries take another."""
+    pp_size: int | None = None
+    world_size: int = 1
+    device: str = "auto"
+    """auto | cuda | cpu."""
+    timeout_s: float = 900.0
+    """A multi-process run that takes longer than this is ended as failed."""
+    checkpoint_dir: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        spec = plugins.get(self.plugin)
+        _choice("profile", self.profile, PROFILES)
+        prof = PROFILES[self.profile]
+        preset = model_mod.get_preset(self.model)
+        _choice("device", self.device, ("auto", "cuda", "cpu"))
+        if self.precision is None:
+            # The profile's first preference the plugin has; on a CPU-only run, one the CPU runs.
+            prefs = [p for p in prof["precision_preference"] if p in spec.precisions]
+            if not _has_cuda(self.device):
+                prefs = [p for p in prefs if p in spec.cpu_precisions] or prefs
+            self.precision = prefs[0]
+        else:
+            _choice("precision", self.precision, plugins.PRECISIONS)
+            spec.check_precision(self.precision)
+        for name in ("attention", "grad_checkpoint", "compile"):
+            if getattr(self, name) is None:
+                setattr(self, name, prof[name])
+        _choice("attention", self.attention, model_mod.ATTENTION)
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch size {self.batch_size!r} must be a positive integer")
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ConfigError(f"epochs {self.epochs!r} must be an integer >= 0")
+        if self.subset is not None and self.subset < 1:
+            raise ConfigError(f"subset {self.subset!r} must be a positive integer")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ConfigError(f"max steps per epoch {self.max_steps_per_epoch!r} must be >= 1")
+        if not self.lr >= 0:
+            raise ConfigError(f"learning rate {self.lr!r} must be >= 0")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"warm-up ratio {self.warmup_ratio!r} must be in [0, 1]")
+        for name in ("tp_size", "pp_size"):
+            value = getattr(self, name)
+            if value is None:
+                setattr(self, name, getattr(spec, name))
+            elif value != getattr(spec, name) and not spec.parallel_sizes:
+                raise ConfigError(f"plugin {spec.name!r} has no {name.replace('_', ' ')}; "
+                                  f"use a hybrid_parallel entry")
+            elif not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} {value!r} must be a positive integer")
+        model_parallel = self.tp_size * self.pp_size
+        if self.world_size % model_parallel:
+            raise ConfigError(f"world size {self.world_size} is not a multiple of tp*pp = "
+                              f"{model_parallel} (plugin {spec.name!r})")
+        if preset.num_heads % self.tp_size:
+            raise ConfigError(f"tp size {self.tp_size} does not divide {preset.name}'s "
+                              f"{preset.num_heads} attention heads")
+        if self.pp_size > preset.num_layers:
+            raise ConfigError(f"pp size {self.pp_size} exceeds {preset.name}'s {preset.num_layers} layers")
+        if self.batch_size % self.pp_size:
+            raise ConfigError(f"batch size {self.batch_size} must be a multiple of pp size "
+                              f"{self.pp_size} (one microbatch per stage)")
+
+    @property
+    def dp_size(self) -> int:
+        return self.world_size // (self.tp_size * self.pp_size)
+
+    @property
+    def spec(self) -> plugins.PluginSpec:
+        return plugins.get(self.plugin)
+
+    @property
+    def preset(self) -> model_mod.ModelPreset:
+        return model_mod.get_preset(self.model)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

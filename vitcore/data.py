@@ -1,0 +1,289 @@
+"""The dog_food dataset: the hub id (HF cache), a local folder, or the embedded generated default.
+
+Every loader returns a DogFood whose `source` string says exactly what was used; it goes into every
+result and report. Asking for the real dataset never falls back silently: `auto` falls back to the
+embedded data with a warning and says so in `source`; an explicit id or path that is unavailable is
+an error naming what was tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vitcore import DataError
+
+log = logging.getLogger(__name__)
+
+HUB_ID = "lewtun/dog_food"
+LABELS = ["chicken", "dog", "muffin"]
+SPLIT_SIZES = {"train": 2250, "test": 750}  # lewtun/dog_food; the embedded default mirrors them
+EMBEDDED = "embedded"
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class DogFood:
+    train: object  # datasets.Dataset with features image (Image) and label (ClassLabel)
+    test: object
+    labels: list[str]
+    source: str
+
+
+# --- subsets --------------------------------------------------------------------------------------
+def stratified_indices(labels, n: int, seed: int = 0) -> list[int]:
+    """n indices whose class counts are proportional to `labels` (largest remainder), sorted.
+
+    Deterministic for a given seed; every class present keeps at least one sample when n allows.
+    """
+    labels = np.asarray(labels)
+    if not 1 <= n <= len(labels):
+        raise DataError(f"subset {n} is out of range; valid: 1..{len(labels)}")
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * n / len(labels)
+    take = np.floor(exact).astype(int)
+    for c in np.argsort(-(exact - take), kind="stable")[: n - take.sum()]:
+        take[c] += 1
+    rng = np.random.default_rng(seed)
+    out = []
+    for c, k in zip(classes, take):
+        idx = np.flatnonzero(labels == c)
+        out += rng.choice(idx, size=k, replace=False).tolist()
+    return sorted(out)
+
+
+def test_subset_size(train_n: int, test_len: int, num_classes: int) -> int:
+    """Keep dog_food's 3:1 train:test ratio for subsets."""
+    return min(test_len, max(num_classes, math.ceil(train_n / 3)))
+
+
+# --- the embedded default ------------------------------------------------------------------------
+EMBEDDED_VERSION = 1
+
+
+def _embedded_labels(split: str, seed: int) -> np.ndarray:
+    n = SPLIT_SIZES[split]
+    rng = np.random.default_rng([seed, EMBEDDED_VERSION, 0 if split == "train" else 1])
+    return rng.permutation(np.arange(n) % len(LABELS))  # balanced, shuffled
+
+
+def embedded_image(label: int, split: str, index: int, seed: int = 0):
+    """One deterministic synthetic image.
+
+    Each class is an oriented texture: chicken = near-horizontal stripes, dog = near-vertical
+    stripes, muffin = a checkerboard of dots; colours, frequency, phase, the textured region and
+    the image size and aspect ratio are random and noise is added, so class is not in the mean
+    colour and a model has to learn orientation from patches.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng([seed, EMBEDDED_VERSION, 0 if split == "train" else 1, index])
+    w, h = (int(v) for v in rng.integers(48, 192, size=2))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = min(w, h) / rng.uniform(2.5, 5.0)
+    phase = rng.uniform(0, 2 * np.pi)
+    if label == 2:
+        wave = np.sin(2 * np.pi * xx / period + phase) * np.sin(2 * np.pi * yy / period + phase)
+    else:
+        theta = np.deg2rad((0.0 if label == 0 else 90.0) + rng.uniform(-25, 25))
+        wave = np.sin(2 * np.pi * (xx * np.sin(theta) + yy * np.cos(theta)) / period + phase)
+    fg, bg, base = (rng.uniform(0, 255, size=3) for _ in range(3))
+    mix = (wave[..., None] > 0).astype(np.float32)
+    img = mix * fg + (1 - mix) * bg
+    # The texture covers a random box; the rest is a flat background of a third colour.
+    x0, y0 = int(rng.integers(0, w // 3)), int(rng.integers(0, h // 3))
+    x1, y1 = int(rng.integers(2 * w // 3, w + 1)), int(rng.integers(2 * h // 3, h + 1))
+    out = np.broadcast_to(base, img.shape).copy()
+    out[y0:y1, x0:x1] = img[y0:y1, x0:x1]
+    out += rng.normal(0, 40, size=out.shape)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
+
+
+def load_embedded(*, subset: int | None = None, seed: int = 0) -> DogFood:
+    """The generated stand-in with dog_food's schema and split sizes; only the rows used are drawn."""
+    import datasets
+
+    splits = {}
+    n_train = subset
+    for split in ("train", "test"):
+        labels = _embedded_labels(split, seed)
+        idx = np.arange(len(labels))
+        if subset is not None:
+            n = n_train if split == "train" else test_subset_size(n_train, len(labels), len(LABELS))
+            idx = stratified_indices(labels, n, seed)
+        rows = {"image": [embedded_image(int(labels[i]), split, int(i), seed) for i in idx],
+                "label": [int(labels[i]) for i in idx]}
+        splits[split] = datasets.Dataset.from_dict(rows, features=_features())
+    tag = f"{EMBEDDED}:synthetic-dog-food-v{EMBEDDED_VERSION}(seed={seed})"
+    return DogFood(splits["train"], splits["test"], list(LABELS), tag + _subset_tag(subset))
+
+
+def _features():
+    import datasets
+
+    return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=LABELS)})
+
+
+def _subset_tag(subset):
+    return "" if subset is None else f" subset={subset}"
+
+
+# --- the real dataset -----------------------------------------------------------------------------
+def load(dataset: str = "auto", *, subset: int | None = None, seed: int = 0) -> DogFood:
+    """dataset: auto | embedded | lewtun/dog_food | a local folder (image folder or save_to_disk)."""
+    if dataset == EMBEDDED:
+        return load_embedded(subset=subset, seed=seed)
+    if dataset == "auto":
+        try:
+            data = _load_hub(HUB_ID)
+        except DataError as e:
+            log.warning("DATASET: %s; using the EMBEDDED synthetic stand-in", e)
+            d = load_embedded(subset=subset, seed=seed)
+            d.source += f" ({HUB_ID} not available offline)"
+            return d
+    elif dataset.startswith(("/", ".", "~")) or Path(dataset).exists():
+        data = _load_local(Path(dataset).expanduser())
+    else:
+        data = _load_hub(dataset)
+    _check_labels(data)
+    return _subset(data, subset, seed)
+
+
+def _load_hub(repo_id: str) -> DogFood:
+    import datasets
+
+    # The HF cache (or the hub, where reachable). Offline mode stops a minute of retries on a
+    # closed network.
+    _offline_unless_hub_reachable()
+    try:
+        dd = datasets.load_dataset(repo_id)
+    except Exception as e:  # datasets raises many types here; all mean "not available"
+        import huggingface_hub.constants as hfc
+
+        where = "the HF cache (hub unreachable or offline)" if hfc.HF_HUB_OFFLINE else "the hub or the HF cache"
+        raise DataError(f"dataset {repo_id!r} is not available from {where}: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    return _from_dict(dd, f"hf:{repo_id}")
+
+
+def _offline_unless_hub_reachable() -> None:
+    import socket
+
+    import datasets
+    import huggingface_hub.constants as hfc
+
+    if hfc.HF_HUB_OFFLINE:
+        return
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=2).close()
+    except OSError:
+        hfc.HF_HUB_OFFLINE = True
+        datasets.config.HF_HUB_OFFLINE = True
+
+
+def _load_local(path: Path) -> DogFood:
+    import datasets
+
+    if not path.exists():
+        raise DataError(f"dataset path {str(path)!r} does not exist; give an image folder "
+                        f"({'/'.join(LABELS)}/ or train/ and test/ of them), a save_to_disk folder, "
+                        f"'embedded' or '{HUB_ID}'")
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        dd = datasets.load_from_disk(str(path))
+        return _from_dict(dd, f"local-disk:{path}")
+    files = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS]
+    if not files:
+        raise DataError(f"dataset path {str(path)!r} holds no images and no save_to_disk dataset")
+    _verify_images(files)
+    dd = datasets.load_dataset("imagefolder", data_dir=str(path))
+    return _from_dict(dd, f"local-imagefolder:{path}")
+
+
+def _verify_images(files) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    for f in sorted(files):
+        try:
+            with Image.open(f) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise DataError(f"corrupt image file {str(f)!r}: {e}") from None
+
+
+def _from_dict(dd, source: str) -> DogFood:
+    import datasets
+
+    if isinstance(dd, datasets.Dataset):
+        dd = datasets.DatasetDict({"train": dd})
+    if "label" not in dd["train"].features or "image" not in dd["train"].features:
+        raise DataError(f"dataset {source} has columns {list(dd['train'].features)}; "
+                        "expected 'image' and 'label'")
+    feat = dd["train"].features["label"]
+    labels = list(getattr(feat, "names", []) or [])
+    if "test" not in dd:
+        # A single split (an image folder without train/test): a deterministic stratified 3:1 split.
+        dd = dd["train"].train_test_split(test_size=0.25, seed=0, stratify_by_column="label")
+        source += " (test = stratified 25% of train)"
+    return DogFood(dd["train"], dd["test"], labels, source)
+
+
+def _check_labels(data: DogFood) -> None:
+    if data.labels != LABELS:
+        raise DataError(f"dataset {data.source} has labels {data.labels}; dog_food needs {LABELS}")
+
+
+def _subset(data: DogFood, subset: int | None, seed: int) -> DogFood:
+    if subset is None:
+        return data
+    tr = stratified_indices(data.train["label"], subset, seed)
+    n_test = test_subset_size(subset, len(data.test), len(data.labels))
+    te = stratified_indices(data.test["label"], n_test, seed)
+    return DogFood(data.train.select(tr), data.test.select(te), data.labels, data.source + _subset_tag(subset))
+
+
+# --- preprocessing --------------------------------------------------------------------------------
+def image_processor(image_size: int):
+    """The ViT image processor settings of google/vit-base-patch16-224-in21k, at `image_size`."""
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(size={"height": image_size, "width": image_size}, do_resize=True,
+                             do_rescale=True, do_normalize=True, image_mean=[0.5] * 3,
+                             image_std=[0.5] * 3)
+
+
+class Preprocessed:
+    """A torch map-style dataset: decoded, resized, normalised pixel tensors and labels.
+
+    Decoding happens here (the datasets column is read undecoded) so that a bad file is reported
+    by name rather than as a bare PIL traceback.
+    """
+
+    def __init__(self, ds, processor):
+        import datasets
+
+        self.ds = ds.cast_column("image", datasets.Image(decode=False))
+        self.processor = processor
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        import io
+
+        import torch
+        from PIL import Image
+
+        row = self.ds[int(i)]
+        raw = row["image"]
+        name = raw.get("path") or f"row {i}"
+        try:
+            img = Image.open(io.BytesIO(raw["bytes"]) if raw.get("bytes") else raw["path"]).convert("RGB")
+        except Exception as e:
+            raise DataError(f"cannot decode image {name!r}: {e}") from None
+        pix = self.processor(img, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pix, "labels": torch.tensor(row["label"])}

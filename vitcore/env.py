@@ -1,0 +1,92 @@
+"""The environment a result was measured in: device, versions, git sha, date; peak FLOP rates."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+# Dense bf16 tensor-core peak per GPU, FLOP/s (vendor datasheets, without sparsity).
+PEAK_BF16_FLOPS = (
+    (r"H200", 989e12),
+    (r"H100.*(SXM|HBM3)|H100 80GB HBM3", 989e12),
+    (r"H100.*PCIe", 756e12),
+    (r"H100", 989e12),
+    (r"A100", 312e12),
+    (r"L40S", 362e12),
+    (r"A10G?\b", 125e12),
+)
+
+
+def peak_flops(gpu_name: str | None) -> float | None:
+    if not gpu_name:
+        return None
+    for pattern, flops in PEAK_BF16_FLOPS:
+        if re.search(pattern, gpu_name):
+            return flops
+    return None
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def git_sha() -> str:
+    """VITCORE_GIT_SHA wins (a copied tree on a GPU host has no .git), then `git rev-parse`."""
+    if os.environ.get("VITCORE_GIT_SHA"):
+        return os.environ["VITCORE_GIT_SHA"]
+    try:
+        root = Path(__file__).resolve().parent.parent
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment() -> dict:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "device": gpu or f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "gpu_name": gpu,
+        "gpu_count": torch.cuda.device_count() if gpu else 0,
+        "driver": _driver(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "colossalai": _version("colossalai"),
+        "transformers": _version("transformers"),
+        "datasets": _version("datasets"),
+        "python": platform.python_version(),
+        "git_sha": git_sha(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "peak_bf16_tflops": (peak_flops(gpu) or 0) / 1e12 or None,
+    }
+
+
+def _driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def device_identity(env: dict) -> str:
+    """The key budgets are stored under: GPU model and count, torch and CUDA versions."""
+    gpu = env.get("gpu_name") or "cpu"
+    raw = f"{gpu}-x{env.get('gpu_count') or 1}-torch{env['torch'].split('+')[0]}-cuda{env.get('cuda') or 'none'}"
+    return re.sub(r"[^A-Za-z0-9.]+", "-", raw).strip("-").lower()

@@ -1,0 +1,161 @@
+"""Process groups: in this process, in several spawned processes, or under torchrun.
+
+A multi-process run either returns every rank's result or raises WorkerError with the failing
+rank's traceback (or its exit signal) as soon as one fails, and after `timeout_s` at the latest;
+surviving workers are killed so that nothing hangs.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import time
+import traceback
+from typing import Any, Callable
+
+from vitcore import VitcoreError
+
+
+class WorkerError(VitcoreError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def backend_for(device: str) -> str:
+    return "nccl" if device == "cuda" else "gloo"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VitcoreError("device 'cuda' was asked for but torch sees no CUDA GPU")
+    return device
+
+
+def _quiet_colossalai_logs() -> None:
+    import logging
+
+    logging.getLogger("colossalai").setLevel(logging.WARNING)
+
+
+def init_process_group(rank: int, world_size: int, port: int, device: str) -> None:
+    import colossalai
+
+    from vitcore import compat
+
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast stays off everywhere
+    compat.apply()
+    _quiet_colossalai_logs()
+    colossalai.launch(rank=rank, world_size=world_size, host="127.0.0.1", port=port,
+                      backend=backend_for(device), local_rank=rank, verbose=False)
+
+
+def destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def run(fn: Callable[..., Any], *args, world_size: int = 1, device: str = "auto",
+        timeout_s: float = 900.0) -> list[Any]:
+    """Run fn(*args) on every rank; return the list of per-rank results (rank order)."""
+    device = resolve_device(device)
+    if under_torchrun():
+        import colossalai
+
+        from vitcore import compat
+
+        os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+        compat.apply()
+        colossalai.launch_from_torch(backend=backend_for(device), verbose=False)
+        try:
+            return [fn(*args)]
+        finally:
+            destroy_process_group()
+    if world_size == 1:
+        init_process_group(0, 1, free_port(), device)
+        try:
+            return [fn(*args)]
+        finally:
+            destroy_process_group()
+    return spawn(fn, args, world_size=world_size, device=device, timeout_s=timeout_s)
+
+
+def _worker(rank, world_size, port, device, fn, args, results):
+    try:
+        if device == "cpu":
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+        init_process_group(rank, world_size, port, device)
+        out = fn(*args)
+        results.put((rank, "ok", out))
+    except BaseException:  # noqa: BLE001 - every failure must reach the parent
+        results.put((rank, "error", traceback.format_exc()))
+        raise SystemExit(1)
+    finally:
+        destroy_process_group()
+
+
+def spawn(fn, args, *, world_size: int, device: str, timeout_s: float) -> list[Any]:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_worker, args=(r, world_size, port, device, fn, args, results),
+                         daemon=True, name=f"vitcore-rank{r}") for r in range(world_size)]
+    for p in procs:
+        p.start()
+    done: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(done) < world_size:
+            try:
+                rank, status, payload = results.get(timeout=0.5)
+                if status == "error":
+                    raise WorkerError(f"worker rank {rank} failed:\n{payload}")
+                done[rank] = payload
+                continue
+            except queue.Empty:
+                pass
+            for r, p in enumerate(procs):
+                if r not in done and p.exitcode not in (None, 0):
+                    _drain_error(results, r)
+                    how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
+                    raise WorkerError(f"worker rank {r} died ({how}) before returning a result")
+            if time.monotonic() > deadline:
+                missing = sorted(set(range(world_size)) - set(done))
+                raise WorkerError(f"timed out after {timeout_s:.0f}s waiting for ranks {missing}")
+        return [done[r] for r in range(world_size)]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        for p in procs:
+            p.join(timeout=10)
+
+
+def _drain_error(results, rank):
+    """A worker may have reported its traceback just before exiting: prefer that message."""
+    try:
+        while True:
+            r, status, payload = results.get(timeout=0.2)
+            if status == "error":
+                raise WorkerError(f"worker rank {r} failed:\n{payload}")
+    except queue.Empty:
+        return

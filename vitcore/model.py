@@ -1,0 +1,122 @@
+"""Named ViT presets, weight loading with a recorded source, and model FLOPs per image."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from vitcore import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelPreset:
+    name: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    image_size: int
+    patch_size: int
+    pretrained_id: str | None = None  # the hub id whose weights `weights="auto"` looks for
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2 + 1  # patches + [CLS]
+
+    def hf_config(self, *, num_labels: int, id2label: dict[int, str], attention: str,
+                  grad_checkpoint: bool = False):
+        from transformers import ViTConfig
+
+        cfg = ViTConfig(hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
+                        num_attention_heads=self.num_heads, intermediate_size=self.intermediate_size,
+                        image_size=self.image_size, patch_size=self.patch_size, num_labels=num_labels,
+                        id2label=id2label, label2id={v: k for k, v in id2label.items()})
+        cfg._attn_implementation = attention
+        return cfg
+
+
+PRESETS = {
+    p.name: p
+    for p in (
+        # The architecture of google/vit-base-patch16-224-in21k (ViT-B/16 at 224).
+        ModelPreset(name="vit-base", hidden_size=768, num_layers=12, num_heads=12,
+                    intermediate_size=3072, image_size=224, patch_size=16,
+                    pretrained_id="google/vit-base-patch16-224-in21k"),
+        # Small enough to fine-tune on two CPU cores in seconds; 4 heads so tp=2 divides them.
+        ModelPreset(name="vit-tiny", hidden_size=64, num_layers=2, num_heads=4,
+                    intermediate_size=128, image_size=32, patch_size=8),
+    )
+}
+ATTENTION = ("eager", "sdpa")
+
+
+def get_preset(name: str) -> ModelPreset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(PRESETS)}") from None
+
+
+def build_model(preset: ModelPreset, *, labels: list[str], attention: str = "sdpa",
+                weights: str = "auto", grad_checkpoint: bool = False):
+    """Return (model, weights_source). `weights`: auto | random | a local path or hub id.
+
+    auto: the preset's pretrained weights from the HF cache when present, otherwise random
+    initialisation, logged as a warning and recorded in the source string.
+    """
+    from transformers import ViTForImageClassification
+
+    if attention not in ATTENTION:
+        raise ConfigError(f"unknown attention {attention!r}; valid: {', '.join(ATTENTION)}")
+    id2label = dict(enumerate(labels))
+    config = preset.hf_config(num_labels=len(labels), id2label=id2label, attention=attention)
+    if weights == "random" or (weights == "auto" and preset.pretrained_id is None):
+        model = ViTForImageClassification(config)
+        source = "random-init" + ("" if weights == "random" else f" ({preset.name} has no pretrained weights)")
+    else:
+        target = preset.pretrained_id if weights == "auto" else weights
+        try:
+            model = ViTForImageClassification.from_pretrained(
+                target, local_files_only=True, num_labels=len(labels), id2label=id2label,
+                label2id=config.label2id, ignore_mismatched_sizes=True, attn_implementation=attention)
+            source = f"pretrained:{target}"
+        except (OSError, ValueError) as e:
+            if weights != "auto":
+                raise ConfigError(f"weights {weights!r} not found as a local path or in the HF cache "
+                                  f"(offline): {str(e).splitlines()[0]}") from None
+            model = ViTForImageClassification(config)
+            source = f"random-init ({target} not in the HF cache)"
+            log.warning("WEIGHTS: %s not found locally or in the HF cache; using the same "
+                        "architecture RANDOMLY INITIALISED", target)
+        _check_architecture(model.config, preset)
+    if grad_checkpoint:
+        model.gradient_checkpointing_enable()
+    return model, source
+
+
+def _check_architecture(cfg, preset: ModelPreset) -> None:
+    got = (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.image_size, cfg.patch_size)
+    want = (preset.hidden_size, preset.num_layers, preset.num_heads, preset.image_size, preset.patch_size)
+    if got != want:
+        raise ConfigError(f"weights have architecture {got} (hidden, layers, heads, image, patch), "
+                          f"preset {preset.name!r} expects {want}")
+
+
+def forward_flops_per_image(preset: ModelPreset, num_labels: int = 3) -> int:
+    """Matrix-product FLOPs of one forward pass for one image (2 per multiply-add).
+
+    Patch embedding, per layer QKV / scores / attention x V / output / MLP, and the classifier.
+    Softmax, norms and activations are ignored (a fraction of a percent for ViT-B).
+    """
+    n, h, i = preset.num_tokens, preset.hidden_size, preset.intermediate_size
+    patch_dim = 3 * preset.patch_size**2
+    embed = 2 * (n - 1) * patch_dim * h
+    per_layer = 2 * n * h * 3 * h + 2 * 2 * n * n * h + 2 * n * h * h + 2 * 2 * n * h * i
+    return embed + preset.num_layers * per_layer + 2 * h * num_labels
+
+
+def train_flops_per_image(preset: ModelPreset, num_labels: int = 3) -> int:
+    """A training step is counted as 3x forward (backward = 2x); recomputation is not counted."""
+    return 3 * forward_flops_per_image(preset, num_labels)

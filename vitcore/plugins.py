@@ -1,0 +1,198 @@
+"""One registry of Booster plugin configurations.
+
+Every name the CLI accepts and every plugin parameter the tests use comes from REGISTRY. An entry
+knows its family (the study's plugin names), the precisions it supports, which of them run on the
+CPU (gloo), the world size it needs, and its tensor/pipeline sizes. Options such as Gemini's
+placement are separate entries rather than name parsing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from vitcore import ConfigError
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildContext:
+    """What a factory needs besides its own fixed options."""
+
+    precision: str
+    tp_size: int = 1
+    pp_size: int = 1
+    fast: bool = False  # the `fast` profile: turn on the plugin's own fused kernels where it has them
+    max_norm: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginSpec:
+    name: str
+    family: str
+    description: str
+    factory: Callable[[BuildContext], Any]
+    precisions: tuple[str, ...]
+    cpu_precisions: tuple[str, ...] = ()  # precisions that run on the CPU under gloo
+    cpu_reason: str = ""  # why the others do not
+    min_world_size: int = 1
+    tp_size: int = 1
+    pp_size: int = 1
+    optimizer: str = "adamw"  # "adamw" (torch) or "hybrid_adam" (colossalai; Gemini requires it)
+    booster_amp: bool = False  # mixed precision is the Booster's argument, not the plugin's
+    options: dict = field(default_factory=dict)  # fixed options, for reports
+    parallel_sizes: bool = False  # tp/pp sizes may be overridden per run (hybrid_parallel)
+
+    @property
+    def uses_pipeline(self) -> bool:
+        return self.pp_size > 1
+
+    def needs_cuda(self, precision: str) -> bool:
+        return precision not in self.cpu_precisions
+
+    def check_precision(self, precision: str) -> None:
+        if precision not in self.precisions:
+            raise ConfigError(
+                f"precision {precision!r} is not supported by plugin {self.name!r}; "
+                f"valid: {', '.join(self.precisions)}"
+            )
+
+    def build(self, ctx: BuildContext):
+        self.check_precision(ctx.precision)
+        return self.factory(ctx)
+
+
+REGISTRY: dict[str, PluginSpec] = {}
+
+
+def register(name: str, **kw):
+    def deco(factory):
+        if name in REGISTRY:
+            raise RuntimeError(f"plugin {name!r} registered twice")
+        REGISTRY[name] = PluginSpec(name=name, factory=factory, **kw)
+        return factory
+
+    return deco
+
+
+def get(name: str) -> PluginSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown plugin {name!r}; valid: {', '.join(REGISTRY)}") from None
+
+
+def select(patterns: list[str] | None) -> list[PluginSpec]:
+    """Entries matching names or families (``gemini`` selects every gemini entry)."""
+    if not patterns:
+        return list(REGISTRY.values())
+    families = {s.family for s in REGISTRY.values()}
+    out = []
+    for p in patterns:
+        if p in REGISTRY:
+            hits = [REGISTRY[p]]
+        elif p in families:
+            hits = [s for s in REGISTRY.values() if s.family == p]
+        else:
+            raise ConfigError(
+                f"unknown plugin {p!r}; valid names: {', '.join(REGISTRY)}; "
+                f"valid families: {', '.join(sorted(families))}"
+            )
+        out += [h for h in hits if h not in out]
+    return out
+
+
+# --- entries -------------------------------------------------------------------------------------
+_CUDA_ONLY = "colossalai {} needs a CUDA accelerator (measured: fails on the CPU accelerator)"
+
+
+def _amp(ctx: BuildContext) -> str | None:
+    return None if ctx.precision == "fp32" else ctx.precision
+
+
+@register("torch_ddp", family="torch_ddp", description="PyTorch DDP, fp32",
+          precisions=("fp32",), cpu_precisions=("fp32",))
+def _torch_ddp(ctx):
+    from colossalai.booster.plugin import TorchDDPPlugin
+
+    return TorchDDPPlugin()
+
+
+@register("torch_ddp_fp16", family="torch_ddp_fp16",
+          description="PyTorch DDP with the Booster's CUDA AMP fp16 (bf16 is not implemented there)",
+          precisions=("fp16",), cpu_reason="the Booster's fp16 is CUDA AMP", booster_amp=True)
+def _torch_ddp_fp16(ctx):
+    from colossalai.booster.plugin import TorchDDPPlugin
+
+    return TorchDDPPlugin()  # the precision goes to Booster(mixed_precision=...), see booster_kwargs
+
+
+for _stage in (1, 2):
+    @register(f"low_level_zero_s{_stage}", family="low_level_zero",
+              description=f"ZeRO stage {_stage}: optimizer states{' and gradients' if _stage == 2 else ''} "
+                          "sharded across data-parallel ranks",
+              precisions=("fp16", "bf16"), cpu_reason=_CUDA_ONLY.format("LowLevelZeroPlugin"),
+              options={"stage": _stage})
+    def _llz(ctx, _stage=_stage):
+        from colossalai.booster.plugin import LowLevelZeroPlugin
+
+        return LowLevelZeroPlugin(stage=_stage, precision=ctx.precision, max_norm=ctx.max_norm,
+                                  initial_scale=2**5)
+
+_GEMINI = {
+    "gemini": ("static placement, everything on the GPU", dict(placement_policy="static")),
+    "gemini_auto": ("auto placement (chunks move between GPU and CPU by memory pressure)",
+                    dict(placement_policy="auto")),
+    "gemini_offload": ("static placement with optimizer states offloaded to the CPU "
+                       "(the upstream ViT example's setting)",
+                       dict(placement_policy="static", offload_optim_frac=1.0, pin_memory=True)),
+}
+for _name, (_desc, _opts) in _GEMINI.items():
+    @register(_name, family="gemini", description=f"Gemini (ZeRO-3 with chunks): {_desc}",
+              precisions=("fp16", "bf16"), cpu_reason=_CUDA_ONLY.format("GeminiPlugin"),
+              optimizer="hybrid_adam", options=_opts)
+    def _gemini(ctx, _opts=_opts):
+        from colossalai.booster.plugin import GeminiPlugin
+
+        return GeminiPlugin(precision=ctx.precision, max_norm=ctx.max_norm, initial_scale=2**5, **_opts)
+
+_HYBRID = {"hybrid_parallel": (1, 1), "hybrid_parallel_tp2": (2, 1), "hybrid_parallel_pp2": (1, 2),
+           "hybrid_parallel_tp2pp2": (2, 2)}
+for _name, (_tp, _pp) in _HYBRID.items():
+    @register(_name, family="hybrid_parallel",
+              description=f"HybridParallelPlugin tp={_tp} pp={_pp} (shardformer){'; pipeline steps via booster.execute_pipeline' if _pp > 1 else ''}",
+              precisions=("fp32", "fp16", "bf16"), cpu_precisions=("fp32",),
+              cpu_reason="mixed precision needs a CUDA accelerator", min_world_size=_tp * _pp,
+              tp_size=_tp, pp_size=_pp, parallel_sizes=True)
+    def _hybrid(ctx):
+        from colossalai.booster.plugin import HybridParallelPlugin
+
+        kw = dict(tp_size=ctx.tp_size, pp_size=ctx.pp_size, precision=ctx.precision,
+                  max_norm=ctx.max_norm, initial_scale=2**5)
+        if ctx.pp_size > 1:
+            kw["num_microbatches"] = ctx.pp_size
+        if ctx.fast:
+            kw.update(enable_fused_normalization=True)
+        return HybridParallelPlugin(**kw)
+
+
+@register("torch_fsdp", family="torch_fsdp",
+          description="PyTorch FSDP (full sharding); bf16 through FSDP's own MixedPrecision, "
+                      "since the Booster's fp16 setting is silently ignored by this plugin",
+          precisions=("fp32", "bf16"), cpu_reason="FSDP's default settings need CUDA")
+def _torch_fsdp(ctx):
+    import torch
+    from colossalai.booster.plugin import TorchFSDPPlugin
+    from torch.distributed.fsdp import MixedPrecision
+
+    mp = None
+    if ctx.precision == "bf16":
+        mp = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16,
+                            buffer_dtype=torch.bfloat16)
+    return TorchFSDPPlugin(mixed_precision=mp)
+
+
+def booster_kwargs(spec: PluginSpec, precision: str) -> dict:
+    """Booster-level arguments: TorchDDP takes its mixed precision from the Booster."""
+    return {"mixed_precision": precision} if spec.booster_amp else {}

@@ -1,0 +1,63 @@
+"""Result files: append-only JSON lines (one finished point per line), atomic writes elsewhere.
+
+A point is appended with one write() on an O_APPEND descriptor and fsync'd, so a crash or Ctrl-C
+keeps every finished point and never leaves half a line that a reader would trust: a trailing
+partial line is ignored on read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def append_point(path, point: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(point, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_points(path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    points = []
+    for line in path.read_text().splitlines():
+        try:
+            points.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # an interrupted final write
+    return points
+
+
+def write_atomic(path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def point_key(p: dict) -> tuple:
+    """What identifies a point of the matrix (for --resume and comparisons)."""
+    return (p["plugin"], p["precision"], p["profile"], p.get("model", "vit-base"),
+            int(p.get("world_size", 1)), int(p["batch_size"]))

@@ -1,0 +1,301 @@
+"""Fine-tuning with any registry plugin: setup, train step, evaluation, checkpoints, history.
+
+One code path for every plugin; what differs (pipeline steps, which rank owns the loss, which
+ranks share data) is read from the plugin object rather than from its name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from vitcore import Diverged
+from vitcore.config import RunConfig
+
+
+@dataclass
+class Layout:
+    """Where this rank sits: its data-parallel shard, and whether it holds the loss and logits."""
+
+    dp_rank: int
+    dp_size: int
+    owns_output: bool  # last pipeline stage and tensor-parallel rank 0
+
+
+def layout_of(plugin) -> Layout:
+    import torch.distributed as dist
+
+    dp_group = getattr(plugin, "dp_group", None)  # HybridParallelPlugin's process-group mesh
+    if dp_group is None:
+        return Layout(dist.get_rank(), dist.get_world_size(), True)
+    stage = plugin.stage_manager
+    owns = (stage is None or stage.is_last_stage()) and dist.get_rank(plugin.tp_group) == 0
+    return Layout(dist.get_rank(dp_group), plugin.dp_size, owns)
+
+
+@dataclass
+class Session:
+    cfg: RunConfig
+    device: str
+    plugin: Any
+    booster: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    train_loader: Any
+    test_loader: Any
+    layout: Layout
+    dataset_source: str
+    weights_source: str
+    total_steps: int
+
+    @property
+    def pipelined(self) -> bool:
+        return self.cfg.pp_size > 1
+
+
+def _criterion(outputs, inputs=None):
+    return outputs.loss
+
+
+def make_optimizer(cfg: RunConfig, model, device: str):
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.spec.optimizer == "hybrid_adam":
+        from colossalai.nn.optimizer import HybridAdam
+
+        return HybridAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, adamw_mode=True)
+    # fused AdamW: one kernel for all parameters on the GPU (no effect on the maths).
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             fused=(device == "cuda") or None)
+
+
+def _eval_loader(dataset, batch_size: int, layout: Layout, multiple: int):
+    """Each data-parallel shard evaluates a disjoint slice (no DistributedSampler padding, so no
+    sample is counted twice); pipelines need each batch to split into whole microbatches."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    idx = list(range(layout.dp_rank, len(dataset), layout.dp_size))
+    idx = idx[: len(idx) - len(idx) % multiple]
+    bs = max(multiple, batch_size - batch_size % multiple)
+    return DataLoader(Subset(dataset, idx), batch_size=bs, shuffle=False,
+                      generator=torch.Generator().manual_seed(0))
+
+
+def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Session:
+    """Build model, optimizer, schedule, loaders and boost them with the plugin.
+
+    synthetic_batch: the benchmark's input, one random batch already on the device (as the study),
+    instead of the dataset.
+    """
+    import torch
+    from colossalai.booster import Booster
+    from colossalai.nn.lr_scheduler import CosineAnnealingWarmupLR
+
+    from vitcore import data as data_mod
+    from vitcore import model as model_mod
+    from vitcore.launch import resolve_device
+    from vitcore.plugins import BuildContext, booster_kwargs
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    spec, preset = cfg.spec, cfg.preset
+    plugin = spec.build(BuildContext(precision=cfg.precision, tp_size=cfg.tp_size, pp_size=cfg.pp_size,
+                                     fast=cfg.profile == "fast", max_norm=cfg.max_norm))
+    layout = layout_of(plugin)
+    if synthetic_batch:
+        labels, dataset_source = list(data_mod.LABELS), "synthetic-tensors (random pixels on the device)"
+        train_loader = test_loader = None
+        steps_per_epoch = cfg.max_steps_per_epoch or 1
+    else:
+        if data is None:
+            data = data_mod.load(cfg.dataset, subset=cfg.subset, seed=0)
+        labels, dataset_source = data.labels, data.source
+        proc = data_mod.image_processor(preset.image_size)
+        train_ds, test_ds = data_mod.Preprocessed(data.train, proc), data_mod.Preprocessed(data.test, proc)
+        train_loader = plugin.prepare_dataloader(train_ds, batch_size=cfg.batch_size, shuffle=True,
+                                                 seed=cfg.seed, drop_last=True)
+        test_loader = _eval_loader(test_ds, cfg.batch_size, layout, cfg.pp_size)
+        steps_per_epoch = len(train_loader)
+        if cfg.max_steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    model, weights_source = model_mod.build_model(preset, labels=labels, attention=cfg.attention,
+                                                  weights=cfg.weights,
+                                                  grad_checkpoint=cfg.grad_checkpoint)
+    if device == "cuda":
+        model = model.cuda()
+    if cfg.compile:
+        model = torch.compile(model)
+    optimizer = make_optimizer(cfg, model, device)
+    total = max(1, steps_per_epoch * max(cfg.epochs, 1))
+    scheduler = CosineAnnealingWarmupLR(optimizer, total_steps=total,
+                                        warmup_steps=int(cfg.warmup_ratio * total))
+    booster = Booster(plugin=plugin, **booster_kwargs(spec, cfg.precision))
+    model, optimizer, _, _, scheduler = booster.boost(model, optimizer, _criterion, None, scheduler)
+    return Session(cfg, device, plugin, booster, model, optimizer, scheduler, train_loader,
+                   test_loader, layout, dataset_source, weights_source, total)
+
+
+def to_device(batch: dict, device: str) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_step(s: Session, batch: dict):
+    """One optimizer step. Returns this rank's loss tensor (None where it does not own one);
+    no host synchronisation, so the benchmark can time it back to back."""
+    if s.pipelined:
+        out = s.booster.execute_pipeline(iter([batch]), s.model, _criterion, s.optimizer, return_loss=True)
+        loss = out["loss"] if s.layout.owns_output else None
+    else:
+        loss = s.model(**batch).loss
+        s.booster.backward(loss, s.optimizer)
+    s.optimizer.step()
+    s.optimizer.zero_grad()
+    s.scheduler.step()
+    return loss
+
+
+def global_mean(s: Session, value) -> float:
+    """Mean over data-parallel shards of a per-shard scalar held by the owning ranks."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.zeros(1, dtype=torch.float64, device=s.device)
+    if value is not None and s.layout.owns_output:
+        t += value.detach().double()
+    dist.all_reduce(t)
+    return (t / s.layout.dp_size).item()
+
+
+def forward_logits(s: Session, batch: dict):
+    """Logits and loss of one batch without gradients (None on ranks that do not own them)."""
+    import torch
+
+    with torch.no_grad():
+        if s.pipelined:
+            out = s.booster.execute_pipeline(iter([batch]), s.model, _criterion, None,
+                                             return_loss=True, return_outputs=True)
+            if not s.layout.owns_output:
+                return None, None
+            return out["outputs"]["logits"], out["loss"]
+        out = s.model(**batch)
+        return out.logits, out.loss
+
+
+def evaluate(s: Session) -> dict:
+    import torch
+    import torch.distributed as dist
+
+    s.model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=s.device)  # loss sum, correct, count
+    for batch in s.test_loader:
+        batch = to_device(batch, s.device)
+        logits, loss = forward_logits(s, batch)
+        if logits is not None:
+            n = batch["labels"].numel()
+            totals[0] += loss.double() * n
+            totals[1] += (logits.argmax(-1) == batch["labels"]).sum()
+            totals[2] += n
+    dist.all_reduce(totals)  # only owning ranks contributed, one per data-parallel shard
+    s.model.train()
+    loss_sum, correct, count = totals.tolist()
+    return {"eval_loss": loss_sum / max(count, 1), "eval_accuracy": correct / max(count, 1),
+            "eval_samples": int(count)}
+
+
+def save_checkpoint(s: Session, path) -> None:
+    from pathlib import Path
+
+    path = Path(path)
+    s.booster.save_model(s.model, str(path / "model"), shard=True)
+    s.booster.save_optimizer(s.optimizer, str(path / "optimizer"), shard=True)
+    s.booster.save_lr_scheduler(s.scheduler, str(path / "scheduler.pt"))
+
+
+def load_checkpoint(s: Session, path) -> None:
+    from pathlib import Path
+
+    path = Path(path)
+    s.booster.load_model(s.model, str(path / "model"))
+    s.booster.load_optimizer(s.optimizer, str(path / "optimizer"))
+    s.booster.load_lr_scheduler(s.scheduler, str(path / "scheduler.pt"))
+
+
+def describe(s: Session) -> dict:
+    cfg = s.cfg
+    return {"plugin": cfg.plugin, "family": cfg.spec.family, "precision": cfg.precision,
+            "profile": cfg.profile, "model": cfg.model, "attention": cfg.attention,
+            "grad_checkpoint": cfg.grad_checkpoint, "compile": cfg.compile,
+            "world_size": cfg.world_size, "tp_size": cfg.tp_size, "pp_size": cfg.pp_size,
+            "dp_size": s.layout.dp_size, "batch_size": cfg.batch_size, "device": s.device,
+            "dataset": s.dataset_source, "weights": s.weights_source}
+
+
+def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
+    """Runs on every rank (see launch.run). Returns the history; every rank holds the same numbers.
+
+    A NaN or inf loss ends the run with status "diverged" and the step where it happened.
+    """
+    import torch.distributed as dist
+
+    s = setup(cfg, data)
+    hist = describe(s) | {"lr": cfg.lr, "epochs_requested": cfg.epochs, "step_loss": [],
+                          "epochs": [], "status": "ok"}
+    if dist.get_rank() == 0:
+        print(f"[vitcore] plugin={cfg.plugin} precision={cfg.precision} dataset={s.dataset_source} "
+              f"weights={s.weights_source}", flush=True)
+    bar = _progress(s, progress)
+    step = 0
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            s.train_loader.sampler.set_epoch(epoch) if hasattr(s.train_loader.sampler, "set_epoch") else None
+            losses = []
+            for i, batch in enumerate(s.train_loader):
+                if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
+                    break
+                step += 1
+                loss = global_mean(s, train_step(s, to_device(batch, s.device)))
+                if not math.isfinite(loss):
+                    raise Diverged(step, loss)
+                losses.append(loss)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
+            hist["step_loss"] += losses
+            row = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1), **evaluate(s),
+                   "seconds": time.perf_counter() - t0}
+            hist["epochs"].append(row)
+            if dist.get_rank() == 0:
+                print(f"[vitcore] epoch {epoch}/{cfg.epochs} train_loss={row['train_loss']:.4f} "
+                      f"eval_loss={row['eval_loss']:.4f} eval_accuracy={row['eval_accuracy']:.4f} "
+                      f"({row['seconds']:.1f}s)", flush=True)
+        if cfg.epochs == 0:
+            hist["epochs"].append({"epoch": 0, "train_loss": None, **evaluate(s), "seconds": 0.0})
+    except Diverged as e:
+        hist.update(status="diverged", diverged_at_step=e.step, error=str(e))
+    finally:
+        if bar is not None:
+            bar.close()
+    if cfg.checkpoint_dir and hist["status"] == "ok":
+        save_checkpoint(s, cfg.checkpoint_dir)
+        hist["checkpoint"] = cfg.checkpoint_dir
+    return hist
+
+
+def _progress(s: Session, enabled: bool):
+    import torch.distributed as dist
+
+    if not enabled or dist.get_rank() != 0:
+        return None
+    from tqdm import tqdm
+
+    per_epoch = len(s.train_loader)
+    if s.cfg.max_steps_per_epoch:
+        per_epoch = min(per_epoch, s.cfg.max_steps_per_epoch)
+    return tqdm(total=per_epoch * s.cfg.epochs, desc=f"{s.cfg.plugin} {s.cfg.precision}",
+                unit="step", leave=False)
