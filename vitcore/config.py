@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from vitcore import ConfigError
+from vitcore import ConfigError, plugins
 from vitcore import model as model_mod
-from vitcore import plugins
 
 # Profiles (issue: fast vs the study's settings). A field left as None in RunConfig takes the
 # profile's value; precision takes the first of the profile's preferences the plugin supports.

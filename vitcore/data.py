@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def stratified_indices(labels, n: int, seed: int = 0) -> list[int]:
         take[c] += 1
     rng = np.random.default_rng(seed)
     out = []
-    for c, k in zip(classes, take):
+    for c, k in zip(classes, take, strict=True):
         idx = np.flatnonzero(labels == c)
         out += rng.choice(idx, size=k, replace=False).tolist()
     return sorted(out)
@@ -150,7 +149,6 @@ def load(dataset: str = "auto", *, subset: int | None = None, seed: int = 0) -> 
         data = _load_local(Path(dataset).expanduser())
     else:
         data = _load_hub(dataset)
-    _check_labels(data)
     return _subset(data, subset, seed)
 
 
@@ -225,16 +223,16 @@ def _from_dict(dd, source: str) -> DogFood:
                         "expected 'image' and 'label'")
     feat = dd["train"].features["label"]
     labels = list(getattr(feat, "names", []) or [])
+    if labels != LABELS:
+        raise DataError(f"dataset {source} has labels {labels}; dog_food needs {LABELS}")
     if "test" not in dd:
         # A single split (an image folder without train/test): a deterministic stratified 3:1 split.
-        dd = dd["train"].train_test_split(test_size=0.25, seed=0, stratify_by_column="label")
-        source += " (test = stratified 25% of train)"
+        full = dd["train"]
+        test = set(stratified_indices(full["label"], max(len(LABELS), round(len(full) / 4)), seed=0))
+        train = [i for i in range(len(full)) if i not in test]
+        return DogFood(full.select(train), full.select(sorted(test)), labels,
+                       source + " (test = stratified 25% of train)")
     return DogFood(dd["train"], dd["test"], labels, source)
-
-
-def _check_labels(data: DogFood) -> None:
-    if data.labels != LABELS:
-        raise DataError(f"dataset {data.source} has labels {data.labels}; dog_food needs {LABELS}")
 
 
 def _subset(data: DogFood, subset: int | None, seed: int) -> DogFood:

@@ -12,7 +12,8 @@ import queue
 import socket
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vitcore import VitcoreError
 
@@ -42,9 +43,9 @@ def resolve_device(device: str) -> str:
 
 
 def _quiet_colossalai_logs() -> None:
-    import logging
+    from colossalai.logging import get_dist_logger
 
-    logging.getLogger("colossalai").setLevel(logging.WARNING)
+    get_dist_logger().set_level("ERROR")  # its per-step warnings would drown the progress output
 
 
 def init_process_group(rank: int, world_size: int, port: int, device: str) -> None:
@@ -81,6 +82,7 @@ def run(fn: Callable[..., Any], *args, world_size: int = 1, device: str = "auto"
 
         os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
         compat.apply()
+        _quiet_colossalai_logs()
         colossalai.launch_from_torch(backend=backend_for(device), verbose=False)
         try:
             return [fn(*args)]
@@ -106,7 +108,7 @@ def _worker(rank, world_size, port, device, fn, args, results):
         results.put((rank, "ok", out))
     except BaseException:  # noqa: BLE001 - every failure must reach the parent
         results.put((rank, "error", traceback.format_exc()))
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     finally:
         destroy_process_group()
 
@@ -122,22 +124,19 @@ def spawn(fn, args, *, world_size: int, device: str, timeout_s: float) -> list[A
     for p in procs:
         p.start()
     done: dict[int, Any] = {}
+    errors: dict[int, str] = {}
     deadline = time.monotonic() + timeout_s
     try:
         while len(done) < world_size:
             try:
                 rank, status, payload = results.get(timeout=0.5)
-                if status == "error":
-                    raise WorkerError(f"worker rank {rank} failed:\n{payload}")
-                done[rank] = payload
-                continue
+                (done if status == "ok" else errors)[rank] = payload
             except queue.Empty:
                 pass
-            for r, p in enumerate(procs):
-                if r not in done and p.exitcode not in (None, 0):
-                    _drain_error(results, r)
-                    how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
-                    raise WorkerError(f"worker rank {r} died ({how}) before returning a result")
+            died = {r: p.exitcode for r, p in enumerate(procs)
+                    if r not in done and r not in errors and p.exitcode not in (None, 0)}
+            if errors or died:
+                raise WorkerError(_failure_message(procs, results, errors, died, done))
             if time.monotonic() > deadline:
                 missing = sorted(set(range(world_size)) - set(done))
                 raise WorkerError(f"timed out after {timeout_s:.0f}s waiting for ranks {missing}")
@@ -150,12 +149,24 @@ def spawn(fn, args, *, world_size: int, device: str, timeout_s: float) -> list[A
             p.join(timeout=10)
 
 
-def _drain_error(results, rank):
-    """A worker may have reported its traceback just before exiting: prefer that message."""
-    try:
-        while True:
-            r, status, payload = results.get(timeout=0.2)
+def _failure_message(procs, results, errors, died, done, grace_s: float = 2.0) -> str:
+    """Name the root cause: a worker killed by a signal makes its peers fail with connection errors
+    a moment later, so wait briefly and report the dead worker first, then the tracebacks."""
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        try:
+            rank, status, payload = results.get(timeout=0.1)
             if status == "error":
-                raise WorkerError(f"worker rank {r} failed:\n{payload}")
-    except queue.Empty:
-        return
+                errors[rank] = payload
+        except queue.Empty:
+            pass
+        for r, p in enumerate(procs):
+            if r not in done and r not in errors and p.exitcode not in (None, 0):
+                died[r] = p.exitcode
+    lines = []
+    for r, code in sorted(died.items()):
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        lines.append(f"worker rank {r} died ({how}) before returning a result")
+    for r, tb in sorted(errors.items()):
+        lines.append(f"worker rank {r} failed:\n{tb}")
+    return "\n".join(lines)

@@ -8,8 +8,9 @@ placement are separate entries rather than name parsing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from vitcore import ConfigError
 
@@ -84,16 +85,16 @@ def get(name: str) -> PluginSpec:
 
 
 def select(patterns: list[str] | None) -> list[PluginSpec]:
-    """Entries matching names or families (``gemini`` selects every gemini entry)."""
+    """Entries matching families or names; a family wins (``gemini`` selects every gemini entry)."""
     if not patterns:
         return list(REGISTRY.values())
     families = {s.family for s in REGISTRY.values()}
     out = []
     for p in patterns:
-        if p in REGISTRY:
-            hits = [REGISTRY[p]]
-        elif p in families:
+        if p in families:
             hits = [s for s in REGISTRY.values() if s.family == p]
+        elif p in REGISTRY:
+            hits = [REGISTRY[p]]
         else:
             raise ConfigError(
                 f"unknown plugin {p!r}; valid names: {', '.join(REGISTRY)}; "
@@ -172,9 +173,30 @@ for _name, (_tp, _pp) in _HYBRID.items():
                   max_norm=ctx.max_norm, initial_scale=2**5)
         if ctx.pp_size > 1:
             kw["num_microbatches"] = ctx.pp_size
+        if ctx.tp_size > 1:
+            kw["custom_policy"] = _replicated_head_policy()
         if ctx.fast:
             kw.update(enable_fused_normalization=True)
         return HybridParallelPlugin(**kw)
+
+
+def _replicated_head_policy():
+    """shardformer's ViT policy splits the classifier over tp ranks, which needs num_labels to be
+    a multiple of tp (dog_food has 3). Keep the classifier whole on every rank instead: its input is
+    replicated across the tp group, so its gradients agree without communication."""
+    from colossalai.shardformer.policies.vit import ViTForImageClassificationPolicy
+    from transformers.models.vit.modeling_vit import ViTForImageClassification
+
+    class ReplicatedHeadViTPolicy(ViTForImageClassificationPolicy):
+        def module_policy(self):
+            policy = super().module_policy()
+            desc = policy.get(ViTForImageClassification)
+            if desc is not None and desc.sub_module_replacement:
+                desc.sub_module_replacement = [r for r in desc.sub_module_replacement
+                                               if r.suffix != "classifier"]
+            return policy
+
+    return ReplicatedHeadViTPolicy()
 
 
 @register("torch_fsdp", family="torch_fsdp",

@@ -1,0 +1,86 @@
+"""pytest options, plugin parametrization from the registry, hardware skips, session summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from vitcore import plugins
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("vitcore", "vitcore benchmark suite")
+    g.addoption("--plugin", default=None,
+                help="comma-separated registry names or families (e.g. gemini); default: all")
+    g.addoption("--model", default=None, help="model preset for GPU tests (default vit-base)")
+    g.addoption("--dataset", default="auto", help="auto | embedded | lewtun/dog_food | PATH")
+    g.addoption("--budgets", default="fixtures/budgets", help="folder of per-device budget files")
+    g.addoption("--update-budgets", action="store_true",
+                help="write measured performance as the new budget for this device")
+    g.addoption("--perf-batch-sizes", default="32,128", help="batch sizes of the performance tests")
+    g.addoption("--results-out", default=None, help="write GPU-tier results JSON into this folder")
+
+
+def _selected(config) -> list[plugins.PluginSpec]:
+    raw = config.getoption("--plugin")
+    return plugins.select([p.strip() for p in raw.split(",")] if raw else None)
+
+
+def _cases(specs, *, single_gpu: bool):
+    """(entry, precision) pairs; pytest ids like gemini-bf16."""
+    out = []
+    for s in specs:
+        if single_gpu and s.min_world_size > 1:
+            continue
+        for prec in s.precisions:
+            out.append(pytest.param(s, prec, id=f"{s.name}-{prec}"))
+    return out
+
+
+def pytest_generate_tests(metafunc):
+    if {"spec", "precision"} <= set(metafunc.fixturenames):
+        specs = _selected(metafunc.config)
+        single = metafunc.definition.get_closest_marker("gpu") is not None
+        metafunc.parametrize(("spec", "precision"), _cases(specs, single_gpu=single))
+
+
+def pytest_collection_modifyitems(config, items):
+    # --plugin also filters tests that name their plugin in a `plugin_names` marker.
+    if not config.getoption("--plugin"):
+        return
+    wanted = {s.name for s in _selected(config)}
+    keep, drop = [], []
+    for item in items:
+        spec = getattr(item, "callspec", None) and item.callspec.params.get("spec")
+        marker = item.get_closest_marker("plugin_names")
+        names = {spec.name} if spec else set(marker.args) if marker else None
+        (drop if names is not None and not names & wanted else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "plugin_names(*names): registry entries a test exercises")
+
+
+def pytest_runtest_setup(item):
+    import torch
+
+    if item.get_closest_marker("gpu") or item.get_closest_marker("multigpu"):
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU; torch.cuda.is_available() is False on this machine")
+    m = item.get_closest_marker("multigpu")
+    if m:
+        need = m.kwargs.get("n", 2)
+        if torch.cuda.device_count() < need:
+            pytest.skip(f"needs {need} GPUs; {torch.cuda.device_count()} present")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from vitcore import budgets
+
+    lines = budgets.session_report()
+    if lines:
+        terminalreporter.section("vitcore performance budgets")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,0 +1,67 @@
+"""The budget comparison on CPU: a 10% slowdown or 5% memory growth fails, noise passes."""
+
+import json
+
+import pytest
+
+from vitcore import VitcoreError, budgets
+
+
+def point(ips=1000.0, alloc=4.0, reserved=5.0, spread=0.01, **kw):
+    return {"plugin": "gemini", "precision": "bf16", "profile": "fast", "model": "vit-base",
+            "world_size": 1, "batch_size": 128, "status": "ok", "images_per_s": ips, "spread": spread,
+            "peak_mem_allocated_gib": alloc, "peak_mem_reserved_gib": reserved, "repeats": 5,
+            "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_count": 1, "torch": "2.11.0+cu130", "cuda": "13.0",
+            "date": "2026-11-24", "git_sha": "abc", "dataset": "d", "weights": "w"} | kw
+
+
+@pytest.fixture
+def book(tmp_path):
+    budgets.update(tmp_path, point())
+    return tmp_path
+
+
+def ref(folder):
+    return budgets.lookup(budgets.load(folder, point()), point())
+
+
+def test_ten_percent_slower_fails(book):
+    v = budgets.compare(point(ips=900.0), ref(book))
+    assert [x.metric for x in v] == ["images/s"]
+    assert "gemini bf16 bs=128: images/s 900 vs budget 1000 (-10.0%)" == str(v[0])
+
+
+def test_five_percent_more_memory_fails(book):
+    v = budgets.compare(point(alloc=4.2), ref(book))
+    assert [x.metric for x in v] == ["peak_mem_allocated_gib"] and v[0].delta == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("ips,alloc", [(1000.0, 4.0), (960.0, 4.08), (1200.0, 3.0)])
+def test_noise_and_improvements_pass(book, ips, alloc):
+    assert budgets.compare(point(ips=ips, alloc=alloc), ref(book)) == []
+
+
+def test_budget_demanding_20_percent_more_fails_naming_everything(book):
+    path = budgets.budget_path(book, point())
+    data = json.loads(path.read_text())
+    for e in data["entries"].values():
+        e["images_per_s"] *= 1.2
+    path.write_text(json.dumps(data))
+    (v,) = budgets.compare(point(), ref(book))
+    assert "gemini bf16 bs=128: images/s 1000 vs budget 1200" in str(v)
+
+
+def test_noisy_measurement_is_refused_as_baseline(tmp_path):
+    with pytest.raises(VitcoreError, match="spread 9.0% .* too noisy"):
+        budgets.update(tmp_path, point(spread=0.09))
+
+
+def test_other_device_is_no_budget(book):
+    with pytest.raises(budgets.NoBudget, match="no budget file for device 'nvidia-a100"):
+        budgets.load(book, point(gpu_name="NVIDIA A100-SXM4-80GB"))
+
+
+def test_budget_records_its_source(book):
+    entry = ref(book)
+    assert entry["source"]["git_sha"] == "abc" and entry["spread"] == 0.01
+    assert entry["allowed_regression"] < 0.10 and entry["allowed_mem_growth"] < 0.05

@@ -1,0 +1,32 @@
+"""hybrid_parallel (tp1/pp1, tp=2, pp=2 over two gloo processes) computes what torch_ddp computes."""
+
+import pytest
+
+from tests.helpers import run
+from vitcore.checks import CheckFailed, compare, require
+
+K = dict(model="vit-tiny", batch_size=16, epochs=1, max_steps_per_epoch=8, lr=2e-3, precision="fp32",
+         subset=300)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return run(plugin="torch_ddp", **K)
+
+
+@pytest.mark.parametrize("plugin,world", [("hybrid_parallel", 1), ("hybrid_parallel_tp2", 2),
+                                          ("hybrid_parallel_pp2", 2)])
+def test_losses_match_torch_ddp(reference, plugin, world):
+    got = run(plugin=plugin, world_size=world, **K)
+    assert len(got["step_loss"]) == len(reference["step_loss"]) == 8
+    c = require(compare(f"{plugin} per-step loss", reference["step_loss"], got["step_loss"], "fp32"))
+    print(c)  # the observed error, not only pass/fail
+    ev = require(compare(f"{plugin} eval loss", [reference["epochs"][-1]["eval_loss"]],
+                         [got["epochs"][-1]["eval_loss"]], "fp32"))
+    print(ev)
+
+
+def test_parity_check_fails_on_broken_training(reference):
+    broken = run(plugin="hybrid_parallel", **(K | {"lr": 0.0}))
+    with pytest.raises(CheckFailed, match="OUTSIDE"):
+        require(compare("lr=0 per-step loss", reference["step_loss"], broken["step_loss"], "fp32"))

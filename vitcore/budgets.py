@@ -1,0 +1,137 @@
+"""Performance budgets: one JSON file per device identity, compared with stated tolerances.
+
+A budget entry is a measured median (with its spread and where it came from), never a number
+typed in. Only `--update-budgets` writes entries, and it refuses a measurement too noisy to be a
+baseline. A missing budget or another device is a skip with the reason. Every violation of a
+session is collected here and reported together at the end (conftest's terminal summary).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vitcore import VitcoreError
+from vitcore.env import device_identity
+from vitcore.results import write_json
+
+ALLOWED_REGRESSION = 0.07  # throughput may fall this much: 10% slower fails, run-to-run noise passes
+ALLOWED_MEM_GROWTH = 0.03  # peak memory may grow this much: 5% more fails
+MAX_BASELINE_SPREAD = 0.05  # (max - min) / median over repeats above this is not a baseline
+SOURCE_FIELDS = ("date", "git_sha", "device", "driver", "torch", "cuda", "colossalai", "transformers",
+                 "dataset", "weights", "repeats", "steps", "warmup")
+
+
+class NoBudget(VitcoreError):
+    """No budget for this device or point: the caller skips with this reason."""
+
+
+@dataclass
+class Violation:
+    plugin: str
+    precision: str
+    batch_size: int
+    metric: str
+    measured: float
+    budget: float
+    delta: float  # relative, signed: measured / budget - 1
+
+    def __str__(self):
+        return (f"{self.plugin} {self.precision} bs={self.batch_size}: {self.metric} {self.measured:.4g} "
+                f"vs budget {self.budget:.4g} ({self.delta:+.1%})")
+
+
+def entry_key(p: dict) -> str:
+    return f"{p['plugin']}|{p['precision']}|{p['profile']}|{p['model']}|ws{p.get('world_size', 1)}|bs{p['batch_size']}"
+
+
+def budget_path(folder, env: dict) -> Path:
+    return Path(folder) / f"{device_identity(env)}.json"
+
+
+def load(folder, env: dict) -> dict:
+    path = budget_path(folder, env)
+    if not path.exists():
+        known = sorted(p.stem for p in Path(folder).glob("*.json"))
+        raise NoBudget(f"no budget file for device {device_identity(env)!r} in {folder} "
+                       f"(budgets exist for: {', '.join(known) or 'none'}); "
+                       "run with --update-budgets on this device to record one")
+    return json.loads(path.read_text())
+
+
+def lookup(book: dict, point: dict) -> dict:
+    try:
+        return book["entries"][entry_key(point)]
+    except KeyError:
+        raise NoBudget(f"no budget entry {entry_key(point)!r} for this device; "
+                       "run with --update-budgets to record one") from None
+
+
+def compare(point: dict, ref: dict, *, throughput_tol: float | None = None,
+            memory_tol: float | None = None) -> list[Violation]:
+    """Throughput below ref * (1 - tol) or memory above ref * (1 + tol) is a violation.
+
+    Tolerances default to the entry's own (`allowed_regression`, `allowed_mem_growth`).
+    Improvements never fail.
+    """
+    out = []
+    t_tol = ref.get("allowed_regression", ALLOWED_REGRESSION) if throughput_tol is None else throughput_tol
+    m_tol = ref.get("allowed_mem_growth", ALLOWED_MEM_GROWTH) if memory_tol is None else memory_tol
+    if point.get("status") != "ok":
+        return [Violation(point["plugin"], point["precision"], point["batch_size"],
+                          f"status {point.get('status')}", float("nan"), ref["images_per_s"], float("nan"))]
+    got, want = point["images_per_s"], ref["images_per_s"]
+    if got < want * (1 - t_tol):
+        out.append(Violation(point["plugin"], point["precision"], point["batch_size"], "images/s",
+                             got, want, got / want - 1))
+    for metric in ("peak_mem_allocated_gib", "peak_mem_reserved_gib"):
+        got, want = point.get(metric), ref.get(metric)
+        if got is not None and want and got > want * (1 + m_tol):
+            out.append(Violation(point["plugin"], point["precision"], point["batch_size"], metric,
+                                 got, want, got / want - 1))
+    return out
+
+
+def make_entry(point: dict) -> dict:
+    if point.get("status") != "ok":
+        raise VitcoreError(f"{entry_key(point)}: status {point.get('status')} cannot be a budget")
+    if point["spread"] > MAX_BASELINE_SPREAD:
+        raise VitcoreError(f"{entry_key(point)}: spread {point['spread']:.1%} over {point['repeats']} "
+                           f"repeats exceeds {MAX_BASELINE_SPREAD:.0%}; too noisy to be a baseline "
+                           "(raise --repeats/steps or quiet the machine)")
+    return {"images_per_s": point["images_per_s"], "spread": point["spread"],
+            "peak_mem_allocated_gib": point["peak_mem_allocated_gib"],
+            "peak_mem_reserved_gib": point["peak_mem_reserved_gib"],
+            "allowed_regression": ALLOWED_REGRESSION, "allowed_mem_growth": ALLOWED_MEM_GROWTH,
+            "source": {k: point.get(k) for k in SOURCE_FIELDS}}
+
+
+def update(folder, point: dict) -> Path:
+    """Record `point` as the budget of its entry on this device (read-modify-write, atomic)."""
+    path = budget_path(folder, point)
+    book = json.loads(path.read_text()) if path.exists() else {
+        "identity": device_identity(point),
+        "device": {k: point.get(k) for k in ("gpu_name", "gpu_count", "torch", "cuda")},
+        "entries": {}}
+    book["entries"][entry_key(point)] = make_entry(point)
+    write_json(path, book)
+    return path
+
+
+# --- the session's collected verdicts --------------------------------------------------------------
+_VIOLATIONS: list[Violation] = []
+_CHECKED: list[str] = []
+
+
+def record(point: dict, violations: list[Violation]) -> None:
+    _CHECKED.append(entry_key(point))
+    _VIOLATIONS.extend(violations)
+
+
+def session_report() -> list[str]:
+    if not _CHECKED:
+        return []
+    lines = [f"{len(_CHECKED)} points checked against budgets, {len(_VIOLATIONS)} violations"]
+    lines += [f"VIOLATION {v}" for v in _VIOLATIONS]
+    return lines
