@@ -261,16 +261,25 @@ class Preprocessed:
     by name rather than as a bare PIL traceback.
     """
 
-    def __init__(self, ds, processor):
+    def __init__(self, ds, processor, cache: bool = True):
         import datasets
 
         self.ds = ds.cast_column("image", datasets.Image(decode=False))
         self.processor = processor
+        self._cache = {} if cache else None  # decoded once; later epochs skip PIL entirely
 
     def __len__(self):
         return len(self.ds)
 
     def __getitem__(self, i):
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        item = self._load(int(i))
+        if self._cache is not None:
+            self._cache[i] = item
+        return item
+
+    def _load(self, i):
         import io
 
         import torch

@@ -287,6 +287,44 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
     return hist
 
 
+def steps_then_probe(cfg: RunConfig, data, steps: int, probe: dict) -> dict:
+    """K optimizer steps on the dataset's batches, then the logits of a fixed probe batch: what
+    the parity tests compare against torch_ddp. Runs on every rank."""
+    s = setup(cfg, data)
+    losses = []
+    for i, batch in enumerate(s.train_loader):
+        if i >= steps:
+            break
+        losses.append(global_mean(s, train_step(s, to_device(batch, s.device))))
+    s.model.eval()
+    logits, _ = forward_logits(s, to_device(probe, s.device))
+    return describe(s) | {"step_loss": losses,
+                          "probe_logits": None if logits is None else logits.float().cpu().tolist()}
+
+
+def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path) -> dict:
+    """Train `steps`, save through the booster, run two more steps; then a fresh booster loads the
+    checkpoint and runs the same two steps. Equal losses mean model and optimizer round-tripped."""
+    import torch.distributed as dist
+
+    s = setup(cfg, data)
+    batches = []
+    for i, batch in enumerate(s.train_loader):
+        if i >= steps + 2:
+            break
+        batches.append(to_device(batch, s.device))
+    for b in batches[:steps]:
+        train_step(s, b)
+    save_checkpoint(s, path)
+    dist.barrier()
+    uninterrupted = [global_mean(s, train_step(s, b)) for b in batches[steps:]]
+    del s
+    fresh = setup(cfg, data)
+    load_checkpoint(fresh, path)
+    resumed = [global_mean(fresh, train_step(fresh, b)) for b in batches[steps:]]
+    return describe(fresh) | {"uninterrupted": uninterrupted, "resumed": resumed}
+
+
 def _progress(s: Session, enabled: bool):
     import torch.distributed as dist
 

@@ -1,0 +1,112 @@
+"""GPU tier: every single-GPU registry entry and precision, one GPU each.
+
+Each case trains in its own process (fresh CUDA state and memory statistics). Parity, checkpoint
+and convergence report the observed numbers (printed and written to --results-out), not only
+pass/fail. Performance compares with this device's budget file; see vitcore.budgets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from vitcore import budgets, launch, train
+from vitcore.bench import Timing, measure_group
+from vitcore.checks import CONVERGENCE, TOLERANCES, compare, require, require_converged
+from vitcore.config import RunConfig
+
+pytestmark = pytest.mark.gpu
+
+PARITY_STEPS = 5
+RECIPE = dict(model="vit-tiny", batch_size=32, epochs=10, lr=2e-3, weight_decay=0.05, warmup_ratio=0.1)
+
+
+def _spawn(fn, *args):
+    return launch.spawn(fn, args, world_size=1, device="cuda", timeout_s=900)[0]
+
+
+def _cfg(spec, precision, **kw):
+    return RunConfig(plugin=spec.name, precision=precision, device="cuda", **kw)
+
+
+@pytest.fixture(scope="session")
+def parity_data():
+    from vitcore import data
+
+    return data.load("embedded", subset=240)
+
+
+@pytest.fixture(scope="session")
+def probe(parity_data):
+    from torch.utils.data import default_collate
+
+    from vitcore import data
+
+    ds = data.Preprocessed(parity_data.test, data.image_processor(224))
+    return default_collate([ds[i] for i in range(16)])
+
+
+@pytest.fixture(scope="session")
+def ddp_reference(parity_data, probe):
+    cfg = RunConfig(plugin="torch_ddp", precision="fp32", model="vit-base", weights="random",
+                    batch_size=16, lr=1e-4, device="cuda")
+    return _spawn(train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
+
+
+def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_reference, gpu_results):
+    cfg = _cfg(spec, precision, model="vit-base", weights="random", batch_size=16, lr=1e-4)
+    got = _spawn(train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
+    losses = compare(f"{spec.name} {precision} per-step loss", ddp_reference["step_loss"], got["step_loss"], precision)
+    logits = compare(f"{spec.name} {precision} probe logits", ddp_reference["probe_logits"], got["probe_logits"], precision)
+    gpu_results.add("parity", got | {"loss_max_abs": losses.max_abs, "loss_max_rel": losses.max_rel,
+                                     "logits_max_abs": logits.max_abs, "logits_max_rel": logits.max_rel,
+                                     "tolerance": TOLERANCES[precision][:2], "ok": losses.ok and logits.ok})
+    print(losses, logits, sep="\n")
+    require(losses)
+    require(logits)
+
+
+def test_checkpoint_roundtrip(spec, precision, parity_data, tmp_path, gpu_results):
+    cfg = _cfg(spec, precision, model="vit-base", weights="random", batch_size=16, lr=1e-4)
+    got = _spawn(train.checkpoint_roundtrip, cfg, parity_data, 3, str(tmp_path / "ckpt"))
+    c = compare(f"{spec.name} {precision} resumed vs uninterrupted loss", got["uninterrupted"], got["resumed"], "fp32")
+    gpu_results.add("checkpoint", got | {"max_abs": c.max_abs, "ok": c.ok})
+    print(c)
+    require(c)
+
+
+def test_convergence(spec, precision, gpu_results, request):
+    from vitcore import data
+
+    d = data.load(request.config.getoption("--dataset"), subset=1500)
+    kind = "embedded" if d.source.startswith("embedded") else "dog_food"
+    key = (RECIPE["model"], kind)
+    if key not in CONVERGENCE:
+        pytest.skip(f"no stated accuracy threshold for {key}")
+    hist = _spawn(train.finetune, _cfg(spec, precision, **RECIPE), d)
+    gpu_results.add("convergence", hist)
+    if hist["status"] == "diverged":
+        pytest.fail(f"{spec.name} {precision}: diverged at step {hist['diverged_at_step']}")
+    acc = require_converged(hist, CONVERGENCE[key][0])
+    print(f"{spec.name} {precision}: accuracy {acc:.3f} (threshold {CONVERGENCE[key][0]})")
+
+
+def test_performance(spec, precision, perf_batch_size, request, gpu_results):
+    cfg = _cfg(spec, precision, model=request.config.getoption("--model") or "vit-base",
+               batch_size=perf_batch_size, weights="random")
+    (point,) = _spawn(measure_group, [cfg], Timing(warmup=5, steps=20, repeats=5), None)
+    gpu_results.add("performance", point)
+    print(f"{spec.name} {precision} bs={perf_batch_size}: {point.get('images_per_s') or 0:.1f} img/s, "
+          f"alloc {point.get('peak_mem_allocated_gib') or 0:.2f} GiB, spread {point.get('spread') or 0:.1%}")
+    folder = request.config.getoption("--budgets")
+    if request.config.getoption("--update-budgets"):
+        budgets.update(folder, point)
+        return
+    try:
+        ref = budgets.lookup(budgets.load(folder, point), point)
+    except budgets.NoBudget as e:
+        pytest.skip(str(e))
+    violations = budgets.compare(point, ref)
+    budgets.record(point, violations)
+    assert not violations, "; ".join(map(str, violations))
