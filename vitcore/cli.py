@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="reports/latest")
     b.add_argument("--resume", action="store_true", help="keep finished points in --out and measure the rest")
     b.add_argument("--timeout", type=float, default=1800.0)
+    b.add_argument("--update-budgets", metavar="FOLDER", default=None,
+                   help="record each measured point as this device's budget in FOLDER "
+                        "(refused for points whose spread is too large to be a baseline)")
     return ap
 
 
@@ -157,8 +160,21 @@ def cmd_bench(args) -> int:
 
     write_json(os.path.join(args.out, "skipped.json"), skipped)
     _print_points(points)
+    if args.update_budgets:
+        _update_budgets(args.update_budgets, points)
     print(f"[vitcore] {len(points)} points in {os.path.join(args.out, 'points.jsonl')}")
     return 0
+
+
+def _update_budgets(folder, points) -> None:
+    from vitcore import VitcoreError, budgets
+
+    for p in points:
+        try:
+            path = budgets.update(folder, p)
+            print(f"[vitcore] budget {budgets.entry_key(p)} -> {path}")
+        except VitcoreError as e:
+            print(f"[vitcore] budget refused: {e}", file=sys.stderr)
 
 
 def _print_points(points) -> None:
