@@ -18,27 +18,25 @@ def cpu_process_group():
 
 
 class GpuResults:
-    """GPU-tier observations of the session, written atomically to --results-out at the end."""
+    """GPU-tier observations, appended one line per test to --results-out/gpu-results.jsonl as
+    they finish (safe under pytest-xdist workers, and a killed session keeps what it measured)."""
 
-    def __init__(self):
-        self.rows = []
+    def __init__(self, folder):
+        self.folder = folder
 
     def add(self, kind: str, row: dict):
-        self.rows.append({"test": kind} | row)
+        import os
+
+        from vitcore.env import environment
+        from vitcore.results import append_point
+
+        if self.folder:
+            append_point(os.path.join(self.folder, "gpu-results.jsonl"), environment() | row | {"test": kind})
 
 
 @pytest.fixture(scope="session")
 def gpu_results(request):
-    import os
-
-    from vitcore.env import environment
-    from vitcore.results import write_json
-
-    rec = GpuResults()
-    yield rec
-    out = request.config.getoption("--results-out")
-    if out and rec.rows:
-        write_json(os.path.join(out, "gpu-results.json"), {"environment": environment(), "results": rec.rows})
+    return GpuResults(request.config.getoption("--results-out"))
 
 
 def pytest_generate_tests(metafunc):
