@@ -7,8 +7,6 @@ pass/fail. Performance compares with this device's budget file; see vitcore.budg
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from vitcore import budgets, launch, train
