@@ -17,8 +17,12 @@ from vitcore.config import RunConfig
 pytestmark = pytest.mark.gpu
 
 PARITY_STEPS = 5
-# lr 1e-5 keeps the first steps of a randomly initialised ViT-B smooth: at 1e-4 its loss jumps
-# 1.2 -> 2.4 in one step and any rounding difference is amplified (measured on an H100).
+# Parity and checkpoints use the tiny preset at lr 1e-3 (the CPU parity recipe). Measured on an
+# H100 with randomly initialised ViT-B: at lr 1e-4 its loss jumps 1.2 -> 2.4 in one step, so any
+# rounding is amplified; at lr 1e-5 the updates are below the fp16/bf16 spacing of the working
+# weights, so every mixed-precision plugin (not only a broken one) ends 27% (fp16) / 50% (bf16)
+# away from fp32 in logits, while torch_ddp_fp16 (fp32 weights) stays at 0.1%.
+PARITY = dict(model="vit-tiny", batch_size=16, lr=1e-3)
 RECIPE = dict(model="vit-tiny", batch_size=32, epochs=10, lr=2e-3, weight_decay=0.05, warmup_ratio=0.1)
 
 
@@ -43,24 +47,23 @@ def probe(parity_data):
 
     from vitcore import data
 
-    ds = data.Preprocessed(parity_data.test, data.image_processor(224))
+    ds = data.Preprocessed(parity_data.test, data.image_processor(32))
     return default_collate([ds[i] for i in range(16)])
 
 
 @pytest.fixture(scope="session")
 def ddp_reference(parity_data, probe):
-    cfg = RunConfig(plugin="torch_ddp", precision="fp32", model="vit-base", weights="random",
-                    batch_size=16, lr=1e-5, device="cuda")
+    cfg = RunConfig(plugin="torch_ddp", precision="fp32", device="cuda", **PARITY)
     return _spawn(train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
 
 
 def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_reference, gpu_results):
-    cfg = _cfg(spec, precision, model="vit-base", weights="random", batch_size=16, lr=1e-5)
+    cfg = _cfg(spec, precision, **PARITY)
     got = _spawn(train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
     losses = compare(f"{spec.name} {precision} per-step loss", ddp_reference["step_loss"], got["step_loss"], precision)
     logits = compare(f"{spec.name} {precision} probe logits", ddp_reference["probe_logits"], got["probe_logits"], precision)
-    gpu_results.add("parity", got | {"loss_max_abs": losses.max_abs, "loss_max_rel": losses.max_rel,
-                                     "logits_max_abs": logits.max_abs, "logits_max_rel": logits.max_rel,
+    gpu_results.add("parity", got | {"loss_max_abs": losses.max_abs, "loss_norm_rel": losses.norm_rel,
+                                     "logits_max_abs": logits.max_abs, "logits_norm_rel": logits.norm_rel,
                                      "tolerance": TOLERANCES[precision][:2], "ok": losses.ok and logits.ok})
     print(losses, logits, sep="\n")
     require(losses)
@@ -68,7 +71,7 @@ def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_referenc
 
 
 def test_checkpoint_roundtrip(spec, precision, parity_data, tmp_path, gpu_results):
-    cfg = _cfg(spec, precision, model="vit-base", weights="random", batch_size=16, lr=1e-5)
+    cfg = _cfg(spec, precision, **PARITY)
     got = _spawn(train.checkpoint_roundtrip, cfg, parity_data, 3, str(tmp_path / "ckpt"))
     c = compare(f"{spec.name} {precision} resumed vs uninterrupted loss", got["uninterrupted"], got["resumed"], "fp32")
     gpu_results.add("checkpoint", got | {"max_abs": c.max_abs, "ok": c.ok})

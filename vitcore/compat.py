@@ -1,4 +1,4 @@
-"""The three shims colossalai 0.5.0 needs on newer torch and on its CPU accelerator.
+"""The shims colossalai 0.5.0 needs on newer torch and on its CPU accelerator.
 
 Each is applied once and only where the attribute is missing or broken, so a fixed upstream
 release makes them no-ops (see docs/compat.md for what was measured).
@@ -36,6 +36,14 @@ def apply() -> list[str]:
     # 3. CpuAccelerator.manual_seed raises "not supported"; TP dropout seeding needs it.
     def manual_seed(self, seed):
         torch.manual_seed(seed)
+
+    # 4. The Booster's AMP OptimizerWrapper (torch_ddp_fp16) has no `state`, which colossalai's own
+    #    sharded-optimizer loader writes into (measured: checkpoint load fails on an H100).
+    from colossalai.interface import OptimizerWrapper
+
+    if not hasattr(OptimizerWrapper, "state"):
+        OptimizerWrapper.state = property(lambda self: self.optim.state)
+        done.append("OptimizerWrapper.state")
 
     probe = CpuAccelerator.__new__(CpuAccelerator)
     for name, fn in (("get_rng_state", get_rng_state), ("set_rng_state", set_rng_state),

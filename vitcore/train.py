@@ -61,16 +61,28 @@ def _criterion(outputs, inputs=None):
 
 
 def make_optimizer(cfg: RunConfig, model, device: str):
-    import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.spec.optimizer == "hybrid_adam":
         from colossalai.nn.optimizer import HybridAdam
 
         return HybridAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, adamw_mode=True)
-    # fused AdamW: one kernel for all parameters on the GPU (no effect on the maths).
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             fused=(device == "cuda") or None)
+    return adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def adamw(params, **kw):
+    """AdamW maths. On torch >= 2.6 this is Adam(decoupled_weight_decay=True): colossalai's FSDP
+    plugin re-creates the optimizer from `optimizer.defaults`, which there include
+    `decoupled_weight_decay`, a keyword AdamW itself rejects (measured on torch 2.11).
+    Not `fused`: colossalai's checkpoint loader puts the `step` state on the CPU, which the fused
+    kernel refuses after a resume (measured on an H100)."""
+    import inspect
+
+    import torch
+
+    if "decoupled_weight_decay" in inspect.signature(torch.optim.Adam).parameters:
+        return torch.optim.Adam(params, decoupled_weight_decay=True, **kw)
+    return torch.optim.AdamW(params, **kw)
 
 
 def _eval_loader(dataset, batch_size: int, layout: Layout, multiple: int):
