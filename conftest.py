@@ -16,7 +16,7 @@ def pytest_addoption(parser):
     g.addoption("--budgets", default="fixtures/budgets", help="folder of per-device budget files")
     g.addoption("--update-budgets", action="store_true",
                 help="write measured performance as the new budget for this device")
-    g.addoption("--perf-batch-sizes", default="32,128", help="batch sizes of the performance tests")
+    g.addoption("--perf-batch-sizes", default="32,128", help="batch sizes of the performance tests (comma-separated)")
     g.addoption("--results-out", default=None, help="write GPU-tier results JSON into this folder")
 
 

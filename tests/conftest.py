@@ -37,9 +37,3 @@ class GpuResults:
 @pytest.fixture(scope="session")
 def gpu_results(request):
     return GpuResults(request.config.getoption("--results-out"))
-
-
-def pytest_generate_tests(metafunc):
-    if "perf_batch_size" in metafunc.fixturenames:
-        sizes = [int(x) for x in metafunc.config.getoption("--perf-batch-sizes").split(",")]
-        metafunc.parametrize("perf_batch_size", sizes, ids=[f"bs{b}" for b in sizes])

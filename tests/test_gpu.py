@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from vitcore import budgets, launch, train
+from vitcore import VitcoreError, budgets, launch, train
 from vitcore.bench import Timing, measure_group
 from vitcore.checks import CONVERGENCE, TOLERANCES, compare, require, require_converged
 from vitcore.config import RunConfig
@@ -95,21 +95,34 @@ def test_convergence(spec, precision, gpu_results, request):
     print(f"{spec.name} {precision}: accuracy {acc:.3f} (threshold {CONVERGENCE[key][0]})")
 
 
-def test_performance(spec, precision, perf_batch_size, request, gpu_results):
-    cfg = _cfg(spec, precision, model=request.config.getoption("--model") or "vit-base",
-               batch_size=perf_batch_size, weights="random")
-    (point,) = _spawn(measure_group, [cfg], Timing(warmup=5, steps=20, repeats=5), None)
-    gpu_results.add("performance", point)
-    print(f"{spec.name} {precision} bs={perf_batch_size}: {point.get('images_per_s') or 0:.1f} img/s, "
-          f"alloc {point.get('peak_mem_allocated_gib') or 0:.2f} GiB, spread {point.get('spread') or 0:.1%}")
+def test_performance(spec, precision, request, gpu_results):
+    """Throughput and peak memory at each --perf-batch-sizes, one process for all of them; every
+    batch size is checked and all violations are reported together."""
+    sizes = [int(x) for x in request.config.getoption("--perf-batch-sizes").split(",")]
+    model = request.config.getoption("--model") or "vit-base"
+    cfgs = [_cfg(spec, precision, model=model, batch_size=bs, weights="random") for bs in sizes]
+    points = _spawn(measure_group, cfgs, Timing(warmup=5, steps=15, repeats=5), None)
     folder = request.config.getoption("--budgets")
-    if request.config.getoption("--update-budgets"):
-        budgets.update(folder, point)
-        return
-    try:
-        ref = budgets.lookup(budgets.load(folder, point), point)
-    except budgets.NoBudget as e:
-        pytest.skip(str(e))
-    violations = budgets.compare(point, ref)
-    budgets.record(point, violations)
-    assert not violations, "; ".join(map(str, violations))
+    problems, missing = [], []
+    for point in points:
+        gpu_results.add("performance", point)
+        print(f"{spec.name} {precision} bs={point['batch_size']}: {point.get('images_per_s') or 0:.1f} img/s "
+              f"(spread {point.get('spread') or 0:.1%}), alloc {point.get('peak_mem_allocated_gib') or 0:.2f} GiB, "
+              f"reserved {point.get('peak_mem_reserved_gib') or 0:.2f} GiB, status {point['status']}")
+        if request.config.getoption("--update-budgets"):
+            try:
+                budgets.update(folder, point)
+            except VitcoreError as e:
+                problems.append(f"budget not recorded: {e}")
+            continue
+        try:
+            ref = budgets.lookup(budgets.load(folder, point), point)
+        except budgets.NoBudget as e:
+            missing.append(str(e))
+            continue
+        violations = budgets.compare(point, ref)
+        budgets.record(point, violations)
+        problems += map(str, violations)
+    assert not problems, "; ".join(problems)
+    if missing:
+        pytest.skip("; ".join(missing))

@@ -37,13 +37,19 @@ def apply() -> list[str]:
     def manual_seed(self, seed):
         torch.manual_seed(seed)
 
-    # 4. The Booster's AMP OptimizerWrapper (torch_ddp_fp16) has no `state`, which colossalai's own
-    #    sharded-optimizer loader writes into (measured: checkpoint load fails on an H100).
+    # 4. colossalai's sharded-optimizer loader treats the Booster's AMP OptimizerWrapper
+    #    (torch_ddp_fp16) as a torch Optimizer: it writes `state`, calls `_patch_step_function()`
+    #    and reads `defaults` (measured: checkpoint load fails on an H100). Forward them to the
+    #    wrapped optimizer.
     from colossalai.interface import OptimizerWrapper
 
-    if not hasattr(OptimizerWrapper, "state"):
-        OptimizerWrapper.state = property(lambda self: self.optim.state)
-        done.append("OptimizerWrapper.state")
+    for name in ("state", "defaults"):
+        if not hasattr(OptimizerWrapper, name):
+            setattr(OptimizerWrapper, name, property(lambda self, _n=name: getattr(self.optim, _n)))
+            done.append(f"OptimizerWrapper.{name}")
+    if not hasattr(OptimizerWrapper, "_patch_step_function"):
+        OptimizerWrapper._patch_step_function = lambda self: self.optim._patch_step_function()
+        done.append("OptimizerWrapper._patch_step_function")
 
     probe = CpuAccelerator.__new__(CpuAccelerator)
     for name, fn in (("get_rng_state", get_rng_state), ("set_rng_state", set_rng_state),
