@@ -150,10 +150,19 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
     # schedule made before to the full learning rate for step 1 (measured: FSDP fp32 7% off
     # torch_ddp on an H100).
     total = max(1, steps_per_epoch * max(cfg.epochs, 1))
-    scheduler = CosineAnnealingWarmupLR(getattr(optimizer, "optim", optimizer), total_steps=total,
+    scheduler = CosineAnnealingWarmupLR(innermost_optimizer(optimizer), total_steps=total,
                                         warmup_steps=int(cfg.warmup_ratio * total))
     return Session(cfg, device, plugin, booster, model, optimizer, scheduler, train_loader,
                    test_loader, layout, dataset_source, weights_source, total)
+
+
+def innermost_optimizer(optimizer):
+    """The torch Optimizer under the Booster's wrappers (the AMP wrapper wraps a wrapper)."""
+    import torch
+
+    while not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optim"):
+        optimizer = optimizer.optim
+    return optimizer
 
 
 def to_device(batch: dict, device: str) -> dict:
