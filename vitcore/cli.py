@@ -60,9 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="reports/latest")
     b.add_argument("--resume", action="store_true", help="keep finished points in --out and measure the rest")
     b.add_argument("--timeout", type=float, default=1800.0)
+    b.add_argument("--finetune", action="store_true",
+                   help="also fine-tune (gemini on a GPU, as the study; torch_ddp on a CPU) and chart loss/accuracy")
+    b.add_argument("--finetune-epochs", type=int, default=None, help="default 10 on a GPU, 3 on a CPU")
+    b.add_argument("--compare", metavar="BASELINE", default=None,
+                   help="baseline results (points.jsonl / points.json) to gate against")
+    b.add_argument("--fail-on", default="throughput:5%,memory:2%",
+                   help="regression thresholds for --compare, e.g. throughput:5%%,memory:2%%")
     b.add_argument("--update-budgets", metavar="FOLDER", default=None,
                    help="record each measured point as this device's budget in FOLDER "
                         "(refused for points whose spread is too large to be a baseline)")
+    r = sub.add_parser("report", help="rebuild the HTML/JSON/CSV report from saved results")
+    r.add_argument("results", nargs="+", help="points.jsonl / points.json / gpu-results.json files")
+    r.add_argument("--out", required=True)
+    r.add_argument("--baseline", default=None, help="overlay and compare with these results")
+    r.add_argument("--fail-on", default="throughput:5%,memory:2%")
+    r.add_argument("--history", default=None, help="a fine-tuning history JSON (vitcore train --out)")
+    r.add_argument("--markdown", action="store_true", help="also print the Markdown tables")
     return ap
 
 
@@ -72,7 +86,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "bench": cmd_bench}[args.cmd](args)
+        return {"train": cmd_train, "bench": cmd_bench, "report": cmd_report}[args.cmd](args)
     except VitcoreError as e:
         first = str(e).strip().splitlines()
         msg = first[0] if len(first) == 1 else str(e).strip()
@@ -160,10 +174,71 @@ def cmd_bench(args) -> int:
 
     write_json(os.path.join(args.out, "skipped.json"), skipped)
     _print_points(points)
+    print(f"[vitcore] {len(points)} points in {os.path.join(args.out, 'points.jsonl')}")
     if args.update_budgets:
         _update_budgets(args.update_budgets, points)
-    print(f"[vitcore] {len(points)} points in {os.path.join(args.out, 'points.jsonl')}")
-    return 0
+    history = _finetune(args, device, model) if args.finetune else None
+    return _report_and_gate(args.out, points, skipped, history, args.compare, args.fail_on)
+
+
+def _finetune(args, device, model):
+    from vitcore import launch, train
+    from vitcore.config import RunConfig
+    from vitcore.results import write_json
+
+    gpu = device == "cuda"
+    plugin = "gemini" if gpu else "torch_ddp"  # gemini needs CUDA; the study fine-tuned with it
+    if not gpu:
+        print("[vitcore] fine-tuning with torch_ddp: gemini needs a CUDA GPU", file=sys.stderr)
+    epochs = args.finetune_epochs or (10 if gpu else 3)
+    cfg = RunConfig(plugin=plugin, profile=args.profile, model=model, dataset="auto",
+                    subset=None if gpu else 600, epochs=epochs, device=device,
+                    lr=3e-4 if model == "vit-base" else 2e-3, batch_size=32)
+    hist = launch.run(train.finetune, cfg, None, False, device=device, timeout_s=cfg.timeout_s)[0]
+    write_json(os.path.join(args.out, "finetune.json"), hist)
+    return hist
+
+
+def _report_and_gate(out, points, skipped, history, baseline_path, fail_on) -> int:
+    from vitcore import gate, report
+
+    baseline, verdicts, rc = None, None, 0
+    if baseline_path:
+        thresholds = gate.parse_fail_on(fail_on)
+        baseline = report.load(baseline_path)
+        regressions, improvements, missing, verdicts = gate.compare(points, baseline, thresholds)
+        for line in improvements:
+            print(f"[vitcore] improved: {line}")
+        for line in missing:
+            print(f"[vitcore] not compared: {line}")
+        if regressions:
+            print(f"[vitcore] REGRESSIONS against {baseline_path} ({fail_on}):", file=sys.stderr)
+            for line in regressions:
+                print(f"  {line}", file=sys.stderr)
+            rc = 1
+        else:
+            print(f"[vitcore] no regressions against {baseline_path} ({fail_on})")
+    path = report.write_all(out, points, skipped=skipped, history=history, verdicts=verdicts,
+                            baseline=baseline)
+    print(f"[vitcore] report: {path} (+ points.json, points.csv)")
+    return rc
+
+
+def cmd_report(args) -> int:
+    import json
+
+    from vitcore import report
+
+    points = report.perf_points([p for f in args.results for p in report.load(f)])
+    skipped = []
+    for f in args.results:
+        side = os.path.join(os.path.dirname(f), "skipped.json")
+        if os.path.exists(side):
+            skipped += json.load(open(side))
+    history = json.load(open(args.history)) if args.history else None
+    if args.markdown:
+        print(report.performance_table(points))
+    return _report_and_gate(args.out, points, skipped, history, args.baseline, args.fail_on)
 
 
 def _update_budgets(folder, points) -> None:
@@ -178,13 +253,13 @@ def _update_budgets(folder, points) -> None:
 
 
 def _print_points(points) -> None:
-    print(f"{'plugin':<20}{'prec':<6}{'bs':>5}{'img/s':>10}{'spread':>8}{'alloc GiB':>11}{'MFU':>7}  status")
+    print(f"{'plugin':<24}{'prec':<6}{'bs':>5}{'img/s':>10}{'spread':>8}{'alloc GiB':>11}{'MFU':>7}  status")
     for p in points:
         ips = f"{p['images_per_s']:.1f}" if p.get("images_per_s") else "-"
         spread = f"{p['spread']:.1%}" if p.get("spread") is not None else "-"
         mem = f"{p['peak_mem_allocated_gib']:.2f}" if p.get("peak_mem_allocated_gib") else "-"
         mfu = f"{p['mfu']:.1%}" if p.get("mfu") else "-"
-        print(f"{p['plugin']:<20}{p['precision']:<6}{p['batch_size']:>5}{ips:>10}{spread:>8}{mem:>11}{mfu:>7}  {p['status']}")
+        print(f"{p['plugin']:<24}{p['precision']:<6}{p['batch_size']:>5}{ips:>10}{spread:>8}{mem:>11}{mfu:>7}  {p['status']}")
 
 
 if __name__ == "__main__":
