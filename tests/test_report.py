@@ -30,18 +30,30 @@ def bench_dir(tmp_path_factory):
 def test_matrix_writes_every_point_and_the_skips(bench_dir):
     points = read_points(bench_dir / "points.jsonl")
     keys = {point_key(p) for p in points}
-    assert len(keys) == len(points) == 2 * 5  # torch_ddp + 4 hybrid_parallel entries, 2 batch sizes
+    # torch_ddp + 4 hybrid_parallel entries + the eager plain-PyTorch reference, 2 batch sizes
+    assert len(keys) == len(points) == 2 * 6
     assert all(p["status"] == "ok" and p["images_per_s"] > 0 for p in points)
     assert all(p["dataset"] and p["weights"] and p["git_sha"] and p["torch"] for p in points)
-    assert json.loads((bench_dir / "points.json").read_text()) == points
+    assert [point_key(p) for p in json.loads((bench_dir / "points.json").read_text())] == list(keys_in_order(points))
     csv_rows = (bench_dir / "points.csv").read_text().strip().splitlines()
     assert len(csv_rows) == len(points) + 1
+
+
+def keys_in_order(points):
+    return (point_key(p) for p in points)
 
 
 def test_report_lists_skipped_plugins_with_reason(bench_dir):
     html = (bench_dir / "report.html").read_text()
     assert "needs CUDA" in html and "gemini" in html
-    assert html.count("<tr class='point'>") == 10
+    assert html.count("<tr class='point'>") == 12
+    assert "reference_compiled bf16: torch.compile on a CPU" in html
+
+
+def test_points_carry_ratio_to_the_reference(bench_dir):
+    points = json.loads((bench_dir / "points.json").read_text())
+    ddp = [p for p in points if p["plugin"] == "torch_ddp"]
+    assert ddp and all(p["reference"] == "reference_eager" and p["ratio_to_reference"] > 0 for p in ddp)
 
 
 def _chromium():
@@ -86,12 +98,12 @@ def test_kill_then_resume_measures_each_point_once(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = read_points(out / "points.jsonl")
-    assert 2 <= len(before) < 15, "the kill should land mid-matrix"
+    assert 2 <= len(before) < 18, "the kill should land mid-matrix"
     p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     after = read_points(out / "points.jsonl")
     keys = [point_key(x) for x in after]
-    assert len(keys) == len(set(keys)) == 15
+    assert len(keys) == len(set(keys)) == 18  # 5 entries + the reference, 3 batch sizes
     assert after[: len(before)] == before  # finished points kept as they were
 
 

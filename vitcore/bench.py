@@ -34,59 +34,138 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _random_batch(preset, batch_size: int, seed: int, device: str) -> dict:
+    import torch
+
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    size = preset.image_size
+    return {"pixel_values": torch.randn(batch_size, 3, size, size, generator=g).to(device),
+            "labels": torch.randint(0, 3, (batch_size,), generator=g).to(device)}
+
+
+def _timed(step, batch, timing: Timing, device: str):
+    """Warm-up, then `repeats` windows of `steps` steps; returns (window seconds, last loss)."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(timing.warmup):
+        step(batch)
+    _sync(device)
+    windows = []
+    for _ in range(timing.repeats):
+        t0 = time.perf_counter()
+        for _ in range(timing.steps):
+            loss = step(batch)
+        _sync(device)
+        windows.append(time.perf_counter() - t0)
+    return windows, loss
+
+
+def _stats(windows, images_per_step: float, timing: Timing, preset, device: str, mem=None) -> dict:
+    import torch
+
+    from vitcore import model as model_mod
+    from vitcore.env import environment, peak_flops
+
+    step_times = [w / timing.steps for w in windows]
+    per_gpu = [images_per_step / t for t in step_times]
+    med = statistics.median(per_gpu)
+    if mem is None and device == "cuda":
+        mem = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved())
+    env = environment()
+    flops = model_mod.train_flops_per_image(preset)
+    peak = peak_flops(env["gpu_name"])
+    return {
+        "status": "ok",
+        "images_per_s": med,  # per GPU
+        "images_per_s_windows": per_gpu,
+        "step_time_s": statistics.median(step_times),
+        "spread": (max(per_gpu) - min(per_gpu)) / med,
+        "repeats": timing.repeats, "steps": timing.steps, "warmup": timing.warmup,
+        "peak_mem_allocated_gib": mem[0] / GIB if mem else None,
+        "peak_mem_reserved_gib": mem[1] / GIB if mem else None,
+        "train_flops_per_image": flops,
+        "mfu": (med * flops / peak) if peak else None,
+    } | env
+
+
 def measure(cfg: RunConfig, timing: Timing) -> dict:
     """Runs on every rank; returns the point (rank 0's numbers, memory = max over ranks)."""
     import torch
     import torch.distributed as dist
 
-    from vitcore import model as model_mod
     from vitcore import train
 
     s = train.setup(cfg, synthetic_batch=True)
-    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    size = cfg.preset.image_size
-    batch = {"pixel_values": torch.randn(cfg.batch_size, 3, size, size, generator=g).to(s.device),
-             "labels": torch.randint(0, 3, (cfg.batch_size,), generator=g).to(s.device)}
-    if s.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    for _ in range(timing.warmup):
-        train.train_step(s, batch)
-    _sync(s.device)
-    windows = []
-    for _ in range(timing.repeats):
-        t0 = time.perf_counter()
-        for _ in range(timing.steps):
-            loss = train.train_step(s, batch)
-        _sync(s.device)
-        windows.append(time.perf_counter() - t0)
+    batch = _random_batch(cfg.preset, cfg.batch_size, cfg.seed, s.device)
+    windows, loss = _timed(lambda b: train.train_step(s, b), batch, timing, s.device)
     final_loss = train.global_mean(s, loss)
-    step_times = [w / timing.steps for w in windows]
-    per_gpu = [cfg.batch_size * cfg.dp_size / cfg.world_size / t for t in step_times]
-    med = statistics.median(per_gpu)
     mem = torch.zeros(2, dtype=torch.float64, device=s.device)
     if s.device == "cuda":
         mem[0], mem[1] = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
-    from vitcore.env import environment, peak_flops
+    point = train.describe(s) | _stats(windows, cfg.batch_size * cfg.dp_size / cfg.world_size, timing,
+                                       cfg.preset, s.device, mem.tolist() if s.device == "cuda" else None)
+    point |= {"images_per_s_total": point["images_per_s"] * cfg.world_size, "final_loss": final_loss}
+    s = batch = None  # release before _free() empties the CUDA cache
+    _free()
+    return point
 
-    env = environment()
-    flops = model_mod.train_flops_per_image(cfg.preset)
-    peak = peak_flops(env["gpu_name"])
-    point = train.describe(s) | {
-        "status": "ok",
-        "images_per_s": med,  # per GPU
-        "images_per_s_total": med * cfg.world_size,
-        "images_per_s_windows": per_gpu,
-        "step_time_s": statistics.median(step_times),
-        "spread": (max(per_gpu) - min(per_gpu)) / med,
-        "repeats": timing.repeats, "steps": timing.steps, "warmup": timing.warmup,
-        "peak_mem_allocated_gib": mem[0].item() / GIB if s.device == "cuda" else None,
-        "peak_mem_reserved_gib": mem[1].item() / GIB if s.device == "cuda" else None,
-        "train_flops_per_image": flops,
-        "mfu": (med * flops / peak) if peak else None,
-        "final_loss": final_loss,
-    } | env
-    del s, batch
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Reference:
+    """The plain-PyTorch reference an expert would write by hand: bf16 autocast, SDPA attention,
+    fused AdamW (on CUDA), inputs on the device, optionally torch.compile. No plugin, no Booster."""
+
+    model: str
+    batch_size: int
+    compile: bool
+    device: str = "auto"
+    seed: int = 42
+    lr: float = 3e-4
+    timeout_s: float = 1800.0
+    world_size: int = 1
+
+    @property
+    def plugin(self) -> str:
+        return "reference_compiled" if self.compile else "reference_eager"
+
+    precision = "bf16"
+    profile = "reference"
+
+
+def measure_reference(ref: Reference, timing: Timing) -> dict:
+    import torch
+
+    from vitcore import data as data_mod
+    from vitcore import model as model_mod
+    from vitcore.launch import resolve_device
+
+    device = resolve_device(ref.device)
+    torch.manual_seed(ref.seed)
+    preset = model_mod.get_preset(ref.model)
+    model, weights = model_mod.build_model(preset, labels=data_mod.LABELS, attention="sdpa", weights="random")
+    model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=ref.lr, fused=(device == "cuda") or None)
+    fwd = torch.compile(model) if ref.compile else model
+
+    def step(batch):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            loss = fwd(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    batch = _random_batch(preset, ref.batch_size, ref.seed, device)
+    windows, _ = _timed(step, batch, timing, device)
+    point = {"plugin": ref.plugin, "family": "reference", "precision": "bf16", "profile": "reference",
+             "model": ref.model, "attention": "sdpa", "grad_checkpoint": False, "compile": ref.compile,
+             "world_size": 1, "batch_size": ref.batch_size, "device_kind": device,
+             "dataset": "synthetic-tensors (random pixels on the device)", "weights": weights}
+    point |= _stats(windows, ref.batch_size, timing, preset, device)
+    model = opt = fwd = batch = None
     _free()
     return point
 
@@ -113,7 +192,7 @@ def measure_group(cfgs: list[RunConfig], timing: Timing, out_path: str | None) -
     points = []
     for cfg in cfgs:
         try:
-            p = measure(cfg, timing)
+            p = measure_reference(cfg, timing) if isinstance(cfg, Reference) else measure(cfg, timing)
         except Exception as e:  # noqa: BLE001 - recorded as a result, the matrix goes on
             if not _is_oom(e):
                 raise
@@ -125,10 +204,11 @@ def measure_group(cfgs: list[RunConfig], timing: Timing, out_path: str | None) -
     return points
 
 
-def skeleton(cfg: RunConfig, **extra) -> dict:
+def skeleton(cfg, **extra) -> dict:
     from vitcore.env import environment
 
-    return {"plugin": cfg.plugin, "family": cfg.spec.family, "precision": cfg.precision,
+    return {"plugin": cfg.plugin, "family": "reference" if isinstance(cfg, Reference) else cfg.spec.family,
+            "precision": cfg.precision,
             "profile": cfg.profile, "model": cfg.model, "batch_size": cfg.batch_size,
             "world_size": cfg.world_size, "images_per_s": None, "peak_mem_allocated_gib": None,
             "peak_mem_reserved_gib": None, "mfu": None} | environment() | extra
@@ -154,6 +234,19 @@ def plan(plugins: list[str], batch_sizes: list[int], precisions: list[str] | Non
                 skipped.append({"plugin": spec.name, "precision": base.precision, "reason": reason})
                 continue
             groups.append([dataclasses.replace(base, batch_size=bs) for bs in batch_sizes])
+    return groups, skipped
+
+
+def reference_groups(batch_sizes, *, model: str, device: str) -> tuple[list, list[dict]]:
+    """The plain-PyTorch reference, eager and compiled; compiled only on CUDA."""
+    groups = [[Reference(model=model, batch_size=bs, compile=False, device=device) for bs in batch_sizes]]
+    skipped = []
+    if device == "cuda":
+        groups.append([Reference(model=model, batch_size=bs, compile=True, device=device) for bs in batch_sizes])
+    else:
+        skipped.append({"plugin": "reference_compiled", "precision": "bf16",
+                        "reason": "torch.compile on a CPU measures minutes of C++ compilation per shape, "
+                                  "not the plugins; run on a GPU"})
     return groups, skipped
 
 
@@ -207,5 +300,5 @@ def run_matrix(groups: list[list[RunConfig]], timing: Timing, out_dir, *, resume
     return res.read_points(path)
 
 
-def _key(cfg: RunConfig) -> tuple:
+def _key(cfg) -> tuple:
     return (cfg.plugin, cfg.precision, cfg.profile, cfg.model, cfg.world_size, cfg.batch_size)

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="reports/latest")
     b.add_argument("--resume", action="store_true", help="keep finished points in --out and measure the rest")
     b.add_argument("--timeout", type=float, default=1800.0)
+    b.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="skip the plain-PyTorch reference (bf16 autocast, SDPA, fused AdamW, +torch.compile)")
     b.add_argument("--finetune", action="store_true",
                    help="also fine-tune (gemini on a GPU, as the study; torch_ddp on a CPU) and chart loss/accuracy")
     b.add_argument("--finetune-epochs", type=int, default=None, help="default 10 on a GPU, 3 on a CPU")
@@ -166,6 +168,9 @@ def cmd_bench(args) -> int:
     model = _default_model(args)
     groups, skipped = bench.plan(args.plugins, args.batch_sizes, args.precisions, profile=args.profile,
                                  model=model, world_size=args.nproc, device=device)
+    if args.reference:
+        ref_groups, ref_skipped = bench.reference_groups(args.batch_sizes, model=model, device=device)
+        groups, skipped = ref_groups + groups, ref_skipped + skipped
     for s in skipped:
         print(f"[vitcore] skipped {s['plugin']} {s['precision'] or ''}: {s['reason']}", file=sys.stderr)
     timing = bench.Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats)
@@ -202,6 +207,7 @@ def _finetune(args, device, model):
 def _report_and_gate(out, points, skipped, history, baseline_path, fail_on) -> int:
     from vitcore import gate, report
 
+    points = report.with_ratios(points)
     baseline, verdicts, rc = None, None, 0
     if baseline_path:
         thresholds = gate.parse_fail_on(fail_on)

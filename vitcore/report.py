@@ -22,6 +22,25 @@ def perf_points(points: list[dict]) -> list[dict]:
     return [p for p in points if p.get("test", "performance") == "performance" and "batch_size" in p]
 
 
+def with_ratios(points: list[dict]) -> list[dict]:
+    """Each point's throughput as a ratio to the plain-PyTorch reference measured in the same run at
+    the same model and batch size (compiled when present, else eager). Ratios from one run are
+    what compares across machines; absolute images/s drift."""
+    refs = {}
+    for p in points:
+        if p.get("family") == "reference" and p.get("status") == "ok":
+            k = (p["model"], p["batch_size"])
+            if p["plugin"] == "reference_compiled" or k not in refs:
+                refs[k] = p
+    out = []
+    for p in points:
+        ref = refs.get((p.get("model"), p.get("batch_size")))
+        if ref and p.get("images_per_s"):
+            p = p | {"ratio_to_reference": p["images_per_s"] / ref["images_per_s"], "reference": ref["plugin"]}
+        out.append(p)
+    return out
+
+
 def _fmt(v, spec=".1f", missing="-"):
     return missing if v is None else format(v, spec)
 
@@ -143,7 +162,7 @@ def chart_finetune(history: dict) -> str | None:
 
 
 CSV_FIELDS = ("plugin", "family", "precision", "profile", "model", "world_size", "batch_size", "status",
-              "images_per_s", "spread", "step_time_s", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
+              "images_per_s", "ratio_to_reference", "reference", "spread", "step_time_s", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
               "mfu", "repeats", "steps", "warmup", "device", "torch", "cuda", "colossalai",
               "transformers", "git_sha", "date", "dataset", "weights", "error")
 
@@ -188,7 +207,7 @@ def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=Non
         env_rows += f"<tr><th>fine-tuning data</th><td>{_esc(history.get('dataset'))}</td></tr>"
         env_rows += f"<tr><th>fine-tuning weights</th><td>{_esc(history.get('weights'))}</td></tr>"
     cols = ("plugin", "precision", "profile", "model", "world_size", "batch_size", "status", "images_per_s",
-            "spread", "peak_mem_allocated_gib", "peak_mem_reserved_gib", "mfu")
+            "ratio_to_reference", "spread", "peak_mem_allocated_gib", "peak_mem_reserved_gib", "mfu")
     body = []
     for p in points:
         cells = "".join(f"<td>{_esc(_cell(p.get(c), c))}</td>" for c in cols)
@@ -215,6 +234,8 @@ td,th{{border:1px solid #ccc;padding:3px 6px}}img.chart{{max-width:100%}}</style
 
 def _cell(v, col):
     if isinstance(v, float):
+        if col == "ratio_to_reference":
+            return f"{v:.2f}x"
         return f"{v:.1%}" if col in ("spread", "mfu") else f"{v:.3f}" if "gib" in col else f"{v:.1f}"
     return v
 
