@@ -23,6 +23,7 @@ class GpuResults:
 
     def __init__(self, folder):
         self.folder = folder
+        self.rows = []  # this process's rows, charted into the pytest-html summary
 
     def add(self, kind: str, row: dict):
         import os
@@ -30,10 +31,28 @@ class GpuResults:
         from vitcore.env import environment
         from vitcore.results import append_point
 
+        row = environment() | row | {"test": kind}
+        self.rows.append(row)
         if self.folder:
-            append_point(os.path.join(self.folder, "gpu-results.jsonl"), environment() | row | {"test": kind})
+            append_point(os.path.join(self.folder, "gpu-results.jsonl"), row)
+
+
+_SESSION_RESULTS = GpuResults(None)
 
 
 @pytest.fixture(scope="session")
 def gpu_results(request):
-    return GpuResults(request.config.getoption("--results-out"))
+    _SESSION_RESULTS.folder = request.config.getoption("--results-out")
+    return _SESSION_RESULTS
+
+
+def pytest_html_results_summary(prefix, summary, postfix):
+    """The GPU run's pytest-html report carries the bench report's charts (same code)."""
+    from vitcore import report
+
+    perf = report.perf_points(_SESSION_RESULTS.rows)
+    for title, metric, unit in (("throughput", "images_per_s", "images / s per GPU"),
+                                ("peak allocated memory", "peak_mem_allocated_gib", "GiB")):
+        src = report.chart_vs_batch(perf, metric, unit, f"{title} vs batch size") if perf else None
+        if src:
+            postfix.append(f"<h2>{title}</h2><img class='chart' src='{src}' style='max-width:100%'>")

@@ -37,6 +37,10 @@ def with_ratios(points: list[dict]) -> list[dict]:
         ref = refs.get((p.get("model"), p.get("batch_size")))
         if ref and p.get("images_per_s"):
             p = p | {"ratio_to_reference": p["images_per_s"] / ref["images_per_s"], "reference": ref["plugin"]}
+        if "batch_size" in p and p.get("mem_lower_bound_gib") is None:
+            from vitcore.memory import for_point
+
+            p = p | {"mem_lower_bound_gib": for_point(p)}
         out.append(p)
     return out
 
@@ -52,7 +56,7 @@ def performance_table(points: list[dict]) -> str:
     for p in perf:
         by.setdefault((p["plugin"], p["precision"]), {})[p["batch_size"]] = p
     head = ["plugin", "precision"] + [f"bs{b} img/s (spread)" for b in sizes] + \
-           [f"bs{b} peak alloc / reserved GiB" for b in sizes] + [f"bs{sizes[-1]} MFU"]
+           [f"bs{b} peak alloc / reserved / lower bound GiB" for b in sizes] + [f"bs{sizes[-1]} MFU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (plugin, prec), row in sorted(by.items()):
         cells = [plugin, prec]
@@ -61,8 +65,13 @@ def performance_table(points: list[dict]) -> str:
             cells.append(f"{_fmt(p.get('images_per_s'))} ({_fmt(p.get('spread'), '.0%')})" if p else "not run")
         for b in sizes:
             p = row.get(b, {})
+            bound = p.get("mem_lower_bound_gib")
+            if p and bound is None:
+                from vitcore.memory import for_point
+
+                bound = for_point(p)
             cells.append(f"{_fmt(p.get('peak_mem_allocated_gib'), '.2f')} / {_fmt(p.get('peak_mem_reserved_gib'), '.2f')}"
-                         if p else "not run")
+                         f" / {_fmt(bound, '.2f')}" if p else "not run")
         cells.append(_fmt(row.get(sizes[-1], {}).get("mfu"), ".1%"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -163,6 +172,7 @@ def chart_finetune(history: dict) -> str | None:
 
 CSV_FIELDS = ("plugin", "family", "precision", "profile", "model", "world_size", "batch_size", "status",
               "images_per_s", "ratio_to_reference", "reference", "spread", "step_time_s", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
+              "mem_lower_bound_gib",
               "mfu", "repeats", "steps", "warmup", "device", "torch", "cuda", "colossalai",
               "transformers", "git_sha", "date", "dataset", "weights", "error")
 
@@ -207,7 +217,7 @@ def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=Non
         env_rows += f"<tr><th>fine-tuning data</th><td>{_esc(history.get('dataset'))}</td></tr>"
         env_rows += f"<tr><th>fine-tuning weights</th><td>{_esc(history.get('weights'))}</td></tr>"
     cols = ("plugin", "precision", "profile", "model", "world_size", "batch_size", "status", "images_per_s",
-            "ratio_to_reference", "spread", "peak_mem_allocated_gib", "peak_mem_reserved_gib", "mfu")
+            "ratio_to_reference", "spread", "peak_mem_allocated_gib", "peak_mem_reserved_gib", "mem_lower_bound_gib", "mfu")
     body = []
     for p in points:
         cells = "".join(f"<td>{_esc(_cell(p.get(c), c))}</td>" for c in cols)
