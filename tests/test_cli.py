@@ -29,7 +29,7 @@ def _error_line(proc):
     (["--plugin", "hybrid_parallel", "--tp-size", "3", "--nproc", "3"], "tp size 3 does not divide vit-tiny's 4 attention heads"),
     (["--dataset", "/nonexistent/dog_food"], "dataset path '/nonexistent/dog_food' does not exist"),
     (["--model", "vit-huge"], "unknown model 'vit-huge'; valid: vit-base, vit-tiny"),
-    (["--plugin", "gemini", "--device", "cpu"], "plugin 'gemini' with bf16 needs a CUDA GPU"),
+    (["--plugin", "gemini", "--device", "cpu"], "plugin 'gemini' with bf16 needs CUDA (colossalai GeminiPlugin"),
 ])
 def test_bad_input_is_one_line(args, needle):
     line = _error_line(cli("train", "--device", "cpu", "--model", "vit-tiny", *args))

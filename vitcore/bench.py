@@ -229,7 +229,7 @@ def plan(plugins: list[str], batch_sizes: list[int], precisions: list[str] | Non
             except VitcoreError as e:
                 skipped.append({"plugin": spec.name, "precision": precision, "reason": str(e)})
                 continue
-            reason = _unrunnable(spec, base.precision, base.world_size, device)
+            reason = reg.unrunnable_reason(spec, base.precision, base.world_size, device)
             if reason:
                 skipped.append({"plugin": spec.name, "precision": base.precision, "reason": reason})
                 continue
@@ -248,16 +248,6 @@ def reference_groups(batch_sizes, *, model: str, device: str) -> tuple[list, lis
                         "reason": "torch.compile on a CPU measures minutes of C++ compilation per shape, "
                                   "not the plugins; run on a GPU"})
     return groups, skipped
-
-
-def _unrunnable(spec, precision, world_size, device) -> str | None:
-    import torch
-
-    if device == "cpu" and spec.needs_cuda(precision):
-        return f"needs CUDA ({spec.cpu_reason})"
-    if device == "cuda" and torch.cuda.device_count() < world_size:
-        return f"needs {world_size} GPUs, {torch.cuda.device_count()} present"
-    return None
 
 
 def run_matrix(groups: list[list[RunConfig]], timing: Timing, out_dir, *, resume: bool = False,

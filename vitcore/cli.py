@@ -138,12 +138,11 @@ def cmd_train(args) -> int:
 
 
 def _check_runnable(cfg) -> None:
-    from vitcore import VitcoreError, launch
+    from vitcore import VitcoreError, launch, plugins
 
-    device = launch.resolve_device(cfg.device)
-    if device == "cpu" and cfg.spec.needs_cuda(cfg.precision):
-        raise VitcoreError(f"plugin {cfg.plugin!r} with {cfg.precision} needs a CUDA GPU "
-                           f"({cfg.spec.cpu_reason}); CPU-capable: {_cpu_capable()}")
+    reason = plugins.unrunnable_reason(cfg.spec, cfg.precision, cfg.world_size, launch.resolve_device(cfg.device))
+    if reason:
+        raise VitcoreError(f"plugin {cfg.plugin!r} with {cfg.precision} {reason}; CPU-capable: {_cpu_capable()}")
 
 
 def _cpu_capable() -> str:

@@ -48,14 +48,19 @@ def _quiet_colossalai_logs() -> None:
     get_dist_logger().set_level("ERROR")  # its per-step warnings would drown the progress output
 
 
-def init_process_group(rank: int, world_size: int, port: int, device: str) -> None:
-    import colossalai
-
+def _prepare() -> None:
+    """What every process the suite starts does before its process group exists."""
     from vitcore import compat
 
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast stays off everywhere
     compat.apply()
     _quiet_colossalai_logs()
+
+
+def init_process_group(rank: int, world_size: int, port: int, device: str) -> None:
+    import colossalai
+
+    _prepare()
     colossalai.launch(rank=rank, world_size=world_size, host="127.0.0.1", port=port,
                       backend=backend_for(device), local_rank=rank, verbose=False)
 
@@ -78,11 +83,7 @@ def run(fn: Callable[..., Any], *args, world_size: int = 1, device: str = "auto"
     if under_torchrun():
         import colossalai
 
-        from vitcore import compat
-
-        os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-        compat.apply()
-        _quiet_colossalai_logs()
+        _prepare()
         colossalai.launch_from_torch(backend=backend_for(device), verbose=False)
         try:
             return [fn(*args)]

@@ -215,6 +215,18 @@ def _torch_fsdp(ctx):
     return TorchFSDPPlugin(mixed_precision=mp)
 
 
+def unrunnable_reason(spec: PluginSpec, precision: str, world_size: int, device: str) -> str | None:
+    """Why this entry cannot run here, or None."""
+    if device == "cpu" and spec.needs_cuda(precision):
+        return f"needs CUDA ({spec.cpu_reason})"
+    if device == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < world_size:
+            return f"needs {world_size} GPUs, {torch.cuda.device_count()} present"
+    return None
+
+
 def booster_kwargs(spec: PluginSpec, precision: str) -> dict:
     """Booster-level arguments: TorchDDP takes its mixed precision from the Booster."""
     return {"mixed_precision": precision} if spec.booster_amp else {}
