@@ -30,3 +30,11 @@ def test_parity_check_fails_on_broken_training(reference):
     broken = run(plugin="hybrid_parallel", **(K | {"lr": 0.0}))
     with pytest.raises(CheckFailed, match="OUTSIDE"):
         require(compare("lr=0 per-step loss", reference["step_loss"], broken["step_loss"], "fp32"))
+
+
+@pytest.mark.parametrize("plugin", ["torch_ddp", "hybrid_parallel"])
+def test_data_parallel_two_processes_match_one_with_the_same_global_batch(reference, plugin):
+    """dp=2 over gloo with 8 images per rank computes what one process computes with 16."""
+    got = run(plugin=plugin, world_size=2, **(K | {"batch_size": 8}))
+    print(require(compare(f"{plugin} dp=2 per-step loss", reference["step_loss"], got["step_loss"], "fp32")))
+    assert got["dp_size"] == 2 and got["epochs"][-1]["eval_samples"] == reference["epochs"][-1]["eval_samples"]

@@ -152,3 +152,10 @@ def test_markdown_tables_from_committed_gpu_results():
     points = report.load("reports/gpu/gpu-results.json")
     table = report.performance_table(points)
     assert "| gemini | bf16 |" in table and "bs128 img/s" in table
+
+
+def test_scaling_rows_compare_with_one_gpu_of_the_same_family(bench_dir):
+    rows = report.scaling_rows(read_points(bench_dir / "points.jsonl"))
+    tp2 = [r for r in rows if r["plugin"] == "hybrid_parallel_tp2"]
+    assert len(tp2) == 2 and all(r["world_size"] == 2 and r["efficiency"] > 0 for r in tp2)
+    assert "id='scaling'" in (bench_dir / "report.html").read_text()

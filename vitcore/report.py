@@ -96,6 +96,25 @@ def correctness_table(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scaling_rows(points: list[dict]) -> list[dict]:
+    """Per-GPU throughput and memory against world size, with scaling efficiency against the same
+    family, precision, profile, model and batch size on one GPU (when that was measured)."""
+    ok = [p for p in perf_points(points) if p.get("status") == "ok" and p.get("family") != "reference"]
+    single = {(p["family"], p["precision"], p["profile"], p["model"], p["batch_size"]): p
+              for p in ok if p.get("world_size", 1) == 1}
+    rows = []
+    for p in ok:
+        if p.get("world_size", 1) == 1:
+            continue
+        one = single.get((p["family"], p["precision"], p["profile"], p["model"], p["batch_size"]))
+        rows.append({"plugin": p["plugin"], "precision": p["precision"], "batch_size": p["batch_size"],
+                     "world_size": p["world_size"], "images_per_s_per_gpu": p["images_per_s"],
+                     "efficiency": p["images_per_s"] / one["images_per_s"] if one else None,
+                     "peak_mem_allocated_gib": p.get("peak_mem_allocated_gib"),
+                     "one_gpu_peak_mem_allocated_gib": one.get("peak_mem_allocated_gib") if one else None})
+    return rows
+
+
 # --- HTML ---------------------------------------------------------------------------------------
 def _png(fig) -> str:
     import base64
@@ -223,6 +242,14 @@ def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=Non
         cells = "".join(f"<td>{_esc(_cell(p.get(c), c))}</td>" for c in cols)
         v = verdicts.get(_pkey(p), "no budget")
         body.append(f"<tr class='point'>{cells}<td>{_esc(v)}</td></tr>")
+    scaling = scaling_rows(points)
+    scale_cols = ("plugin", "precision", "batch_size", "world_size", "images_per_s_per_gpu", "efficiency",
+                  "peak_mem_allocated_gib", "one_gpu_peak_mem_allocated_gib")
+    scaling_html = "" if not scaling else (
+        "<h2>Scaling (per GPU, efficiency against one GPU of the same family)</h2><table id='scaling'><tr>"
+        + "".join(f"<th>{c}</th>" for c in scale_cols) + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{_esc(_cell(r[c], 'spread' if c == 'efficiency' else c))}</td>"
+                                   for c in scale_cols) + "</tr>" for r in scaling) + "</table>")
     skipped_html = "".join(f"<li>{_esc(s['plugin'])} {_esc(s.get('precision') or '')}: {_esc(s['reason'])}</li>"
                            for s in skipped) or "<li>none</li>"
     figs = "".join(f"<h2>{_esc(name)}</h2><img class='chart' alt='{_esc(name)}' src='{src}'>"
@@ -238,6 +265,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px}}img.chart{{max-width:100%}}</style
 <h2>Points ({len(points)})</h2>
 <table id="points"><thead><tr>{''.join(f'<th>{c}</th>' for c in cols)}<th>verdict (delta)</th></tr></thead>
 <tbody>{''.join(body)}</tbody></table>
+{scaling_html}
 <h2>Skipped</h2><ul id="skipped">{skipped_html}</ul>
 </body></html>"""
 
