@@ -17,6 +17,8 @@ def pytest_addoption(parser):
     g.addoption("--update-budgets", action="store_true",
                 help="write measured performance as the new budget for this device")
     g.addoption("--perf-batch-sizes", default="32,128", help="batch sizes of the performance tests (comma-separated)")
+    g.addoption("--perf-steps", type=int, default=15, help="steps per timed window (performance tests)")
+    g.addoption("--perf-repeats", type=int, default=5, help="timed windows; median and spread over them")
     g.addoption("--results-out", default=None, help="write GPU-tier results JSON into this folder")
 
 

@@ -101,7 +101,9 @@ def test_performance(spec, precision, request, gpu_results):
     sizes = [int(x) for x in request.config.getoption("--perf-batch-sizes").split(",")]
     model = request.config.getoption("--model") or "vit-base"
     cfgs = [_cfg(spec, precision, model=model, batch_size=bs, weights="random") for bs in sizes]
-    points = _spawn(measure_group, cfgs, Timing(warmup=5, steps=15, repeats=5), None)
+    timing = Timing(warmup=5, steps=request.config.getoption("--perf-steps"),
+                    repeats=request.config.getoption("--perf-repeats"))
+    points = _spawn(measure_group, cfgs, timing, None)
     folder = request.config.getoption("--budgets")
     problems, missing = [], []
     for point in points:
