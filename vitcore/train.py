@@ -292,7 +292,8 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            s.train_loader.sampler.set_epoch(epoch) if hasattr(s.train_loader.sampler, "set_epoch") else None
+            if hasattr(s.train_loader.sampler, "set_epoch"):  # a new shuffle per epoch
+                s.train_loader.sampler.set_epoch(epoch)
             losses = []
             for i, batch in enumerate(s.train_loader):
                 if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
