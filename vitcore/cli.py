@@ -207,7 +207,7 @@ def _finetune(args, device, model):
 def _report_and_gate(out, points, skipped, history, baseline_path, fail_on) -> int:
     from vitcore import gate, report
 
-    points = report.with_ratios(points)
+    points = report.enrich(points)
     baseline, verdicts, rc = None, None, 0
     if baseline_path:
         thresholds = gate.parse_fail_on(fail_on)

@@ -1,4 +1,4 @@
-"""Reports from saved results: Markdown tables (README), later HTML with charts."""
+"""Reports from saved results: Markdown tables (README), self-contained HTML with charts, CSV."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ def perf_points(points: list[dict]) -> list[dict]:
     return [p for p in points if p.get("test", "performance") == "performance" and "batch_size" in p]
 
 
-def with_ratios(points: list[dict]) -> list[dict]:
-    """Each point's throughput as a ratio to the plain-PyTorch reference measured in the same run at
-    the same model and batch size (compiled when present, else eager). Ratios from one run are
-    what compares across machines; absolute images/s drift."""
+def enrich(points: list[dict]) -> list[dict]:
+    """Add derived fields: each point's throughput as a ratio to the plain-PyTorch reference measured
+    in the same run at the same model and batch size (compiled when present, else eager; ratios from
+    one run are what compares across machines, absolute images/s drift), and its memory lower bound."""
     refs = {}
     for p in points:
         if p.get("family") == "reference" and p.get("status") == "ok":
@@ -50,7 +50,7 @@ def _fmt(v, spec=".1f", missing="-"):
 
 
 def performance_table(points: list[dict]) -> str:
-    perf = perf_points(points)
+    perf = enrich(perf_points(points))
     sizes = sorted({p["batch_size"] for p in perf})
     by = {}
     for p in perf:
@@ -65,13 +65,8 @@ def performance_table(points: list[dict]) -> str:
             cells.append(f"{_fmt(p.get('images_per_s'))} ({_fmt(p.get('spread'), '.0%')})" if p else "not run")
         for b in sizes:
             p = row.get(b, {})
-            bound = p.get("mem_lower_bound_gib")
-            if p and bound is None:
-                from vitcore.memory import for_point
-
-                bound = for_point(p)
             cells.append(f"{_fmt(p.get('peak_mem_allocated_gib'), '.2f')} / {_fmt(p.get('peak_mem_reserved_gib'), '.2f')}"
-                         f" / {_fmt(bound, '.2f')}" if p else "not run")
+                         f" / {_fmt(p.get('mem_lower_bound_gib'), '.2f')}" if p else "not run")
         cells.append(_fmt(row.get(sizes[-1], {}).get("mfu"), ".1%"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -130,8 +125,8 @@ def _png(fig) -> str:
 
 def _series(points, metric):
     out = {}
-    for p in points:
-        if p.get("status") == "ok" and p.get(metric) is not None and p.get("test", "performance") == "performance":
+    for p in perf_points(points):
+        if p.get("status") == "ok" and p.get(metric) is not None:
             out.setdefault(f"{p['plugin']} {p['precision']} {p.get('profile', '')}".strip(), []).append(
                 (p["batch_size"], p[metric]))
     return {k: sorted(v) for k, v in sorted(out.items())}
@@ -148,13 +143,13 @@ def chart_vs_batch(points, metric, ylabel, title, baseline=None) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     colors = plt.cm.tab20.colors
+    base_series = _series(baseline, metric) if baseline else {}
     for i, (name, xy) in enumerate(series.items()):
         line, = ax.plot(*zip(*xy, strict=True), marker="os^Dv"[i % 5], color=colors[i % 20], label=name)
-        if baseline:
-            old = _series(baseline, metric).get(name)
-            if old:
-                ax.plot(*zip(*old, strict=True), marker="x", ls="--", color=line.get_color(), alpha=0.6,
-                        label=f"{name} (baseline)")
+        old = base_series.get(name)
+        if old:
+            ax.plot(*zip(*old, strict=True), marker="x", ls="--", color=line.get_color(), alpha=0.6,
+                    label=f"{name} (baseline)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size per GPU")
     ax.set_ylabel(ylabel)

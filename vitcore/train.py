@@ -49,6 +49,7 @@ class Session:
     layout: Layout
     dataset_source: str
     weights_source: str
+    steps_per_epoch: int
     total_steps: int
 
     @property
@@ -153,7 +154,7 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
     scheduler = CosineAnnealingWarmupLR(innermost_optimizer(optimizer), total_steps=total,
                                         warmup_steps=int(cfg.warmup_ratio * total))
     return Session(cfg, device, plugin, booster, model, optimizer, scheduler, train_loader,
-                   test_loader, layout, dataset_source, weights_source, total)
+                   test_loader, layout, dataset_source, weights_source, steps_per_epoch, total)
 
 
 def innermost_optimizer(optimizer):
@@ -296,7 +297,7 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
                 s.train_loader.sampler.set_epoch(epoch)
             losses = []
             for i, batch in enumerate(s.train_loader):
-                if cfg.max_steps_per_epoch and i >= cfg.max_steps_per_epoch:
+                if i >= s.steps_per_epoch:
                     break
                 step += 1
                 loss = global_mean(s, train_step(s, to_device(batch, s.device)))
@@ -372,8 +373,5 @@ def _progress(s: Session, enabled: bool):
         return None
     from tqdm import tqdm
 
-    per_epoch = len(s.train_loader)
-    if s.cfg.max_steps_per_epoch:
-        per_epoch = min(per_epoch, s.cfg.max_steps_per_epoch)
-    return tqdm(total=per_epoch * s.cfg.epochs, desc=f"{s.cfg.plugin} {s.cfg.precision}",
+    return tqdm(total=s.steps_per_epoch * s.cfg.epochs, desc=f"{s.cfg.plugin} {s.cfg.precision}",
                 unit="step", leave=False)
