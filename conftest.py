@@ -17,7 +17,7 @@ def pytest_addoption(parser):
     g.addoption("--update-budgets", action="store_true",
                 help="write measured performance as the new budget for this device")
     g.addoption("--perf-batch-sizes", default="32,128", help="batch sizes of the performance tests (comma-separated)")
-    g.addoption("--perf-steps", type=int, default=15, help="steps per timed window (performance tests)")
+    g.addoption("--perf-steps", type=int, default=20, help="steps per timed window (performance tests)")
     g.addoption("--perf-repeats", type=int, default=5, help="timed windows; median and spread over them")
     g.addoption("--results-out", default=None, help="write GPU-tier results JSON into this folder")
 
@@ -27,13 +27,19 @@ def _selected(config) -> list[plugins.PluginSpec]:
     return plugins.select([p.strip() for p in raw.split(",")] if raw else None)
 
 
-def _cases(specs, *, single_gpu: bool):
-    """(entry, precision) pairs; pytest ids like gemini-bf16."""
+def _cases(specs, *, single_gpu: bool, profile: str | None = None):
+    """(entry, precision) pairs; pytest ids like gemini-bf16. profile: only the precision that
+    profile picks for each entry (performance tests measure the `fast` profile)."""
+    from vitcore.config import PROFILES
+
     out = []
     for s in specs:
         if single_gpu and s.min_world_size > 1:
             continue
-        for prec in s.precisions:
+        precs = s.precisions
+        if profile:
+            precs = [next(p for p in PROFILES[profile]["precision_preference"] if p in s.precisions)]
+        for prec in precs:
             out.append(pytest.param(s, prec, id=f"{s.name}-{prec}"))
     return out
 
@@ -42,7 +48,9 @@ def pytest_generate_tests(metafunc):
     if {"spec", "precision"} <= set(metafunc.fixturenames):
         specs = _selected(metafunc.config)
         single = metafunc.definition.get_closest_marker("gpu") is not None
-        metafunc.parametrize(("spec", "precision"), _cases(specs, single_gpu=single))
+        prof = metafunc.definition.get_closest_marker("profile")
+        metafunc.parametrize(("spec", "precision"),
+                             _cases(specs, single_gpu=single, profile=prof.args[0] if prof else None))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -63,6 +71,7 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "plugin_names(*names): registry entries a test exercises")
+    config.addinivalue_line("markers", "profile(name): parametrize with the precision this profile picks per entry")
 
 
 def pytest_runtest_setup(item):

@@ -95,12 +95,14 @@ def test_convergence(spec, precision, gpu_results, request):
     print(f"{spec.name} {precision}: accuracy {acc:.3f} (threshold {CONVERGENCE[key][0]})")
 
 
+@pytest.mark.profile("fast")
 def test_performance(spec, precision, request, gpu_results):
-    """Throughput and peak memory at each --perf-batch-sizes, one process for all of them; every
-    batch size is checked and all violations are reported together."""
+    """Throughput and peak memory of the fast profile (its precision per entry; `vitcore bench
+    --precisions` measures the others) at each --perf-batch-sizes, one process for all of them;
+    every batch size is checked and all violations are reported together."""
     sizes = [int(x) for x in request.config.getoption("--perf-batch-sizes").split(",")]
     model = request.config.getoption("--model") or "vit-base"
-    cfgs = [_cfg(spec, precision, model=model, batch_size=bs, weights="random") for bs in sizes]
+    cfgs = [_cfg(spec, precision, profile="fast", model=model, batch_size=bs, weights="random") for bs in sizes]
     timing = Timing(warmup=5, steps=request.config.getoption("--perf-steps"),
                     repeats=request.config.getoption("--perf-repeats"))
     points = _spawn(measure_group, cfgs, timing, None)

@@ -30,8 +30,9 @@ def bench_dir(tmp_path_factory):
 def test_matrix_writes_every_point_and_the_skips(bench_dir):
     points = read_points(bench_dir / "points.jsonl")
     keys = {point_key(p) for p in points}
-    # torch_ddp + 4 hybrid_parallel entries + the eager plain-PyTorch reference, 2 batch sizes
-    assert len(keys) == len(points) == 2 * 6
+    # torch_ddp + 4 hybrid_parallel entries + the eager plain-PyTorch reference + torch_ddp's bare
+    # hand-written twin, 2 batch sizes
+    assert len(keys) == len(points) == 2 * 7
     assert all(p["status"] == "ok" and p["images_per_s"] > 0 for p in points)
     assert all(p["dataset"] and p["weights"] and p["git_sha"] and p["torch"] for p in points)
     assert [point_key(p) for p in json.loads((bench_dir / "points.json").read_text())] == list(keys_in_order(points))
@@ -46,8 +47,32 @@ def keys_in_order(points):
 def test_report_lists_skipped_plugins_with_reason(bench_dir):
     html = (bench_dir / "report.html").read_text()
     assert "needs CUDA" in html and "gemini" in html
-    assert html.count("<tr class='point'>") == 12
+    assert html.count("<tr class='point'>") == 14
     assert "reference_compiled bf16: torch.compile on a CPU" in html
+    assert "bare_torch_ddp_fp16 fp16: fp16 autocast with a GradScaler needs CUDA" in html
+
+
+def test_report_states_the_harness_overhead(bench_dir):
+    rows = report.harness_rows(json.loads((bench_dir / "points.json").read_text()))
+    assert sorted(r["batch_size"] for r in rows) == [8, 16]
+    assert all(r["plugin"] == "torch_ddp" and r["bare_images_per_s"] > 0 for r in rows)
+    assert "Harness overhead" in (bench_dir / "summary.md").read_text()
+
+
+def test_ablation_flips_each_option_once_and_reports_its_effect(tmp_path):
+    p = subprocess.run(BENCH[:-2] + ["--plugins", "torch_ddp", "--batch-sizes", "8", "--no-reference",
+                                     "--ablate", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    points = read_points(tmp_path / "points.jsonl")
+    # on a CPU: attention, gradient checkpointing and the GC freeze (compile and fused Adam need CUDA)
+    assert sorted(q["variant"] for q in points) == ["", "attention=eager", "freeze_gc=False",
+                                                    "grad_checkpoint=True"]
+    assert [q["grad_checkpoint"] for q in points if q["variant"] == "grad_checkpoint=True"] == [True]
+    rows = report.ablation_rows(points)
+    assert len(rows) == 3 and all(r["delta"] is not None and r["base_images_per_s"] > 0 for r in rows)
+    table = (tmp_path / "summary.md").read_text()
+    assert "grad_checkpoint=True" in table and "attention=eager" in table
 
 
 def test_points_carry_ratio_to_the_reference(bench_dir):
@@ -103,7 +128,7 @@ def test_kill_then_resume_measures_each_point_once(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     after = read_points(out / "points.jsonl")
     keys = [point_key(x) for x in after]
-    assert len(keys) == len(set(keys)) == 18  # 5 entries + the reference, 3 batch sizes
+    assert len(keys) == len(set(keys)) == 21  # 5 entries, the reference, the bare loop; 3 batch sizes
     assert after[: len(before)] == before  # finished points kept as they were
 
 

@@ -43,22 +43,39 @@ def _random_batch(preset, batch_size: int, seed: int, device: str) -> dict:
             "labels": torch.randint(0, 3, (batch_size,), generator=g).to(device)}
 
 
-def _timed(step, batch, timing: Timing, device: str):
-    """Warm-up, then `repeats` windows of `steps` steps; returns (window seconds, last loss)."""
+def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
+    """Warm-up, then `repeats` windows of `steps` steps; returns (window seconds, last loss).
+
+    freeze_gc: the plugins' Python side allocates many short-lived objects, so CPython's automatic
+    collections (full passes over the million objects torch, transformers and colossalai import)
+    land at random inside windows. Collect once, freeze what exists, and keep automatic GC off
+    while timing, as torchtitan's training loop does (its GarbageCollection: gc.disable, then a
+    collection every N steps)."""
     import torch
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(timing.warmup):
-        step(batch)
-    _sync(device)
-    windows = []
-    for _ in range(timing.repeats):
-        t0 = time.perf_counter()
-        for _ in range(timing.steps):
-            loss = step(batch)
+    if freeze_gc:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+    try:
+        for _ in range(timing.warmup):
+            step(batch)
         _sync(device)
-        windows.append(time.perf_counter() - t0)
+        windows = []
+        for _ in range(timing.repeats):
+            t0 = time.perf_counter()
+            for _ in range(timing.steps):
+                loss = step(batch)
+            _sync(device)
+            windows.append(time.perf_counter() - t0)
+            if freeze_gc:
+                gc.collect(1)  # young generations only, outside the window
+    finally:
+        if freeze_gc:
+            gc.enable()
+            gc.unfreeze()
     return windows, loss
 
 
@@ -99,7 +116,7 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
 
     s = train.setup(cfg, synthetic_batch=True)
     batch = _random_batch(cfg.preset, cfg.batch_size, cfg.seed, s.device)
-    windows, loss = _timed(lambda b: train.train_step(s, b), batch, timing, s.device)
+    windows, loss = _timed(lambda b: train.train_step(s, b), batch, timing, s.device, freeze_gc=cfg.freeze_gc)
     final_loss = train.global_mean(s, loss)
     mem = torch.zeros(2, dtype=torch.float64, device=s.device)
     if s.device == "cuda":
@@ -107,7 +124,8 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
     point = train.describe(s) | _stats(windows, cfg.batch_size * cfg.dp_size / cfg.world_size, timing,
                                        cfg.preset, s.device, mem.tolist() if s.device == "cuda" else None)
-    point |= {"images_per_s_total": point["images_per_s"] * cfg.world_size, "final_loss": final_loss}
+    point |= {"images_per_s_total": point["images_per_s"] * cfg.world_size, "final_loss": final_loss,
+              "variant": cfg.variant, "base_precision": cfg.extra.get("base_precision", cfg.precision)}
     s = batch = None  # release before _free() empties the CUDA cache
     _free()
     return point
@@ -115,54 +133,91 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Reference:
-    """The plain-PyTorch reference an expert would write by hand: bf16 autocast, SDPA attention,
-    fused AdamW (on CUDA), inputs on the device, optionally torch.compile. No plugin, no Booster."""
+    """A plain-PyTorch loop as an expert would write it by hand: no plugin, no Booster, inputs on
+    the device, optionally torch.compile.
+
+    The default is the issue's reference (bf16 autocast, SDPA, fused AdamW). `mirrors` names the
+    registry entry a *bare* loop reproduces (same precision, optimizer and DDP wrapper), so the
+    report can state the harness's own overhead over a hand-written loop."""
 
     model: str
     batch_size: int
-    compile: bool
+    compile: bool = False
+    precision: str = "bf16"  # bf16 / fp16 autocast (fp16 with a GradScaler) or fp32
+    fused: bool = True  # fused AdamW on CUDA; False: the suite's own Adam(decoupled_weight_decay)
+    ddp: bool = False
+    mirrors: str | None = None
     device: str = "auto"
     seed: int = 42
     lr: float = 3e-4
+    weight_decay: float = 0.1
     timeout_s: float = 1800.0
     world_size: int = 1
+    profile: str = "reference"
+    variant: str = ""
 
     @property
     def plugin(self) -> str:
+        if self.mirrors:
+            return f"bare_{self.mirrors}"
         return "reference_compiled" if self.compile else "reference_eager"
 
-    precision = "bf16"
-    profile = "reference"
+
+def bare_loop(plugin: str, *, model: str, batch_size: int, device: str) -> Reference:
+    """The hand-written twin of a registry entry (harness-overhead measurement)."""
+    precision = {"torch_ddp": "fp32", "torch_ddp_fp16": "fp16"}[plugin]
+    return Reference(model=model, batch_size=batch_size, precision=precision, fused=False, ddp=True,
+                     mirrors=plugin, device=device, profile="fast")
+
+
+BARE_LOOPS = ("torch_ddp", "torch_ddp_fp16")
 
 
 def measure_reference(ref: Reference, timing: Timing) -> dict:
     import torch
+    import torch.distributed as dist
 
     from vitcore import data as data_mod
     from vitcore import model as model_mod
     from vitcore.launch import resolve_device
+    from vitcore.train import adamw
 
     device = resolve_device(ref.device)
     torch.manual_seed(ref.seed)
     preset = model_mod.get_preset(ref.model)
     model, weights = model_mod.build_model(preset, labels=data_mod.LABELS, attention="sdpa", weights="random")
     model = model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=ref.lr, fused=(device == "cuda") or None)
+    if ref.fused and device == "cuda":
+        opt = torch.optim.AdamW(model.parameters(), lr=ref.lr, weight_decay=ref.weight_decay, fused=True)
+    else:
+        opt = adamw(model.parameters(), lr=ref.lr, weight_decay=ref.weight_decay)
+    if ref.ddp:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]
+                                                          if device == "cuda" else None)
     fwd = torch.compile(model) if ref.compile else model
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(ref.precision)
+    scaler = torch.amp.GradScaler(device) if ref.precision == "fp16" else None
 
     def step(batch):
-        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = fwd(**batch).loss
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         opt.zero_grad(set_to_none=True)
         return loss
 
     batch = _random_batch(preset, ref.batch_size, ref.seed, device)
     windows, _ = _timed(step, batch, timing, device)
-    point = {"plugin": ref.plugin, "family": "reference", "precision": "bf16", "profile": "reference",
-             "model": ref.model, "attention": "sdpa", "grad_checkpoint": False, "compile": ref.compile,
-             "world_size": 1, "batch_size": ref.batch_size, "device_kind": device,
+    point = {"plugin": ref.plugin, "family": "reference", "precision": ref.precision, "profile": ref.profile,
+             "variant": ref.variant, "model": ref.model, "attention": "sdpa", "grad_checkpoint": False,
+             "compile": ref.compile, "fused_optimizer": ref.fused and device == "cuda", "ddp": ref.ddp,
+             "mirrors": ref.mirrors, "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+             "batch_size": ref.batch_size, "device_kind": device,
              "dataset": "synthetic-tensors (random pixels on the device)", "weights": weights}
     point |= _stats(windows, ref.batch_size, timing, preset, device)
     model = opt = fwd = batch = None
@@ -194,14 +249,25 @@ def measure_group(cfgs: list[RunConfig], timing: Timing, out_path: str | None) -
         try:
             p = measure_reference(cfg, timing) if isinstance(cfg, Reference) else measure(cfg, timing)
         except Exception as e:  # noqa: BLE001 - recorded as a result, the matrix goes on
-            if not _is_oom(e):
+            if _is_oom(e):
+                status = "oom"
+            elif dist.get_world_size() == 1:
+                # One process: nothing can hang on a collective it skipped, so an option the plugin
+                # does not tolerate (e.g. torch.compile) is a result too.
+                status = "error"
+            else:
                 raise
             _free()
-            p = skeleton(cfg) | {"status": "oom", "error": str(e).splitlines()[0][:300]}
+            p = skeleton(cfg) | {"status": status, "error": _first_line(e)}
         if dist.get_rank() == 0 and out_path:
             res.append_point(out_path, p)
         points.append(p)
     return points
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def skeleton(cfg, **extra) -> dict:
@@ -210,13 +276,15 @@ def skeleton(cfg, **extra) -> dict:
     return {"plugin": cfg.plugin, "family": "reference" if isinstance(cfg, Reference) else cfg.spec.family,
             "precision": cfg.precision,
             "profile": cfg.profile, "model": cfg.model, "batch_size": cfg.batch_size,
-            "world_size": cfg.world_size, "images_per_s": None, "peak_mem_allocated_gib": None,
+            "world_size": cfg.world_size, "variant": cfg.variant, "images_per_s": None, "peak_mem_allocated_gib": None,
             "peak_mem_reserved_gib": None, "mfu": None} | environment() | extra
 
 
 def plan(plugins: list[str], batch_sizes: list[int], precisions: list[str] | None, *, profile: str,
-         model: str, world_size: int = 1, device: str) -> tuple[list[list[RunConfig]], list[dict]]:
-    """The matrix as groups of RunConfigs, plus skipped points with their reason."""
+         model: str, world_size: int = 1, device: str, ablate: bool = False
+         ) -> tuple[list[list[RunConfig]], list[dict]]:
+    """The matrix as groups of RunConfigs (one process group each), plus skipped points with their
+    reason. ablate: each group also holds the profile with one option flipped at a time."""
     from vitcore import plugins as reg
 
     groups, skipped = [], []
@@ -233,12 +301,34 @@ def plan(plugins: list[str], batch_sizes: list[int], precisions: list[str] | Non
             if reason:
                 skipped.append({"plugin": spec.name, "precision": base.precision, "reason": reason})
                 continue
-            groups.append([dataclasses.replace(base, batch_size=bs) for bs in batch_sizes])
+            variants = [base] + (ablations(base, device) if ablate else [])
+            groups.append([dataclasses.replace(v, batch_size=bs) for v in variants for bs in batch_sizes])
     return groups, skipped
 
 
-def reference_groups(batch_sizes, *, model: str, device: str) -> tuple[list, list[dict]]:
-    """The plain-PyTorch reference, eager and compiled; compiled only on CUDA."""
+def ablations(base: RunConfig, device: str) -> list[RunConfig]:
+    """`base` with one profile option flipped at a time, where the option means something for this
+    plugin here; each labelled by its variant (e.g. "compile=True")."""
+    flips = {"attention": "eager" if base.attention == "sdpa" else "sdpa",
+             "grad_checkpoint": not base.grad_checkpoint,
+             "freeze_gc": not base.freeze_gc}
+    if device == "cuda":  # torch.compile on a CPU times minutes of C++ compilation, not the plugin
+        flips["compile"] = not base.compile
+    if base.spec.optimizer == "adamw" and device == "cuda":  # HybridAdam is always fused
+        flips["fused_optimizer"] = not base.fused_optimizer
+    if base.spec.plugin_kernels:
+        flips["plugin_kernels"] = not base.plugin_kernels
+    out = [dataclasses.replace(base, variant=f"{k}={v}", **{k: v}) for k, v in flips.items()]
+    for other in ("bf16", "fp16"):
+        if base.precision != "fp32" and other != base.precision and other in base.spec.precisions:
+            out.append(dataclasses.replace(base, precision=other, variant=f"precision={other}",
+                                           extra={"base_precision": base.precision}))
+    return out
+
+
+def reference_groups(batch_sizes, *, model: str, device: str, bare: tuple[str, ...] = ()) -> tuple[list, list[dict]]:
+    """The plain-PyTorch reference, eager and compiled (compiled only on CUDA), and the bare
+    hand-written twins of the entries in `bare`."""
     groups = [[Reference(model=model, batch_size=bs, compile=False, device=device) for bs in batch_sizes]]
     skipped = []
     if device == "cuda":
@@ -247,6 +337,13 @@ def reference_groups(batch_sizes, *, model: str, device: str) -> tuple[list, lis
         skipped.append({"plugin": "reference_compiled", "precision": "bf16",
                         "reason": "torch.compile on a CPU measures minutes of C++ compilation per shape, "
                                   "not the plugins; run on a GPU"})
+    for name in bare:
+        loops = [bare_loop(name, model=model, batch_size=bs, device=device) for bs in batch_sizes]
+        if device == "cpu" and loops[0].precision != "fp32":
+            skipped.append({"plugin": loops[0].plugin, "precision": loops[0].precision,
+                            "reason": "fp16 autocast with a GradScaler needs CUDA"})
+            continue
+        groups.append(loops)
     return groups, skipped
 
 
@@ -291,4 +388,4 @@ def run_matrix(groups: list[list[RunConfig]], timing: Timing, out_dir, *, resume
 
 
 def _key(cfg) -> tuple:
-    return (cfg.plugin, cfg.precision, cfg.profile, cfg.model, cfg.world_size, cfg.batch_size)
+    return (cfg.plugin, cfg.precision, cfg.profile, cfg.model, cfg.world_size, cfg.batch_size, cfg.variant)

@@ -96,6 +96,8 @@ def compare(point: dict, ref: dict, *, throughput_tol: float | None = None,
 def make_entry(point: dict) -> dict:
     if point.get("status") != "ok":
         raise VitcoreError(f"{entry_key(point)}: status {point.get('status')} cannot be a budget")
+    if point.get("variant"):
+        raise VitcoreError(f"{entry_key(point)}: ablation variant {point['variant']!r} is not a budget")
     if point["spread"] > MAX_BASELINE_SPREAD:
         raise VitcoreError(f"{entry_key(point)}: spread {point['spread']:.1%} over {point['repeats']} "
                            f"repeats exceeds {MAX_BASELINE_SPREAD:.0%}; too noisy to be a baseline "

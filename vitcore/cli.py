@@ -21,7 +21,8 @@ def _names(text: str) -> list[str]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model preset: vit-base | vit-tiny")
-    p.add_argument("--profile", default="fast", help="fast | study (the original study's settings)")
+    p.add_argument("--profile", default="fast", help="fast | study (the original study's settings); "
+                                                     "bench takes several, comma-separated")
     p.add_argument("--device", default="auto", help="auto | cuda | cpu")
     p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) in the run")
 
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="baseline results (points.jsonl / points.json) to gate against")
     b.add_argument("--fail-on", default="throughput:5%,memory:2%",
                    help="regression thresholds for --compare, e.g. throughput:5%%,memory:2%%")
+    b.add_argument("--ablate", action="store_true",
+                   help="also measure the profile with each option flipped, one at a time "
+                        "(attention, grad_checkpoint, compile, fused_optimizer, plugin_kernels, "
+                        "freeze_gc, precision): the table in docs/performance.md")
     b.add_argument("--update-budgets", metavar="FOLDER", default=None,
                    help="record each measured point as this device's budget in FOLDER "
                         "(refused for points whose spread is too large to be a baseline)")
@@ -156,8 +161,10 @@ def cmd_bench(args) -> int:
     from vitcore import VitcoreError, bench, launch
     from vitcore.config import PROFILES
 
-    if args.profile not in PROFILES:
-        raise VitcoreError(f"unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}")
+    profiles = _names(args.profile)
+    for prof in profiles or [""]:
+        if prof not in PROFILES:
+            raise VitcoreError(f"unknown profile {prof!r}; valid: {', '.join(PROFILES)}")
     if any(b < 1 for b in args.batch_sizes) or not args.batch_sizes:
         raise VitcoreError(f"batch sizes {args.batch_sizes} must be positive integers")
     for name, v in (("warmup", args.warmup), ("steps", args.steps), ("repeats", args.repeats)):
@@ -165,10 +172,17 @@ def cmd_bench(args) -> int:
             raise VitcoreError(f"{name} {v} is out of range")
     device = launch.resolve_device(args.device)
     model = _default_model(args)
-    groups, skipped = bench.plan(args.plugins, args.batch_sizes, args.precisions, profile=args.profile,
-                                 model=model, world_size=args.nproc, device=device)
+    groups, skipped = [], []
+    for prof in profiles:
+        g, s = bench.plan(args.plugins, args.batch_sizes, args.precisions, profile=prof, model=model,
+                          world_size=args.nproc, device=device, ablate=args.ablate)
+        groups, skipped = groups + g, skipped + s
     if args.reference:
-        ref_groups, ref_skipped = bench.reference_groups(args.batch_sizes, model=model, device=device)
+        from vitcore import plugins
+
+        selected = {s.name for s in plugins.select(args.plugins)}
+        bare = tuple(n for n in bench.BARE_LOOPS if n in selected and "fast" in profiles)
+        ref_groups, ref_skipped = bench.reference_groups(args.batch_sizes, model=model, device=device, bare=bare)
         groups, skipped = ref_groups + groups, ref_skipped + skipped
     for s in skipped:
         print(f"[vitcore] skipped {s['plugin']} {s['precision'] or ''}: {s['reason']}", file=sys.stderr)
@@ -197,7 +211,7 @@ def _finetune(args, device, model):
     epochs = args.finetune_epochs or 10  # the study's 10 epochs
     # On a CPU: the tiny preset's convergence recipe (tests/test_convergence.py), about 20 s.
     recipe = {} if model == "vit-base" else dict(lr=2e-3, weight_decay=0.05, warmup_ratio=0.1)
-    cfg = RunConfig(plugin=plugin, profile=args.profile, model=model, dataset="auto",
+    cfg = RunConfig(plugin=plugin, profile=_names(args.profile)[0], model=model, dataset="auto",
                     subset=None if gpu else 1500, epochs=epochs, device=device, batch_size=32, **recipe)
     hist = launch.run(train.finetune, cfg, None, False, device=device, timeout_s=cfg.timeout_s)[0]
     write_json(os.path.join(args.out, "finetune.json"), hist)
@@ -243,7 +257,7 @@ def cmd_report(args) -> int:
             skipped += json.load(open(side))
     history = json.load(open(args.history)) if args.history else None
     if args.markdown:
-        print(report.performance_table(points))
+        print(report.summary_markdown(points))
     return _report_and_gate(args.out, points, skipped, history, args.baseline, args.fail_on)
 
 

@@ -10,11 +10,13 @@ from vitcore import model as model_mod
 # Profiles (issue: fast vs the study's settings). A field left as None in RunConfig takes the
 # profile's value; precision takes the first of the profile's preferences the plugin supports.
 PROFILES = {
-    "study": dict(attention="eager", grad_checkpoint=True, compile=False,
-                  precision_preference=("fp16", "fp32", "bf16")),
-    "fast": dict(attention="sdpa", grad_checkpoint=False, compile=False,
-                 precision_preference=("bf16", "fp16", "fp32")),
+    "study": dict(attention="eager", grad_checkpoint=True, compile=False, fused_optimizer=False,
+                  plugin_kernels=False, freeze_gc=True, precision_preference=("fp16", "fp32", "bf16")),
+    "fast": dict(attention="sdpa", grad_checkpoint=False, compile=False, fused_optimizer=True,
+                 plugin_kernels=True, freeze_gc=True, precision_preference=("bf16", "fp16", "fp32")),
 }
+# The fields a profile sets; `vitcore bench --ablate` flips them one at a time (docs/performance.md).
+OPTIONS = ("attention", "grad_checkpoint", "compile", "fused_optimizer", "plugin_kernels", "freeze_gc")
 
 
 def _choice(what: str, value, valid) -> None:
@@ -58,6 +60,15 @@ class RunConfig:
     attention: str | None = None
     grad_checkpoint: bool | None = None
     compile: bool | None = None
+    """torch.compile the model before boosting."""
+    fused_optimizer: bool | None = None
+    """torch's fused (single-kernel) Adam on CUDA; Gemini's HybridAdam is always fused."""
+    plugin_kernels: bool | None = None
+    """The plugin's own fused kernels where it has them (hybrid_parallel: fused LayerNorm)."""
+    freeze_gc: bool | None = None
+    """Benchmark only: no automatic Python GC inside timed windows (torchtitan does the same)."""
+    variant: str = ""
+    """Label of an ablation variant (e.g. "attention=eager"); part of a result's identity."""
     tp_size: int | None = None
     """Tensor-parallel size; None: the plugin entry's. Only hybrid_parallel entries take another."""
     pp_size: int | None = None
@@ -84,7 +95,7 @@ class RunConfig:
         else:
             _choice("precision", self.precision, plugins.PRECISIONS)
             spec.check_precision(self.precision)
-        for name in ("attention", "grad_checkpoint", "compile"):
+        for name in OPTIONS:
             if getattr(self, name) is None:
                 setattr(self, name, prof[name])
         _choice("attention", self.attention, model_mod.ATTENTION)

@@ -24,7 +24,7 @@ class BuildContext:
     precision: str
     tp_size: int = 1
     pp_size: int = 1
-    fast: bool = False  # the `fast` profile: turn on the plugin's own fused kernels where it has them
+    plugin_kernels: bool = False  # the plugin's own fused kernels where it has them
     max_norm: float = 0.0
 
 
@@ -44,6 +44,7 @@ class PluginSpec:
     booster_amp: bool = False  # mixed precision is the Booster's argument, not the plugin's
     options: dict = field(default_factory=dict)  # fixed options, for reports
     parallel_sizes: bool = False  # tp/pp sizes may be overridden per run (hybrid_parallel)
+    plugin_kernels: bool = False  # has its own fused kernels to switch on (RunConfig.plugin_kernels)
 
     @property
     def uses_pipeline(self) -> bool:
@@ -165,7 +166,7 @@ for _name, (_tp, _pp) in _HYBRID.items():
               description=f"HybridParallelPlugin tp={_tp} pp={_pp} (shardformer){'; pipeline steps via booster.execute_pipeline' if _pp > 1 else ''}",
               precisions=("fp32", "fp16", "bf16"), cpu_precisions=("fp32",),
               cpu_reason="mixed precision needs a CUDA accelerator", min_world_size=_tp * _pp,
-              tp_size=_tp, pp_size=_pp, parallel_sizes=True)
+              tp_size=_tp, pp_size=_pp, parallel_sizes=True, plugin_kernels=True)
     def _hybrid(ctx):
         from colossalai.booster.plugin import HybridParallelPlugin
 
@@ -175,7 +176,7 @@ for _name, (_tp, _pp) in _HYBRID.items():
             kw["num_microbatches"] = ctx.pp_size
         if ctx.tp_size > 1:
             kw["custom_policy"] = _replicated_head_policy()
-        if ctx.fast:
+        if ctx.plugin_kernels:
             kw.update(enable_fused_normalization=True)
         return HybridParallelPlugin(**kw)
 

@@ -22,21 +22,31 @@ def perf_points(points: list[dict]) -> list[dict]:
     return [p for p in points if p.get("test", "performance") == "performance" and "batch_size" in p]
 
 
+def matrix_points(points: list[dict]) -> list[dict]:
+    """The plugin x batch-size matrix: performance points that are not ablation variants."""
+    return [p for p in perf_points(points) if not p.get("variant")]
+
+
+REFERENCES = ("reference_compiled", "reference_eager")  # preference order for ratio_to_reference
+
+
 def enrich(points: list[dict]) -> list[dict]:
-    """Add derived fields: each point's throughput as a ratio to the plain-PyTorch reference measured
-    in the same run at the same model and batch size (compiled when present, else eager; ratios from
-    one run are what compares across machines, absolute images/s drift), and its memory lower bound."""
+    """Add derived fields: each point's throughput as a ratio to the plain-PyTorch references
+    measured in the same run at the same model and batch size (ratio_to_reference: compiled when
+    present, else eager; ratios from one run are what compares across machines, absolute images/s
+    drift), and its memory lower bound."""
     refs = {}
     for p in points:
-        if p.get("family") == "reference" and p.get("status") == "ok":
-            k = (p["model"], p["batch_size"])
-            if p["plugin"] == "reference_compiled" or k not in refs:
-                refs[k] = p
+        if p.get("plugin") in REFERENCES and p.get("status") == "ok" and not p.get("variant"):
+            refs[(p["plugin"], p["model"], p["batch_size"])] = p
     out = []
     for p in points:
-        ref = refs.get((p.get("model"), p.get("batch_size")))
-        if ref and p.get("images_per_s"):
-            p = p | {"ratio_to_reference": p["images_per_s"] / ref["images_per_s"], "reference": ref["plugin"]}
+        if p.get("images_per_s"):
+            for name in reversed(REFERENCES):  # compiled last, so it wins ratio_to_reference
+                ref = refs.get((name, p.get("model"), p.get("batch_size")))
+                if ref:
+                    ratio = p["images_per_s"] / ref["images_per_s"]
+                    p = p | {f"ratio_to_{name}": ratio, "ratio_to_reference": ratio, "reference": name}
         if "batch_size" in p and p.get("mem_lower_bound_gib") is None:
             from vitcore.memory import for_point
 
@@ -49,17 +59,23 @@ def _fmt(v, spec=".1f", missing="-"):
     return missing if v is None else format(v, spec)
 
 
-def performance_table(points: list[dict]) -> str:
-    perf = enrich(perf_points(points))
+def performance_table(points: list[dict], profile: str | None = None) -> str:
+    """img/s (spread) and peak memory per plugin and batch size; one profile, or every one."""
+    perf = enrich(matrix_points(points))
+    if profile:
+        perf = [p for p in perf if p.get("profile") in (profile, "reference")]
+    if not perf:
+        return "(no points)"
     sizes = sorted({p["batch_size"] for p in perf})
     by = {}
     for p in perf:
-        by.setdefault((p["plugin"], p["precision"]), {})[p["batch_size"]] = p
-    head = ["plugin", "precision"] + [f"bs{b} img/s (spread)" for b in sizes] + \
-           [f"bs{b} peak alloc / reserved / lower bound GiB" for b in sizes] + [f"bs{sizes[-1]} MFU"]
+        by.setdefault((p["plugin"], p["precision"], p.get("profile", "")), {})[p["batch_size"]] = p
+    head = ["plugin", "precision", "profile"] + [f"bs{b} img/s (spread)" for b in sizes] + \
+           [f"bs{b} peak alloc / reserved / lower bound GiB" for b in sizes] + \
+           [f"bs{sizes[-1]} MFU", f"bs{sizes[-1]} vs compiled ref"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (plugin, prec), row in sorted(by.items()):
-        cells = [plugin, prec]
+    for (plugin, prec, prof), row in sorted(by.items(), key=lambda kv: (kv[0][2] != "reference", kv[0])):
+        cells = [plugin, prec, prof]
         for b in sizes:
             p = row.get(b, {})
             cells.append(f"{_fmt(p.get('images_per_s'))} ({_fmt(p.get('spread'), '.0%')})" if p else "not run")
@@ -67,9 +83,144 @@ def performance_table(points: list[dict]) -> str:
             p = row.get(b, {})
             cells.append(f"{_fmt(p.get('peak_mem_allocated_gib'), '.2f')} / {_fmt(p.get('peak_mem_reserved_gib'), '.2f')}"
                          f" / {_fmt(p.get('mem_lower_bound_gib'), '.2f')}" if p else "not run")
-        cells.append(_fmt(row.get(sizes[-1], {}).get("mfu"), ".1%"))
+        last = row.get(sizes[-1], {})
+        cells.append(_fmt(last.get("mfu"), ".1%"))
+        cells.append(_fmt(last.get("ratio_to_reference_compiled"), ".2f") + ("x" if last.get("ratio_to_reference_compiled") else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _ok(points):
+    return [p for p in enrich(perf_points(points)) if p.get("status") == "ok"]
+
+
+def profiles_table(points: list[dict], batch_size: int = 128) -> str:
+    """fast beside study per plugin entry at one batch size (issue target: fast >= 1.5x study)."""
+    ok = [p for p in _ok(points) if not p.get("variant") and p["batch_size"] == batch_size]
+    by = {}
+    for p in ok:
+        if p.get("profile") in ("fast", "study"):
+            by.setdefault(p["plugin"], {})[p["profile"]] = p
+    head = ["plugin", "study: precision, img/s", "fast: precision, img/s", "fast / study",
+            "fast MFU", "fast vs compiled ref", "study peak alloc GiB", "fast peak alloc GiB"]
+    lines = [f"Batch size {batch_size} per GPU.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for plugin, row in sorted(by.items()):
+        st, fa = row.get("study", {}), row.get("fast", {})
+        ratio = fa["images_per_s"] / st["images_per_s"] if st and fa else None
+        lines.append("| " + " | ".join([
+            plugin, f"{st.get('precision', '-')}, {_fmt(st.get('images_per_s'))}",
+            f"{fa.get('precision', '-')}, {_fmt(fa.get('images_per_s'))}",
+            (_fmt(ratio, ".2f") + "x") if ratio else "-", _fmt(fa.get("mfu"), ".1%"),
+            (_fmt(fa.get("ratio_to_reference_compiled"), ".2f") + "x") if fa.get("ratio_to_reference_compiled") else "-",
+            _fmt(st.get("peak_mem_allocated_gib"), ".2f"), _fmt(fa.get("peak_mem_allocated_gib"), ".2f")]) + " |")
+    return "\n".join(lines)
+
+
+def ablation_rows(points: list[dict]) -> list[dict]:
+    """Each ablation variant against its base (same plugin, profile, model, batch size, precision
+    of the base): delta = variant / base - 1 in images/s and in peak allocated memory."""
+    ok = _ok(points)
+    base = {(p["plugin"], p["profile"], p["model"], p["batch_size"], p["precision"]): p
+            for p in ok if not p.get("variant")}
+    rows = []
+    for p in perf_points(points):
+        if not p.get("variant"):
+            continue
+        b = base.get((p["plugin"], p["profile"], p["model"], p["batch_size"], p.get("base_precision") or p["precision"]))
+        row = {"plugin": p["plugin"], "precision": b["precision"] if b else p.get("base_precision"),
+               "profile": p["profile"], "batch_size": p["batch_size"], "variant": p["variant"],
+               "status": p["status"], "error": p.get("error"),
+               "base_images_per_s": b and b["images_per_s"], "images_per_s": p.get("images_per_s"),
+               "base_mem_gib": b and b.get("peak_mem_allocated_gib"), "mem_gib": p.get("peak_mem_allocated_gib")}
+        if b and p.get("images_per_s"):
+            row["delta"] = p["images_per_s"] / b["images_per_s"] - 1
+        if b and p.get("peak_mem_allocated_gib") and b.get("peak_mem_allocated_gib"):
+            row["mem_delta"] = p["peak_mem_allocated_gib"] / b["peak_mem_allocated_gib"] - 1
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["plugin"], r["batch_size"], r["variant"]))
+
+
+def ablation_table(points: list[dict]) -> str:
+    rows = ablation_rows(points)
+    if not rows:
+        return "(no ablation points)"
+    head = ["plugin", "precision", "profile", "bs", "option flipped", "img/s with profile",
+            "img/s flipped", "Δ img/s", "Δ peak alloc", "verdict for the profile"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        d = r.get("delta")
+        if r["status"] != "ok":
+            verdict = f"{r['status']}: {(r.get('error') or '')[:120]}"
+        elif d is None:
+            verdict = "-"
+        else:
+            # Flipping an option away from the profile and losing speed means the profile's choice helps.
+            verdict = "profile's setting helps" if d < -0.02 else "flip helps" if d > 0.02 else "within ±2%"
+        lines.append("| " + " | ".join([
+            r["plugin"], str(r["precision"]), r["profile"], str(r["batch_size"]), r["variant"],
+            _fmt(r["base_images_per_s"]), _fmt(r["images_per_s"]), _fmt(d, "+.1%"), _fmt(r.get("mem_delta"), "+.1%"),
+            verdict]) + " |")
+    return "\n".join(lines)
+
+
+def harness_rows(points: list[dict]) -> list[dict]:
+    """The suite's path (Booster, scheduler, train_step) against its bare hand-written twin."""
+    ok = _ok(points)
+    plug = {(p["plugin"], p["model"], p["batch_size"]): p for p in ok
+            if not p.get("variant") and p.get("profile") == "fast" and p.get("family") != "reference"}
+    rows = []
+    for p in ok:
+        if p.get("mirrors"):
+            h = plug.get((p["mirrors"], p["model"], p["batch_size"]))
+            if h:
+                rows.append({"plugin": p["mirrors"], "precision": p["precision"], "batch_size": p["batch_size"],
+                             "bare_images_per_s": p["images_per_s"], "harness_images_per_s": h["images_per_s"],
+                             "overhead": p["images_per_s"] / h["images_per_s"] - 1})
+    return rows
+
+
+def harness_table(points: list[dict]) -> str:
+    rows = harness_rows(points)
+    if not rows:
+        return "(no bare-loop points)"
+    head = ["plugin", "precision", "bs", "bare loop img/s", "suite img/s", "harness overhead"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(rows, key=lambda r: (r["plugin"], r["batch_size"])):
+        lines.append("| " + " | ".join([r["plugin"], r["precision"], str(r["batch_size"]),
+                                        _fmt(r["bare_images_per_s"]), _fmt(r["harness_images_per_s"]),
+                                        _fmt(r["overhead"], "+.1%")]) + " |")
+    return "\n".join(lines)
+
+
+def targets(points: list[dict], batch_size: int = 128) -> list[str]:
+    """The performance issue's targets, each stated with the measured numbers."""
+    ok = [p for p in _ok(points) if not p.get("variant")]
+    out = []
+    plugins_ = [p for p in ok if p.get("family") != "reference" and p.get("ratio_to_reference_compiled")]
+    if plugins_:
+        best = max(plugins_, key=lambda p: p["images_per_s"])
+        out.append(f"fastest plugin point: {best['plugin']} {best['precision']} {best['profile']} bs{best['batch_size']} "
+                   f"{best['images_per_s']:.0f} img/s = {best['ratio_to_reference_compiled']:.2f}x the compiled "
+                   f"reference (target 1.15x), MFU {best['mfu']:.1%} (target 45%)")
+    at = {(p["plugin"], p["profile"]): p for p in ok if p["batch_size"] == batch_size}
+    for (plugin, prof), p in sorted(at.items()):
+        st = at.get((plugin, "study"))
+        if prof == "fast" and st:
+            r = p["images_per_s"] / st["images_per_s"]
+            out.append(f"{plugin}: fast/study at bs{batch_size} = {r:.2f}x (target 1.5x): "
+                       f"{'met' if r >= 1.5 else 'NOT met'}")
+    for prof in ("fast", "study"):
+        for p in ok:
+            if p["family"] == "gemini" and p["profile"] == prof:
+                ddp = next((q for q in ok if q["family"] in ("torch_ddp", "torch_ddp_fp16") and q["profile"] == prof
+                            and q["precision"] == p["precision"] and q["batch_size"] == p["batch_size"]), None)
+                if ddp and p.get("peak_mem_allocated_gib") and ddp.get("peak_mem_allocated_gib"):
+                    r = p["peak_mem_allocated_gib"] / ddp["peak_mem_allocated_gib"]
+                    out.append(f"{p['plugin']} {p['precision']} {prof} bs{p['batch_size']}: peak memory "
+                               f"{r:.2f}x {ddp['plugin']}'s (target <= 0.5): {'met' if r <= 0.5 else 'NOT met'}")
+    for r in harness_rows(points):
+        out.append(f"harness overhead {r['plugin']} bs{r['batch_size']}: {r['overhead']:+.1%} (target < 2%)")
+    return out
 
 
 def correctness_table(points: list[dict]) -> str:
@@ -125,7 +276,7 @@ def _png(fig) -> str:
 
 def _series(points, metric):
     out = {}
-    for p in perf_points(points):
+    for p in matrix_points(points):
         if p.get("status") == "ok" and p.get(metric) is not None:
             out.setdefault(f"{p['plugin']} {p['precision']} {p.get('profile', '')}".strip(), []).append(
                 (p["batch_size"], p[metric]))
@@ -184,8 +335,9 @@ def chart_finetune(history: dict) -> str | None:
     return _png(fig)
 
 
-CSV_FIELDS = ("plugin", "family", "precision", "profile", "model", "world_size", "batch_size", "status",
-              "images_per_s", "ratio_to_reference", "reference", "spread", "step_time_s", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
+CSV_FIELDS = ("plugin", "family", "precision", "profile", "variant", "model", "world_size", "batch_size", "status",
+              "images_per_s", "ratio_to_reference", "reference", "ratio_to_reference_eager",
+              "ratio_to_reference_compiled", "spread", "step_time_s", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
               "mem_lower_bound_gib",
               "mfu", "repeats", "steps", "warmup", "device", "torch", "cuda", "colossalai",
               "transformers", "git_sha", "date", "dataset", "weights", "error")
@@ -213,14 +365,19 @@ def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=Non
                 title="vitcore benchmark") -> str:
     """One self-contained page: charts as embedded PNG, every point in a table with its verdict."""
     verdicts = verdicts or {}
-    charts = [
-        ("Throughput per GPU", chart_vs_batch(points, "images_per_s", "images / s per GPU",
-                                              "throughput vs batch size", baseline)),
-        ("Peak memory per GPU (allocated)", chart_vs_batch(points, "peak_mem_allocated_gib", "GiB",
-                                                           "peak allocated memory vs batch size", baseline)),
-        ("Peak memory per GPU (reserved)", chart_vs_batch(points, "peak_mem_reserved_gib", "GiB",
-                                                          "peak reserved memory vs batch size", baseline)),
-    ]
+    profiles = sorted({p.get("profile") for p in matrix_points(points)} - {"reference", None}) or [None]
+    charts = []
+    for prof in profiles:
+        sub = [p for p in points if prof is None or p.get("profile") in (prof, "reference")]
+        tag = f" ({prof} profile)" if prof and len(profiles) > 1 else ""
+        charts += [
+            (f"Throughput per GPU{tag}", chart_vs_batch(sub, "images_per_s", "images / s per GPU",
+                                                        f"throughput vs batch size{tag}", baseline)),
+            (f"Peak memory per GPU (allocated){tag}", chart_vs_batch(sub, "peak_mem_allocated_gib", "GiB",
+                                                                     f"peak allocated memory vs batch size{tag}", baseline)),
+            (f"Peak memory per GPU (reserved){tag}", chart_vs_batch(sub, "peak_mem_reserved_gib", "GiB",
+                                                                    f"peak reserved memory vs batch size{tag}", baseline)),
+        ]
     if history:
         charts.append(("Fine-tuning", chart_finetune(history)))
     env = next((p for p in points if p.get("torch")), {})
@@ -230,7 +387,7 @@ def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=Non
     if history:
         env_rows += f"<tr><th>fine-tuning data</th><td>{_esc(history.get('dataset'))}</td></tr>"
         env_rows += f"<tr><th>fine-tuning weights</th><td>{_esc(history.get('weights'))}</td></tr>"
-    cols = ("plugin", "precision", "profile", "model", "world_size", "batch_size", "status", "images_per_s",
+    cols = ("plugin", "precision", "profile", "variant", "model", "world_size", "batch_size", "status", "images_per_s",
             "ratio_to_reference", "spread", "peak_mem_allocated_gib", "peak_mem_reserved_gib", "mem_lower_bound_gib", "mfu")
     body = []
     for p in points:
@@ -245,6 +402,14 @@ def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=Non
         + "".join(f"<th>{c}</th>" for c in scale_cols) + "</tr>"
         + "".join("<tr>" + "".join(f"<td>{_esc(_cell(r[c], 'spread' if c == 'efficiency' else c))}</td>"
                                    for c in scale_cols) + "</tr>" for r in scaling) + "</table>")
+    analysis = "".join(f"<h2>{_esc(name)}</h2>{_md_to_html(md)}" for name, md in (
+        ("Fast profile beside the study profile", profiles_table(points)),
+        ("Options, one at a time (ablation)", ablation_table(points)),
+        ("Harness overhead over a bare hand-written loop", harness_table(points)))
+        if not md.startswith("(no"))
+    goals = targets(points)
+    if goals:
+        analysis += "<h2>Targets</h2><ul id='targets'>" + "".join(f"<li>{_esc(g)}</li>" for g in goals) + "</ul>"
     skipped_html = "".join(f"<li>{_esc(s['plugin'])} {_esc(s.get('precision') or '')}: {_esc(s['reason'])}</li>"
                            for s in skipped) or "<li>none</li>"
     figs = "".join(f"<h2>{_esc(name)}</h2><img class='chart' alt='{_esc(name)}' src='{src}'>"
@@ -261,8 +426,36 @@ td,th{{border:1px solid #ccc;padding:3px 6px}}img.chart{{max-width:100%}}</style
 <table id="points"><thead><tr>{''.join(f'<th>{c}</th>' for c in cols)}<th>verdict (delta)</th></tr></thead>
 <tbody>{''.join(body)}</tbody></table>
 {scaling_html}
+{analysis}
 <h2>Skipped</h2><ul id="skipped">{skipped_html}</ul>
 </body></html>"""
+
+
+def _md_to_html(md: str) -> str:
+    """The Markdown tables above, as HTML (leading prose lines become paragraphs)."""
+    rows, html = [], []
+    for line in md.splitlines():
+        if line.startswith("|"):
+            if set(line) <= set("|-: "):
+                continue
+            rows.append([c.strip() for c in line.strip("|").split(" | ")])
+        elif line.strip():
+            html.append(f"<p>{_esc(line)}</p>")
+    if rows:
+        html.append("<table class='analysis'><tr>" + "".join(f"<th>{_esc(c)}</th>" for c in rows[0]) + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+                    + "</table>")
+    return "".join(html)
+
+
+def summary_markdown(points: list[dict]) -> str:
+    """Every table of the report as Markdown (README and docs/performance.md paste from it)."""
+    parts = [("Throughput and memory", performance_table(points)),
+             ("Fast profile beside the study profile", profiles_table(points)),
+             ("Options, one at a time", ablation_table(points)),
+             ("Harness overhead", harness_table(points)),
+             ("Targets", "\n".join(f"- {t}" for t in targets(points)) or "(none measured)")]
+    return "\n\n".join(f"### {h}\n\n{b}" for h, b in parts) + "\n"
 
 
 def _cell(v, col):
@@ -286,6 +479,7 @@ def write_all(out_dir, points, *, skipped=(), history=None, verdicts=None, basel
     out = Path(out_dir)
     write_json(out / "points.json", points)
     write_atomic(out / "points.csv", to_csv(points))
+    write_atomic(out / "summary.md", summary_markdown(points))
     write_atomic(out / "report.html", html_report(points, skipped=skipped, history=history,
                                                   verdicts=verdicts, baseline=baseline))
     return out / "report.html"

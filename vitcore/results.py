@@ -61,4 +61,4 @@ def write_json(path, obj) -> None:
 def point_key(p: dict) -> tuple:
     """What identifies a point of the matrix (for --resume and comparisons)."""
     return (p["plugin"], p["precision"], p["profile"], p.get("model", "vit-base"),
-            int(p.get("world_size", 1)), int(p["batch_size"]))
+            int(p.get("world_size", 1)), int(p["batch_size"]), p.get("variant") or "")

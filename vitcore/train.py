@@ -68,18 +68,20 @@ def make_optimizer(cfg: RunConfig, model, device: str):
         from colossalai.nn.optimizer import HybridAdam
 
         return HybridAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, adamw_mode=True)
-    return adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_optimizer and device == "cuda")
 
 
-def adamw(params, **kw):
+def adamw(params, *, fused: bool = False, **kw):
     """AdamW maths. On torch >= 2.6 this is Adam(decoupled_weight_decay=True): colossalai's FSDP
     plugin re-creates the optimizer from `optimizer.defaults`, which there include
     `decoupled_weight_decay`, a keyword AdamW itself rejects (measured on torch 2.11).
-    Not `fused`: colossalai's checkpoint loader puts the `step` state on the CPU, which the fused
-    kernel refuses after a resume (measured on an H100)."""
+    fused: one CUDA kernel for the whole update (see load_checkpoint for its resume quirk)."""
     import inspect
 
     import torch
+
+    if fused:
+        kw["fused"] = True
 
     if "decoupled_weight_decay" in inspect.signature(torch.optim.Adam).parameters:
         return torch.optim.Adam(params, decoupled_weight_decay=True, **kw)
@@ -118,7 +120,7 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
     torch.manual_seed(cfg.seed)
     spec, preset = cfg.spec, cfg.preset
     plugin = spec.build(BuildContext(precision=cfg.precision, tp_size=cfg.tp_size, pp_size=cfg.pp_size,
-                                     fast=cfg.profile == "fast", max_norm=cfg.max_norm))
+                                     plugin_kernels=cfg.plugin_kernels, max_norm=cfg.max_norm))
     layout = layout_of(plugin)
     if synthetic_batch:
         labels, dataset_source = list(data_mod.LABELS), "synthetic-tensors (random pixels on the device)"
@@ -155,6 +157,17 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
                                         warmup_steps=int(cfg.warmup_ratio * total))
     return Session(cfg, device, plugin, booster, model, optimizer, scheduler, train_loader,
                    test_loader, layout, dataset_source, weights_source, steps_per_epoch, total)
+
+
+def _steps_to_param_device(opt) -> None:
+    """colossalai's checkpoint loader leaves Adam's `step` state on the CPU; the fused kernel
+    refuses that after a resume (measured on an H100), so it goes back beside its parameter."""
+    if not any(g.get("fused") for g in opt.param_groups):
+        return
+    for p, st in opt.state.items():
+        step = st.get("step")
+        if step is not None and hasattr(step, "device") and step.device != p.device:
+            st["step"] = step.to(p.device)
 
 
 def innermost_optimizer(optimizer):
@@ -257,6 +270,7 @@ def load_checkpoint(s: Session, path) -> None:
     path = Path(path)
     s.booster.load_model(s.model, str(path / "model"))
     s.booster.load_optimizer(s.optimizer, str(path / "optimizer"))
+    _steps_to_param_device(innermost_optimizer(s.optimizer))
     s.booster.load_lr_scheduler(s.scheduler, str(path / "scheduler.pt"))
     scaler = getattr(s.optimizer, "scaler", None)
     if scaler is not None and (path / "grad_scaler.pt").exists():

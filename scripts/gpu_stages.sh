@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU measurements committed under reports/, as named stages, so that one device call runs
+# several and each stays inside a call's time limit. Run through scripts/device_run.sh:
+#   bash scripts/device_run.sh bash scripts/gpu_stages.sh ablate correctness
+# Results land in the repository paths below (reports/..., fixtures/budgets) and are packed into
+# $OUT/results-<stages>.tgz with one log per stage: a device call returns at most 8 files.
+set -uo pipefail
+out=${OUT:-out}; mkdir -p "$out"
+py=python3
+MATRIX=(--batch-sizes 8,32,64,128 --steps 15 --repeats 5 --warmup 5)
+FAST_A=torch_ddp,torch_ddp_fp16,low_level_zero,hybrid_parallel,torch_fsdp
+STUDY=torch_ddp,torch_ddp_fp16,low_level_zero_s1,gemini,hybrid_parallel,torch_fsdp
+
+stage_ablate() {  # each fast-profile option flipped, batch 128 (docs/performance.md)
+  timeout 550 $py -m vitcore.cli bench --ablate --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini,torch_fsdp \
+    --batch-sizes 128 --steps 10 --repeats 3 --warmup 5 --out reports/h100-ablation --resume
+}
+stage_correctness() {  # parity, checkpoint, convergence: tiny preset, 4 tests at a time on the GPU
+  mkdir -p reports/gpu
+  timeout 400 $py -m pytest -m gpu -k "not performance" -n 4 -p no:cacheprovider -q -rA \
+    --results-out reports/gpu --html reports/gpu/pytest-correctness.html --self-contained-html
+}
+stage_finetune() {  # the study's fine-tuning: gemini, 10 epochs (embedded data offline)
+  timeout 300 $py -m vitcore.cli train --plugin gemini --model vit-base --epochs 10 --batch-size 32 \
+    --out reports/h100/finetune.json
+}
+stage_fast_a() {
+  timeout 560 $py -m vitcore.cli bench --profile fast --plugins $FAST_A "${MATRIX[@]}" \
+    --out reports/h100 --resume --update-budgets fixtures/budgets
+}
+stage_fast_b() {
+  timeout 560 $py -m vitcore.cli bench --profile fast --plugins gemini --no-reference "${MATRIX[@]}" \
+    --out reports/h100 --resume --update-budgets fixtures/budgets
+}
+stage_perf() {  # the GPU tier's performance tests against the budgets just recorded
+  mkdir -p reports/gpu
+  timeout 300 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 10 --perf-repeats 5 \
+    --results-out reports/gpu --html reports/gpu/pytest-performance.html --self-contained-html
+}
+stage_demo() {  # a budget file edited to demand 20% more throughput must fail, naming the point
+  rm -rf /tmp/edited && mkdir -p /tmp/edited
+  $py - <<'EOF'
+import json, pathlib
+for f in pathlib.Path("fixtures/budgets").glob("*.json"):
+    book = json.loads(f.read_text())
+    for e in book["entries"].values():
+        e["images_per_s"] *= 1.2
+    pathlib.Path("/tmp/edited", f.name).write_text(json.dumps(book, indent=1))
+EOF
+  timeout 120 $py -m pytest -m gpu -k performance --plugin=torch_ddp_fp16 --budgets /tmp/edited \
+    -p no:cacheprovider -q -rA --perf-steps 10 --perf-repeats 5 > reports/gpu/budget-edited-20pct.log 2>&1
+  echo "edited-budget run exit code $? (1 = failed as it must)" | tee -a reports/gpu/budget-edited-20pct.log
+  tail -n 25 reports/gpu/budget-edited-20pct.log
+}
+stage_study() {
+  timeout 560 $py -m vitcore.cli bench --profile study --plugins $STUDY --no-reference "${MATRIX[@]}" \
+    --out reports/h100 --resume
+}
+
+export VITCORE_GIT_SHA=${VITCORE_GIT_SHA:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+rc=0
+for s in "$@"; do
+  echo "=== stage $s $(date -u +%H:%M:%S)"
+  t0=$SECONDS
+  "stage_$s" > >(tee "$out/$s.log") 2>&1 || rc=$?
+  echo "=== stage $s done in $((SECONDS - t0)) s (rc so far $rc)"
+done
+tag=$(IFS=-; echo "$*")
+tar -czf "$out/results-$tag.tgz" reports fixtures/budgets 2>/dev/null
+exit $rc
