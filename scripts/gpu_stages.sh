@@ -20,6 +20,12 @@ stage_correctness() {  # parity, checkpoint, convergence: tiny preset, 4 tests a
   timeout 400 $py -m pytest -m gpu -k "not performance" -n 4 -p no:cacheprovider -q -rA \
     --results-out reports/gpu --html reports/gpu/pytest-correctness.html --self-contained-html
 }
+stage_correctness_rest() {  # what the first pass did not reach, and the fp16 checkpoint with its loss scale
+  mkdir -p reports/gpu
+  timeout 300 $py -m pytest -m gpu -n 3 -p no:cacheprovider -q -rA --results-out reports/gpu \
+    -k "(test_convergence and (hybrid or fsdp)) or (test_checkpoint_roundtrip and torch_ddp_fp16)" \
+    --html reports/gpu/pytest-correctness-rest.html --self-contained-html
+}
 stage_finetune() {  # the study's fine-tuning: gemini, 10 epochs (embedded data offline)
   timeout 300 $py -m vitcore.cli train --plugin gemini --model vit-base --epochs 10 --batch-size 32 \
     --out reports/h100/finetune.json
@@ -29,12 +35,12 @@ stage_fast_a() {
     --out reports/h100 --resume --update-budgets fixtures/budgets
 }
 stage_fast_b() {
-  timeout 560 $py -m vitcore.cli bench --profile fast --plugins gemini --no-reference "${MATRIX[@]}" \
+  timeout 560 $py -m vitcore.cli bench --profile fast --plugins gemini,torch_fsdp --no-reference "${MATRIX[@]}" \
     --out reports/h100 --resume --update-budgets fixtures/budgets
 }
 stage_perf() {  # the GPU tier's performance tests against the budgets just recorded
   mkdir -p reports/gpu
-  timeout 300 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 10 --perf-repeats 5 \
+  timeout 330 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
     --results-out reports/gpu --html reports/gpu/pytest-performance.html --self-contained-html
 }
 stage_demo() {  # a budget file edited to demand 20% more throughput must fail, naming the point
@@ -47,8 +53,8 @@ for f in pathlib.Path("fixtures/budgets").glob("*.json"):
         e["images_per_s"] *= 1.2
     pathlib.Path("/tmp/edited", f.name).write_text(json.dumps(book, indent=1))
 EOF
-  timeout 120 $py -m pytest -m gpu -k performance --plugin=torch_ddp_fp16 --budgets /tmp/edited \
-    -p no:cacheprovider -q -rA --perf-steps 10 --perf-repeats 5 > reports/gpu/budget-edited-20pct.log 2>&1
+  timeout 120 $py -m pytest -m gpu -k performance --plugin=torch_ddp --budgets /tmp/edited \
+    -p no:cacheprovider -q -rA --perf-steps 10 --perf-repeats 3 > reports/gpu/budget-edited-20pct.log 2>&1
   echo "edited-budget run exit code $? (1 = failed as it must)" | tee -a reports/gpu/budget-edited-20pct.log
   tail -n 25 reports/gpu/budget-edited-20pct.log
 }

@@ -372,12 +372,26 @@ def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path) -> dict:
         train_step(s, b)
     save_checkpoint(s, path)
     dist.barrier()
-    uninterrupted = [global_mean(s, train_step(s, b)) for b in batches[steps:]]
+    scales = {"saved": _loss_scale(s)}
+    uninterrupted = []
+    for b in batches[steps:]:
+        uninterrupted.append(global_mean(s, train_step(s, b)))
+        scales.setdefault("uninterrupted", []).append(_loss_scale(s))
     del s
     fresh = setup(cfg, data)
     load_checkpoint(fresh, path)
-    resumed = [global_mean(fresh, train_step(fresh, b)) for b in batches[steps:]]
-    return describe(fresh) | {"uninterrupted": uninterrupted, "resumed": resumed}
+    scales["loaded"] = _loss_scale(fresh)
+    resumed = []
+    for b in batches[steps:]:
+        resumed.append(global_mean(fresh, train_step(fresh, b)))
+        scales.setdefault("resumed", []).append(_loss_scale(fresh))
+    return describe(fresh) | {"uninterrupted": uninterrupted, "resumed": resumed, "loss_scale": scales}
+
+
+def _loss_scale(s: Session):
+    """The AMP GradScaler's current scale (None without one): a resumed run must continue it."""
+    scaler = getattr(s.optimizer, "scaler", None)
+    return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
 
 
 def _progress(s: Session, enabled: bool):
