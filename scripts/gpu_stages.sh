@@ -38,6 +38,19 @@ stage_fast_b() {
   timeout 560 $py -m vitcore.cli bench --profile fast --plugins gemini,torch_fsdp --no-reference "${MATRIX[@]}" \
     --out reports/h100 --resume --update-budgets fixtures/budgets
 }
+stage_perf_record() {  # the GPU tier's performance tests, recording this device's budgets
+  mkdir -p reports/gpu
+  timeout 300 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
+    --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record.html --self-contained-html
+}
+stage_gemini_fast() {
+  timeout 300 $py -m vitcore.cli bench --profile fast --plugins gemini --no-reference "${MATRIX[@]}" \
+    --out reports/h100 --resume
+}
+stage_study_short() {  # the study profile, shorter windows (device time)
+  timeout 330 $py -m vitcore.cli bench --profile study --plugins $STUDY --no-reference \
+    --batch-sizes 8,32,64,128 --steps 10 --repeats 3 --warmup 3 --out reports/h100 --resume
+}
 stage_perf() {  # the GPU tier's performance tests against the budgets just recorded
   mkdir -p reports/gpu
   timeout 330 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
@@ -70,7 +83,7 @@ for s in "$@"; do
   t0=$SECONDS
   "stage_$s" > >(tee "$out/$s.log") 2>&1 || rc=$?
   echo "=== stage $s done in $((SECONDS - t0)) s (rc so far $rc)"
+  # after every stage, so a call killed at its limit still returns what finished
+  tar -czf "$out/results.tgz.tmp" reports fixtures/budgets 2>/dev/null && mv "$out/results.tgz.tmp" "$out/results.tgz"
 done
-tag=$(IFS=-; echo "$*")
-tar -czf "$out/results-$tag.tgz" reports fixtures/budgets 2>/dev/null
 exit $rc
