@@ -66,7 +66,8 @@ for f in pathlib.Path("fixtures/budgets").glob("*.json"):
         e["images_per_s"] *= 1.2
     pathlib.Path("/tmp/edited", f.name).write_text(json.dumps(book, indent=1))
 EOF
-  timeout 120 $py -m pytest -m gpu -k performance --plugin=torch_ddp --budgets /tmp/edited \
+  # one token each: a bare path argument would make pytest take /tmp/edited as its rootdir
+  timeout 120 $py -m pytest tests/test_gpu.py -m gpu -k performance --plugin=torch_ddp --budgets=/tmp/edited \
     -p no:cacheprovider -q -rA --perf-steps 10 --perf-repeats 3 > reports/gpu/budget-edited-20pct.log 2>&1
   echo "edited-budget run exit code $? (1 = failed as it must)" | tee -a reports/gpu/budget-edited-20pct.log
   tail -n 25 reports/gpu/budget-edited-20pct.log

@@ -12,9 +12,18 @@ def test_param_count_matches_the_model():
         assert memory.param_count(PRESETS[name]) == sum(p.numel() for p in model.parameters())
 
 
+def _committed_gpu_points():
+    from pathlib import Path
+
+    files = [f for pattern in ("reports/**/points.jsonl", "reports/**/gpu-results.json*")
+             for f in Path().glob(pattern)]
+    return [p for f in files for p in report.perf_points(report.load(f))
+            if p["status"] == "ok" and p.get("peak_mem_allocated_gib") and p.get("family") != "reference"]
+
+
 def test_bound_holds_for_every_committed_gpu_measurement():
-    points = [p for p in report.perf_points(report.load("reports/gpu/gpu-results.json")) if p["status"] == "ok"]
-    assert points
+    points = _committed_gpu_points()
+    assert len(points) > 50
     for p in points:
         bound = memory.for_point(p)
         assert 0 < bound <= p["peak_mem_allocated_gib"], (p["plugin"], p["precision"], p["batch_size"], bound)

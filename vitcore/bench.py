@@ -165,9 +165,11 @@ class Reference:
 
 def bare_loop(plugin: str, *, model: str, batch_size: int, device: str) -> Reference:
     """The hand-written twin of a registry entry (harness-overhead measurement)."""
+    from vitcore.config import PROFILES
+
     precision = {"torch_ddp": "fp32", "torch_ddp_fp16": "fp16"}[plugin]
-    return Reference(model=model, batch_size=batch_size, precision=precision, fused=False, ddp=True,
-                     mirrors=plugin, device=device, profile="fast")
+    return Reference(model=model, batch_size=batch_size, precision=precision, ddp=True, mirrors=plugin,
+                     fused=PROFILES["fast"]["fused_optimizer"], device=device, profile="fast")
 
 
 BARE_LOOPS = ("torch_ddp", "torch_ddp_fp16")
@@ -187,7 +189,9 @@ def measure_reference(ref: Reference, timing: Timing) -> dict:
     preset = model_mod.get_preset(ref.model)
     model, weights = model_mod.build_model(preset, labels=data_mod.LABELS, attention="sdpa", weights="random")
     model = model.to(device)
-    if ref.fused and device == "cuda":
+    if ref.mirrors:  # the twin's optimizer, exactly as the suite builds it
+        opt = adamw(model.parameters(), lr=ref.lr, weight_decay=ref.weight_decay, fused=ref.fused and device == "cuda")
+    elif ref.fused and device == "cuda":
         opt = torch.optim.AdamW(model.parameters(), lr=ref.lr, weight_decay=ref.weight_decay, fused=True)
     else:
         opt = adamw(model.parameters(), lr=ref.lr, weight_decay=ref.weight_decay)

@@ -51,9 +51,14 @@ def apply() -> list[str]:
         OptimizerWrapper._patch_step_function = lambda self: self.optim._patch_step_function()
         done.append("OptimizerWrapper._patch_step_function")
 
+    # 5. CpuAccelerator.synchronize raises "not supported"; colossalai's optimizer checkpoint
+    #    loader calls it. A CPU is synchronous: nothing to wait for.
+    def synchronize(self, device=None):
+        return None
+
     probe = CpuAccelerator.__new__(CpuAccelerator)
     for name, fn in (("get_rng_state", get_rng_state), ("set_rng_state", set_rng_state),
-                     ("manual_seed", manual_seed)):
+                     ("manual_seed", manual_seed), ("synchronize", synchronize)):
         if _broken(probe, name):
             setattr(CpuAccelerator, name, fn)
             done.append(f"CpuAccelerator.{name}")
@@ -66,6 +71,8 @@ def _broken(acc, name: str) -> bool:
             getattr(acc, name)("cpu")
         elif name == "set_rng_state":
             getattr(acc, name)(torch.get_rng_state(), "cpu")
+        elif name == "synchronize":
+            acc.synchronize()
         else:
             state = torch.get_rng_state()
             getattr(acc, name)(0)

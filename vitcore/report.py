@@ -96,7 +96,8 @@ def _ok(points):
 
 def profiles_table(points: list[dict], batch_size: int = 128) -> str:
     """fast beside study per plugin entry at one batch size (issue target: fast >= 1.5x study)."""
-    ok = [p for p in _ok(points) if not p.get("variant") and p["batch_size"] == batch_size]
+    ok = [p for p in _ok(points) if not p.get("variant") and p["batch_size"] == batch_size
+          and p.get("family") != "reference"]
     by = {}
     for p in ok:
         if p.get("profile") in ("fast", "study"):
@@ -163,19 +164,37 @@ def ablation_table(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def option(p: dict, name: str):
+    """A profile option of a point: recorded on the point, else its ablation variant, else the
+    value its profile had when this code was written (older points did not record options)."""
+    from vitcore.config import PROFILES
+
+    if p.get(name) is not None:
+        return p[name]
+    key, _, value = (p.get("variant") or "").partition("=")
+    if key == name:
+        return value == "True"
+    return PROFILES.get(p.get("profile"), {}).get(name)
+
+
 def harness_rows(points: list[dict]) -> list[dict]:
-    """The suite's path (Booster, scheduler, train_step) against its bare hand-written twin."""
+    """The suite's path (Booster, scheduler, train_step) against its bare hand-written twin with
+    the same precision and optimizer (fused or not), measured in the same run."""
     ok = _ok(points)
-    plug = {(p["plugin"], p["model"], p["batch_size"]): p for p in ok
-            if not p.get("variant") and p.get("profile") == "fast" and p.get("family") != "reference"}
     rows = []
-    for p in ok:
-        if p.get("mirrors"):
-            h = plug.get((p["mirrors"], p["model"], p["batch_size"]))
-            if h:
-                rows.append({"plugin": p["mirrors"], "precision": p["precision"], "batch_size": p["batch_size"],
-                             "bare_images_per_s": p["images_per_s"], "harness_images_per_s": h["images_per_s"],
-                             "overhead": p["images_per_s"] / h["images_per_s"] - 1})
+    for bare in ok:
+        if not bare.get("mirrors"):
+            continue
+        twins = [p for p in ok if p["plugin"] == bare["mirrors"] and p.get("profile") == "fast"
+                 and p["model"] == bare["model"] and p["batch_size"] == bare["batch_size"]
+                 and p["precision"] == bare["precision"]
+                 and bool(option(p, "fused_optimizer")) == bool(bare.get("fused_optimizer"))
+                 and p.get("variant", "") in ("", "fused_optimizer=False", "fused_optimizer=True")]
+        for h in twins:
+            rows.append({"plugin": bare["mirrors"], "precision": bare["precision"], "batch_size": bare["batch_size"],
+                         "fused_optimizer": bool(bare.get("fused_optimizer")),
+                         "bare_images_per_s": bare["images_per_s"], "harness_images_per_s": h["images_per_s"],
+                         "overhead": bare["images_per_s"] / h["images_per_s"] - 1})
     return rows
 
 
@@ -183,10 +202,10 @@ def harness_table(points: list[dict]) -> str:
     rows = harness_rows(points)
     if not rows:
         return "(no bare-loop points)"
-    head = ["plugin", "precision", "bs", "bare loop img/s", "suite img/s", "harness overhead"]
+    head = ["plugin", "precision", "fused Adam", "bs", "bare loop img/s", "suite img/s", "harness overhead"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (r["plugin"], r["batch_size"])):
-        lines.append("| " + " | ".join([r["plugin"], r["precision"], str(r["batch_size"]),
+        lines.append("| " + " | ".join([r["plugin"], r["precision"], str(r["fused_optimizer"]), str(r["batch_size"]),
                                         _fmt(r["bare_images_per_s"]), _fmt(r["harness_images_per_s"]),
                                         _fmt(r["overhead"], "+.1%")]) + " |")
     return "\n".join(lines)
@@ -472,6 +491,19 @@ def _pkey(p) -> tuple:
     return point_key(p)
 
 
+def _write_chart_files(out: Path, points) -> None:
+    """throughput.png and memory.png beside the report, for READMEs (the HTML embeds its own)."""
+    import base64
+
+    from vitcore.results import write_atomic_bytes
+
+    for name, metric, unit, title in (("throughput.png", "images_per_s", "images / s per GPU", "throughput vs batch size"),
+                                      ("memory.png", "peak_mem_allocated_gib", "GiB", "peak allocated memory vs batch size")):
+        src = chart_vs_batch(points, metric, unit, title)
+        if src:
+            write_atomic_bytes(out / name, base64.b64decode(src.split(",", 1)[1]))
+
+
 def write_all(out_dir, points, *, skipped=(), history=None, verdicts=None, baseline=None) -> Path:
     """report.html, points.json and points.csv of the same points, each written atomically."""
     from vitcore.results import write_atomic, write_json
@@ -480,6 +512,7 @@ def write_all(out_dir, points, *, skipped=(), history=None, verdicts=None, basel
     write_json(out / "points.json", points)
     write_atomic(out / "points.csv", to_csv(points))
     write_atomic(out / "summary.md", summary_markdown(points))
+    _write_chart_files(out, points)
     write_atomic(out / "report.html", html_report(points, skipped=skipped, history=history,
                                                   verdicts=verdicts, baseline=baseline))
     return out / "report.html"

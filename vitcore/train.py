@@ -159,6 +159,23 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
                    test_loader, layout, dataset_source, weights_source, steps_per_epoch, total)
 
 
+def restore_param_groups(optimizer) -> None:
+    """colossalai's sharded-optimizer loader writes the saved param_groups (learning rate at the
+    saved step, betas, ...) into `unwrap()`'s instance __dict__. For the Booster's AMP optimizer
+    (torch_ddp_fp16) unwrap() is another OptimizerWrapper whose `param_groups` is a property, so
+    the write is shadowed and lost: the resumed step ran at the fresh schedule's learning rate
+    (measured on an H100: first resumed loss equal, second 1.8% off, loss scale equal). Move the
+    stranded groups' hyperparameters into the optimizer that steps."""
+    inner = innermost_optimizer(optimizer)
+    w = optimizer
+    while w is not inner and hasattr(w, "optim"):
+        stranded = vars(w).pop("param_groups", None)
+        if stranded is not None:
+            for group, saved in zip(inner.param_groups, stranded, strict=True):
+                group.update({k: v for k, v in saved.items() if k != "params"})
+        w = w.optim
+
+
 def _steps_to_param_device(opt) -> None:
     """colossalai's checkpoint loader leaves Adam's `step` state on the CPU; the fused kernel
     refuses that after a resume (measured on an H100), so it goes back beside its parameter."""
@@ -270,6 +287,7 @@ def load_checkpoint(s: Session, path) -> None:
     path = Path(path)
     s.booster.load_model(s.model, str(path / "model"))
     s.booster.load_optimizer(s.optimizer, str(path / "optimizer"))
+    restore_param_groups(s.optimizer)
     _steps_to_param_device(innermost_optimizer(s.optimizer))
     s.booster.load_lr_scheduler(s.scheduler, str(path / "scheduler.pt"))
     scaler = getattr(s.optimizer, "scaler", None)
@@ -284,6 +302,8 @@ def describe(s: Session) -> dict:
     return {"plugin": cfg.plugin, "family": cfg.spec.family, "precision": cfg.precision,
             "profile": cfg.profile, "model": cfg.model, "attention": cfg.attention,
             "grad_checkpoint": cfg.grad_checkpoint, "compile": cfg.compile,
+            "fused_optimizer": cfg.fused_optimizer, "plugin_kernels": cfg.plugin_kernels,
+            "freeze_gc": cfg.freeze_gc,
             "world_size": cfg.world_size, "tp_size": cfg.tp_size, "pp_size": cfg.pp_size,
             "dp_size": s.layout.dp_size, "batch_size": cfg.batch_size, "device": s.device,
             "dataset": s.dataset_source, "weights": s.weights_source}
