@@ -19,6 +19,8 @@ def pytest_addoption(parser):
     g.addoption("--perf-batch-sizes", default="32,128", help="batch sizes of the performance tests (comma-separated)")
     g.addoption("--perf-steps", type=int, default=20, help="steps per timed window (performance tests)")
     g.addoption("--perf-repeats", type=int, default=5, help="timed windows; median and spread over them")
+    g.addoption("--world-sizes", default="2,4,8",
+                help="multigpu tier: world sizes (comma-separated); sizes above the GPU count skip with the reason")
     g.addoption("--results-out", default=None, help="write GPU-tier results JSON into this folder")
 
 
@@ -60,7 +62,8 @@ def pytest_collection_modifyitems(config, items):
     wanted = {s.name for s in _selected(config)}
     keep, drop = [], []
     for item in items:
-        spec = getattr(item, "callspec", None) and item.callspec.params.get("spec")
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        spec = params.get("spec") or params.get("entry")
         marker = item.get_closest_marker("plugin_names")
         names = {spec.name} if spec else set(marker.args) if marker else None
         (drop if names is not None and not names & wanted else keep).append(item)

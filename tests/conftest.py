@@ -8,6 +8,35 @@ def embedded_1500():
     return data.load("embedded", subset=1500)
 
 
+# --- GPU tiers (tests/test_gpu.py, tests/test_multigpu.py) ---
+@pytest.fixture(scope="session")
+def parity_data():
+    from vitcore import data
+
+    return data.load("embedded", subset=240)
+
+
+@pytest.fixture(scope="session")
+def probe(parity_data):
+    from torch.utils.data import default_collate
+
+    from vitcore import data
+
+    ds = data.Preprocessed(parity_data.test, data.image_processor(32))
+    return default_collate([ds[i] for i in range(16)])
+
+
+@pytest.fixture(scope="session")
+def ddp_reference(parity_data, probe):
+    from tests.test_gpu import PARITY, PARITY_STEPS, _spawn
+    from vitcore import train
+    from vitcore.config import RunConfig
+
+    cfg = RunConfig(plugin="torch_ddp", precision="fp32", device="cuda", **PARITY)
+    return _spawn(train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
+
+
+
 @pytest.fixture
 def cpu_process_group():
     from vitcore import launch

@@ -34,29 +34,6 @@ def _cfg(spec, precision, **kw):
     return RunConfig(plugin=spec.name, precision=precision, device="cuda", **kw)
 
 
-@pytest.fixture(scope="session")
-def parity_data():
-    from vitcore import data
-
-    return data.load("embedded", subset=240)
-
-
-@pytest.fixture(scope="session")
-def probe(parity_data):
-    from torch.utils.data import default_collate
-
-    from vitcore import data
-
-    ds = data.Preprocessed(parity_data.test, data.image_processor(32))
-    return default_collate([ds[i] for i in range(16)])
-
-
-@pytest.fixture(scope="session")
-def ddp_reference(parity_data, probe):
-    cfg = RunConfig(plugin="torch_ddp", precision="fp32", device="cuda", **PARITY)
-    return _spawn(train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
-
-
 def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_reference, gpu_results):
     cfg = _cfg(spec, precision, **PARITY)
     got = _spawn(train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
@@ -103,14 +80,23 @@ def test_performance(spec, precision, request, gpu_results):
     sizes = [int(x) for x in request.config.getoption("--perf-batch-sizes").split(",")]
     model = request.config.getoption("--model") or "vit-base"
     cfgs = [_cfg(spec, precision, profile="fast", model=model, batch_size=bs, weights="random") for bs in sizes]
+    check_performance(cfgs, request, gpu_results)
+
+
+def check_performance(cfgs, request, gpu_results):
+    """Measure `cfgs` in one process group and compare every point with this device's budget
+    (or record it with --update-budgets); all violations of the test are reported together."""
+    c0 = cfgs[0]
     timing = Timing(warmup=5, steps=request.config.getoption("--perf-steps"),
                     repeats=request.config.getoption("--perf-repeats"))
-    points = _spawn(measure_group, cfgs, timing, None)
+    points = launch.spawn(measure_group, (cfgs, timing, None), world_size=c0.world_size, device="cuda",
+                          timeout_s=900)[0]
     folder = request.config.getoption("--budgets")
     problems, missing = [], []
     for point in points:
         gpu_results.add("performance", point)
-        print(f"{spec.name} {precision} bs={point['batch_size']}: {point.get('images_per_s') or 0:.1f} img/s "
+        print(f"{c0.plugin} {c0.precision} ws={c0.world_size} bs={point['batch_size']}: "
+              f"{point.get('images_per_s') or 0:.1f} img/s per GPU "
               f"(spread {point.get('spread') or 0:.1%}), alloc {point.get('peak_mem_allocated_gib') or 0:.2f} GiB, "
               f"reserved {point.get('peak_mem_reserved_gib') or 0:.2f} GiB, status {point['status']}")
         if request.config.getoption("--update-budgets"):

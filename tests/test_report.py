@@ -66,7 +66,7 @@ def test_ablation_flips_each_option_once_and_reports_its_effect(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     points = read_points(tmp_path / "points.jsonl")
     # on a CPU: attention, gradient checkpointing and the GC freeze (compile and fused Adam need CUDA)
-    assert sorted(q["variant"] for q in points) == ["", "attention=eager", "freeze_gc=False",
+    assert sorted(q["variant"] for q in points) == ["", "attention=eager", "freeze_gc=True",
                                                     "grad_checkpoint=True"]
     assert [q["grad_checkpoint"] for q in points if q["variant"] == "grad_checkpoint=True"] == [True]
     rows = report.ablation_rows(points)
@@ -174,9 +174,10 @@ def test_fail_on_syntax_errors(text):
 
 
 def test_markdown_tables_from_committed_gpu_results():
-    points = report.load("reports/gpu/gpu-results.json")
+    points = report.load("reports/h100/points.jsonl")
     table = report.performance_table(points)
-    assert "| gemini | bf16 |" in table and "bs128 img/s" in table
+    assert "| hybrid_parallel | bf16 | fast |" in table and "bs128 img/s" in table
+    assert "| low_level_zero_s1 | fp16 | study |" in table
 
 
 def test_scaling_rows_compare_with_one_gpu_of_the_same_family(bench_dir):
@@ -184,3 +185,14 @@ def test_scaling_rows_compare_with_one_gpu_of_the_same_family(bench_dir):
     tp2 = [r for r in rows if r["plugin"] == "hybrid_parallel_tp2"]
     assert len(tp2) == 2 and all(r["world_size"] == 2 and r["efficiency"] > 0 for r in tp2)
     assert "id='scaling'" in (bench_dir / "report.html").read_text()
+
+
+def test_nproc_list_measures_each_world_size_and_reports_scaling(tmp_path):
+    p = subprocess.run(BENCH[:-2] + ["--plugins", "torch_ddp", "--batch-sizes", "8", "--no-reference",
+                                     "--nproc", "1,2", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    points = read_points(tmp_path / "points.jsonl")
+    assert sorted(q["world_size"] for q in points) == [1, 2]
+    rows = report.scaling_rows(points)
+    assert len(rows) == 1 and rows[0]["world_size"] == 2 and rows[0]["efficiency"] > 0

@@ -391,5 +391,9 @@ def run_matrix(groups: list[list[RunConfig]], timing: Timing, out_dir, *, resume
     return res.read_points(path)
 
 
+def group_key(group) -> tuple:
+    return tuple(_key(c) for c in group)
+
+
 def _key(cfg) -> tuple:
     return (cfg.plugin, cfg.precision, cfg.profile, cfg.model, cfg.world_size, cfg.batch_size, cfg.variant)

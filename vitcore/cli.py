@@ -24,7 +24,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="fast", help="fast | study (the original study's settings); "
                                                      "bench takes several, comma-separated")
     p.add_argument("--device", default="auto", help="auto | cuda | cpu")
-    p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) in the run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="fine-tune ViT on dog_food with one plugin")
     _common(t)
+    t.add_argument("--nproc", type=int, default=1, help="processes (GPUs) in the run")
     t.add_argument("--plugin", default="torch_ddp")
     t.add_argument("--precision", default=None, help="fp32 | fp16 | bf16 (default: the profile's)")
     t.add_argument("--dataset", default="auto", help="auto | embedded | lewtun/dog_food | PATH")
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="throughput and peak memory over plugins x batch sizes")
     _common(b)
+    b.add_argument("--nproc", type=_ints, default=[1],
+                   help="processes (GPUs) per run; several, comma-separated, for a scaling study (e.g. 1,2,4,8)")
     b.add_argument("--plugins", type=_names, default=None, help="names or families, comma-separated (default: all)")
     b.add_argument("--batch-sizes", type=_ints, default=[8, 32, 64, 128])
     b.add_argument("--precisions", type=_names, default=None, help="default: the profile's choice per plugin")
@@ -172,11 +174,16 @@ def cmd_bench(args) -> int:
             raise VitcoreError(f"{name} {v} is out of range")
     device = launch.resolve_device(args.device)
     model = _default_model(args)
-    groups, skipped = [], []
+    if not args.nproc or any(n < 1 for n in args.nproc):
+        raise VitcoreError(f"--nproc {args.nproc} must be positive integers")
+    groups, skipped, seen = [], [], set()
     for prof in profiles:
-        g, s = bench.plan(args.plugins, args.batch_sizes, args.precisions, profile=prof, model=model,
-                          world_size=args.nproc, device=device, ablate=args.ablate)
-        groups, skipped = groups + g, skipped + s
+        for nproc in args.nproc:
+            g, s = bench.plan(args.plugins, args.batch_sizes, args.precisions, profile=prof, model=model,
+                              world_size=nproc, device=device, ablate=args.ablate)
+            # an entry that needs more processes than asked runs at its minimum, once
+            g = [grp for grp in g if (k := bench.group_key(grp)) not in seen and not seen.add(k)]
+            groups, skipped = groups + g, skipped + [x for x in s if x not in skipped]
     if args.reference:
         from vitcore import plugins
 

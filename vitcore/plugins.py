@@ -159,19 +159,24 @@ for _name, (_desc, _opts) in _GEMINI.items():
 
         return GeminiPlugin(precision=ctx.precision, max_norm=ctx.max_norm, initial_scale=2**5, **_opts)
 
-_HYBRID = {"hybrid_parallel": (1, 1), "hybrid_parallel_tp2": (2, 1), "hybrid_parallel_pp2": (1, 2),
-           "hybrid_parallel_tp2pp2": (2, 2)}
-for _name, (_tp, _pp) in _HYBRID.items():
+_HYBRID = {"hybrid_parallel": (1, 1, 0), "hybrid_parallel_tp2": (2, 1, 0), "hybrid_parallel_pp2": (1, 2, 0),
+           "hybrid_parallel_tp2pp2": (2, 2, 0), "hybrid_parallel_tp2_zero1": (2, 1, 1)}
+for _name, (_tp, _pp, _zero) in _HYBRID.items():
+    # ZeRO inside the data-parallel groups needs a second dp rank to shard over (world size 4 at
+    # tp=2), and colossalai's ZeRO optimizer is CUDA-only and mixed-precision.
     @register(_name, family="hybrid_parallel",
-              description=f"HybridParallelPlugin tp={_tp} pp={_pp} (shardformer){'; pipeline steps via booster.execute_pipeline' if _pp > 1 else ''}",
-              precisions=("fp32", "fp16", "bf16"), cpu_precisions=("fp32",),
-              cpu_reason="mixed precision needs a CUDA accelerator", min_world_size=_tp * _pp,
-              tp_size=_tp, pp_size=_pp, parallel_sizes=True, plugin_kernels=True)
-    def _hybrid(ctx):
+              description=f"HybridParallelPlugin tp={_tp} pp={_pp}{f' zero stage {_zero} in the dp groups' if _zero else ''} "
+                          f"(shardformer){'; pipeline steps via booster.execute_pipeline' if _pp > 1 else ''}",
+              precisions=("fp16", "bf16") if _zero else ("fp32", "fp16", "bf16"),
+              cpu_precisions=() if _zero else ("fp32",),
+              cpu_reason=_CUDA_ONLY.format("ZeRO") if _zero else "mixed precision needs a CUDA accelerator",
+              min_world_size=_tp * _pp * (2 if _zero else 1), tp_size=_tp, pp_size=_pp, parallel_sizes=True,
+              plugin_kernels=True, options={"zero_stage": _zero} if _zero else {})
+    def _hybrid(ctx, _zero=_zero):
         from colossalai.booster.plugin import HybridParallelPlugin
 
         kw = dict(tp_size=ctx.tp_size, pp_size=ctx.pp_size, precision=ctx.precision,
-                  max_norm=ctx.max_norm, initial_scale=2**5)
+                  max_norm=ctx.max_norm, initial_scale=2**5, zero_stage=_zero)
         if ctx.pp_size > 1:
             kw["num_microbatches"] = ctx.pp_size
         if ctx.tp_size > 1:

@@ -302,7 +302,9 @@ def describe(s: Session) -> dict:
     return {"plugin": cfg.plugin, "family": cfg.spec.family, "precision": cfg.precision,
             "profile": cfg.profile, "model": cfg.model, "attention": cfg.attention,
             "grad_checkpoint": cfg.grad_checkpoint, "compile": cfg.compile,
-            "fused_optimizer": cfg.fused_optimizer, "plugin_kernels": cfg.plugin_kernels,
+            # as applied: HybridAdam is always fused, torch's fused Adam only on CUDA
+            "fused_optimizer": cfg.spec.optimizer == "hybrid_adam" or bool(cfg.fused_optimizer and s.device == "cuda"),
+            "plugin_kernels": cfg.plugin_kernels,
             "freeze_gc": cfg.freeze_gc,
             "world_size": cfg.world_size, "tp_size": cfg.tp_size, "pp_size": cfg.pp_size,
             "dp_size": s.layout.dp_size, "batch_size": cfg.batch_size, "device": s.device,

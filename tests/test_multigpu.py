@@ -1,0 +1,80 @@
+"""Multi-GPU tier: every registry entry at each --world-sizes (data parallel, and hybrid_parallel's
+tp=2, pp=2, tp=2 x pp=2 and tp=2 with ZeRO-1 in the dp groups), on one host's GPUs.
+
+Parity: the same *global* batch as single-GPU torch_ddp fp32 (per-rank batch = global / dp size),
+K steps, per-step loss and probe logits within the tolerance of the entry's precision.
+Performance: per-GPU throughput and memory against this device identity's budget file (the
+identity carries the GPU count, so multi-GPU budgets never mix with single-GPU ones); the bench's
+report turns the same points into the scaling table (efficiency against one GPU).
+The same code paths run on CPU under gloo in tests/test_parity.py (dp=2, tp=2, pp=2).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_gpu import PARITY, PARITY_STEPS, check_performance
+from vitcore import launch, plugins, train
+from vitcore.checks import TOLERANCES, compare, require
+from vitcore.config import PROFILES, RunConfig
+
+GLOBAL_BATCH = PARITY["batch_size"]
+
+
+def _cases(config, *, perf: bool):
+    raw = config.getoption("--plugin")
+    specs = plugins.select([p.strip() for p in raw.split(",")] if raw else None)
+    sizes = [int(x) for x in config.getoption("--world-sizes").split(",")]
+    out = []
+    for ws in sizes:
+        for s in specs:
+            if ws < max(2, s.min_world_size) or ws % (s.tp_size * s.pp_size):
+                continue
+            if s.min_world_size > 1 and ws != s.min_world_size and not perf:
+                continue  # model-parallel entries: parity at their own size; dp on top is the dp cases' job
+            prec = next(p for p in PROFILES["fast"]["precision_preference"] if p in s.precisions)
+            out.append(pytest.param(s, prec, ws, id=f"{s.name}-{prec}-ws{ws}",
+                                    marks=pytest.mark.multigpu(n=ws)))
+    return out
+
+
+def pytest_generate_tests(metafunc):
+    if "world_size" in metafunc.fixturenames:
+        metafunc.parametrize(("entry", "precision", "world_size"),
+                             _cases(metafunc.config, perf=metafunc.function.__name__ == "test_scaling_performance"))
+
+
+def _per_rank(entry, world_size: int) -> int:
+    dp = world_size // (entry.tp_size * entry.pp_size)
+    if GLOBAL_BATCH % dp:
+        pytest.skip(f"global batch {GLOBAL_BATCH} does not split over dp={dp}")
+    return GLOBAL_BATCH // dp
+
+
+def test_parity_with_single_gpu_torch_ddp(entry, precision, world_size, parity_data, probe, ddp_reference,
+                                          gpu_results):
+    cfg = RunConfig(plugin=entry.name, precision=precision, device="cuda", world_size=world_size,
+                    **(PARITY | {"batch_size": _per_rank(entry, world_size)}))
+    ranks = launch.spawn(train.steps_then_probe, (cfg, parity_data, PARITY_STEPS, probe), world_size=world_size,
+                         device="cuda", timeout_s=900)
+    # step losses are reduced over dp shards on every rank; logits live on the last pipeline stage
+    got = next(r for r in ranks if r["probe_logits"] is not None)
+    losses = compare(f"{entry.name} {precision} ws{world_size} per-step loss", ddp_reference["step_loss"],
+                     got["step_loss"], precision)
+    logits = compare(f"{entry.name} {precision} ws{world_size} probe logits", ddp_reference["probe_logits"],
+                     got["probe_logits"], precision)
+    gpu_results.add("parity", got | {"world_size": world_size, "loss_norm_rel": losses.norm_rel,
+                                     "logits_norm_rel": logits.norm_rel, "tolerance": TOLERANCES[precision][:2],
+                                     "ok": losses.ok and logits.ok})
+    print(losses, logits, sep="\n")
+    require(losses)
+    require(logits)
+
+
+def test_scaling_performance(entry, precision, world_size, request, gpu_results):
+    """Per-GPU throughput and memory at --perf-batch-sizes per dp rank, against the budget."""
+    sizes = [int(x) for x in request.config.getoption("--perf-batch-sizes").split(",")]
+    model = request.config.getoption("--model") or "vit-base"
+    cfgs = [RunConfig(plugin=entry.name, precision=precision, profile="fast", model=model, batch_size=bs,
+                      weights="random", device="cuda", world_size=world_size) for bs in sizes]
+    check_performance(cfgs, request, gpu_results)
