@@ -18,6 +18,8 @@ def pytest_addoption(parser):
                 help="write measured performance as the new budget for this device")
     g.addoption("--perf-batch-sizes", default="32,128", help="batch sizes of the performance tests (comma-separated)")
     g.addoption("--perf-steps", type=int, default=20, help="steps per timed window (performance tests)")
+    g.addoption("--perf-min-window", type=float, default=1.0,
+                help="seconds each timed window lasts at least (steps are added when they are fast)")
     g.addoption("--perf-repeats", type=int, default=5, help="timed windows; median and spread over them")
     g.addoption("--world-sizes", default="2,4,8",
                 help="multigpu tier: world sizes (comma-separated); sizes above the GPU count skip with the reason")

@@ -88,7 +88,8 @@ def check_performance(cfgs, request, gpu_results):
     (or record it with --update-budgets); all violations of the test are reported together."""
     c0 = cfgs[0]
     timing = Timing(warmup=5, steps=request.config.getoption("--perf-steps"),
-                    repeats=request.config.getoption("--perf-repeats"))
+                    repeats=request.config.getoption("--perf-repeats"),
+                    min_window_s=request.config.getoption("--perf-min-window"))
     points = launch.spawn(measure_group, (cfgs, timing, None), world_size=c0.world_size, device="cuda",
                           timeout_s=900)[0]
     folder = request.config.getoption("--budgets")

@@ -14,7 +14,7 @@ from vitcore import ConfigError, gate, report
 from vitcore.results import point_key, read_points
 
 ALL = [sys.executable, "-m", "vitcore.cli", "bench", "--device", "cpu", "--model", "vit-tiny",
-       "--steps", "3", "--repeats", "3", "--warmup", "1"]  # every plugin: the CPU runs 5 entries
+       "--steps", "3", "--repeats", "3", "--warmup", "1", "--min-window", "0"]  # every plugin: the CPU runs 5 entries
 BENCH = ALL + ["--plugins", "torch_ddp,hybrid_parallel"]
 
 

@@ -25,6 +25,10 @@ class Timing:
     warmup: int = 5
     steps: int = 20
     repeats: int = 5
+    min_window_s: float = 0.0
+    """Calibration (as pytest-benchmark's min_time): after warm-up, one untimed window sets the
+    steps per window so that each window lasts at least this long. Host jitter (measured: 10-48%
+    between 0.4 s windows of launch-bound runs on an H100 host) averages out over longer windows."""
 
 
 def _sync(device):
@@ -63,10 +67,11 @@ def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
         for _ in range(timing.warmup):
             step(batch)
         _sync(device)
+        steps = _calibrated_steps(step, batch, timing, device)
         windows = []
         for _ in range(timing.repeats):
             t0 = time.perf_counter()
-            for _ in range(timing.steps):
+            for _ in range(steps):
                 loss = step(batch)
             _sync(device)
             windows.append(time.perf_counter() - t0)
@@ -76,16 +81,39 @@ def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
         if freeze_gc:
             gc.enable()
             gc.unfreeze()
-    return windows, loss
+    return windows, loss, steps
 
 
-def _stats(windows, images_per_step: float, timing: Timing, preset, device: str, mem=None) -> dict:
+def _calibrated_steps(step, batch, timing: Timing, device: str) -> int:
+    """timing.steps, or more so that a window lasts timing.min_window_s; every rank agrees (the
+    maximum), since ranks of one group must run the same number of collectives."""
+    import math
+
+    import torch
+    import torch.distributed as dist
+
+    n = timing.steps
+    if timing.min_window_s > 0:
+        t0 = time.perf_counter()
+        for _ in range(timing.steps):
+            step(batch)
+        _sync(device)
+        per_step = (time.perf_counter() - t0) / timing.steps
+        n = max(n, math.ceil(timing.min_window_s / max(per_step, 1e-9)))
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([n], device=device if device == "cuda" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        n = int(t.item())
+    return n
+
+
+def _stats(windows, images_per_step: float, timing: Timing, preset, device: str, mem=None, *, steps: int) -> dict:
     import torch
 
     from vitcore import model as model_mod
     from vitcore.env import environment, peak_flops
 
-    step_times = [w / timing.steps for w in windows]
+    step_times = [w / steps for w in windows]
     per_gpu = [images_per_step / t for t in step_times]
     med = statistics.median(per_gpu)
     if mem is None and device == "cuda":
@@ -99,7 +127,8 @@ def _stats(windows, images_per_step: float, timing: Timing, preset, device: str,
         "images_per_s_windows": per_gpu,
         "step_time_s": statistics.median(step_times),
         "spread": (max(per_gpu) - min(per_gpu)) / med,
-        "repeats": timing.repeats, "steps": timing.steps, "warmup": timing.warmup,
+        "repeats": timing.repeats, "steps": steps, "warmup": timing.warmup,
+        "min_window_s": timing.min_window_s,
         "peak_mem_allocated_gib": mem[0] / GIB if mem else None,
         "peak_mem_reserved_gib": mem[1] / GIB if mem else None,
         "train_flops_per_image": flops,
@@ -116,14 +145,16 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
 
     s = train.setup(cfg, synthetic_batch=True)
     batch = _random_batch(cfg.preset, cfg.batch_size, cfg.seed, s.device)
-    windows, loss = _timed(lambda b: train.train_step(s, b), batch, timing, s.device, freeze_gc=cfg.freeze_gc)
+    windows, loss, steps = _timed(lambda b: train.train_step(s, b), batch, timing, s.device,
+                                  freeze_gc=cfg.freeze_gc)
     final_loss = train.global_mean(s, loss)
     mem = torch.zeros(2, dtype=torch.float64, device=s.device)
     if s.device == "cuda":
         mem[0], mem[1] = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
     point = train.describe(s) | _stats(windows, cfg.batch_size * cfg.dp_size / cfg.world_size, timing,
-                                       cfg.preset, s.device, mem.tolist() if s.device == "cuda" else None)
+                                       cfg.preset, s.device, mem.tolist() if s.device == "cuda" else None,
+                                       steps=steps)
     point |= {"images_per_s_total": point["images_per_s"] * cfg.world_size, "final_loss": final_loss,
               "variant": cfg.variant, "base_precision": cfg.extra.get("base_precision", cfg.precision)}
     s = batch = None  # release before _free() empties the CUDA cache
@@ -216,14 +247,14 @@ def measure_reference(ref: Reference, timing: Timing) -> dict:
         return loss
 
     batch = _random_batch(preset, ref.batch_size, ref.seed, device)
-    windows, _ = _timed(step, batch, timing, device)
+    windows, _, steps = _timed(step, batch, timing, device)
     point = {"plugin": ref.plugin, "family": "reference", "precision": ref.precision, "profile": ref.profile,
              "variant": ref.variant, "model": ref.model, "attention": "sdpa", "grad_checkpoint": False,
              "compile": ref.compile, "fused_optimizer": ref.fused and device == "cuda", "ddp": ref.ddp,
              "mirrors": ref.mirrors, "world_size": dist.get_world_size() if dist.is_initialized() else 1,
              "batch_size": ref.batch_size, "device_kind": device,
              "dataset": "synthetic-tensors (random pixels on the device)", "weights": weights}
-    point |= _stats(windows, ref.batch_size, timing, preset, device)
+    point |= _stats(windows, ref.batch_size, timing, preset, device, steps=steps)
     model = opt = fwd = batch = None
     _free()
     return point

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--min-window", type=float, default=1.0,
+                   help="seconds each timed window lasts at least (more steps when steps are fast); 0: exactly --steps")
     b.add_argument("--out", default="reports/latest")
     b.add_argument("--resume", action="store_true", help="keep finished points in --out and measure the rest")
     b.add_argument("--timeout", type=float, default=1800.0)
@@ -193,7 +195,9 @@ def cmd_bench(args) -> int:
         groups, skipped = ref_groups + groups, ref_skipped + skipped
     for s in skipped:
         print(f"[vitcore] skipped {s['plugin']} {s['precision'] or ''}: {s['reason']}", file=sys.stderr)
-    timing = bench.Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats)
+    if args.min_window < 0:
+        raise VitcoreError(f"--min-window {args.min_window} must be >= 0 seconds")
+    timing = bench.Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window)
     points = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True)
     from vitcore.results import write_json
 
