@@ -56,6 +56,10 @@ stage_study_short() {  # the study profile, shorter windows (device time)
   timeout 330 $py -m vitcore.cli bench --profile study --plugins $STUDY --no-reference \
     --batch-sizes 8,32,64,128 --steps 10 --repeats 3 --warmup 3 --out reports/h100 --resume
 }
+stage_trace() {  # what limits each plugin: torch.profiler over 5 steps, gpu_busy per point
+  timeout 300 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini \
+    --batch-sizes 8,128 --steps 5 --repeats 2 --min-window 0 --out reports/h100-trace --resume
+}
 stage_perf() {  # the GPU tier's performance tests against the budgets just recorded
   mkdir -p reports/gpu
   timeout 330 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \

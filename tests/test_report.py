@@ -196,3 +196,15 @@ def test_nproc_list_measures_each_world_size_and_reports_scaling(tmp_path):
     assert sorted(q["world_size"] for q in points) == [1, 2]
     rows = report.scaling_rows(points)
     assert len(rows) == 1 and rows[0]["world_size"] == 2 and rows[0]["efficiency"] > 0
+
+
+def test_trace_writes_the_top_operators_per_point(tmp_path):
+    p = subprocess.run(BENCH[:-2] + ["--plugins", "torch_ddp", "--batch-sizes", "4", "--no-reference",
+                                     "--trace", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (trace,) = (tmp_path / "traces").glob("trace-torch_ddp-fp32-fast-ws1-bs4*.txt")
+    text = trace.read_text()
+    assert "ms/step" in text and "Self CPU" in text and "aten::" in text
+    (point,) = read_points(tmp_path / "points.jsonl")
+    assert point["trace"] == str(trace) and point["gpu_busy"] is None  # no GPU kernels on a CPU

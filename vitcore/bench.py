@@ -26,6 +26,10 @@ class Timing:
     steps: int = 20
     repeats: int = 5
     min_window_s: float = 0.0
+    trace_dir: str | None = None
+    """Also profile 5 steps after timing (torch.profiler): the top operators go to a text file
+    there, and the point gets gpu_busy = GPU kernel time / wall time (near 1: GPU-bound; low: the
+    host, i.e. Python and kernel launches, limits the step)."""
     """Calibration (as pytest-benchmark's min_time): after warm-up, one untimed window sets the
     steps per window so that each window lasts at least this long. Host jitter (measured: 10-48%
     between 0.4 s windows of launch-bound runs on an H100 host) averages out over longer windows."""
@@ -82,6 +86,41 @@ def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
             gc.enable()
             gc.unfreeze()
     return windows, loss, steps
+
+
+def _trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
+    """Profile `steps` steps; returns gpu_busy (None on a CPU) and writes the operator table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    _sync(device)
+    with profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step(batch)
+        _sync(device)
+        wall = time.perf_counter() - t0
+    avgs = prof.key_averages()
+    busy = None
+    if device == "cuda":
+        kernel_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in avgs)
+        busy = kernel_us / 1e6 / wall
+    if path is not None:
+        from vitcore.results import write_atomic
+
+        sort = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+        head = (f"{steps} steps, wall {wall * 1e3:.1f} ms ({wall / steps * 1e3:.2f} ms/step)"
+                + (f", GPU busy {busy:.1%}" if busy is not None else "") + "\n")
+        write_atomic(path, head + avgs.table(sort_by=sort, row_limit=30))
+    return {"gpu_busy": busy, "trace": str(path) if path else None}
+
+
+def _trace_path(timing: Timing, point_name: str) -> Path | None:
+    import torch.distributed as dist
+
+    if not timing.trace_dir or (dist.is_initialized() and dist.get_rank() != 0):
+        return None
+    return Path(timing.trace_dir) / f"trace-{point_name}.txt"
 
 
 def _calibrated_steps(step, batch, timing: Timing, device: str) -> int:
@@ -147,6 +186,11 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
     batch = _random_batch(cfg.preset, cfg.batch_size, cfg.seed, s.device)
     windows, loss, steps = _timed(lambda b: train.train_step(s, b), batch, timing, s.device,
                                   freeze_gc=cfg.freeze_gc)
+    traced = {}
+    if timing.trace_dir:
+        name = f"{cfg.plugin}-{cfg.precision}-{cfg.profile}-ws{cfg.world_size}-bs{cfg.batch_size}"
+        traced = _trace(lambda b: train.train_step(s, b), batch, s.device,
+                        _trace_path(timing, name + (f"-{cfg.variant}" if cfg.variant else "")))
     final_loss = train.global_mean(s, loss)
     mem = torch.zeros(2, dtype=torch.float64, device=s.device)
     if s.device == "cuda":
@@ -156,7 +200,7 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
                                        cfg.preset, s.device, mem.tolist() if s.device == "cuda" else None,
                                        steps=steps)
     point |= {"images_per_s_total": point["images_per_s"] * cfg.world_size, "final_loss": final_loss,
-              "variant": cfg.variant, "base_precision": cfg.extra.get("base_precision", cfg.precision)}
+              "variant": cfg.variant, "base_precision": cfg.extra.get("base_precision", cfg.precision)} | traced
     s = batch = None  # release before _free() empties the CUDA cache
     _free()
     return point
@@ -248,13 +292,14 @@ def measure_reference(ref: Reference, timing: Timing) -> dict:
 
     batch = _random_batch(preset, ref.batch_size, ref.seed, device)
     windows, _, steps = _timed(step, batch, timing, device)
+    traced = _trace(step, batch, device, _trace_path(timing, f"{ref.plugin}-bs{ref.batch_size}")) if timing.trace_dir else {}
     point = {"plugin": ref.plugin, "family": "reference", "precision": ref.precision, "profile": ref.profile,
              "variant": ref.variant, "model": ref.model, "attention": "sdpa", "grad_checkpoint": False,
              "compile": ref.compile, "fused_optimizer": ref.fused and device == "cuda", "ddp": ref.ddp,
              "mirrors": ref.mirrors, "world_size": dist.get_world_size() if dist.is_initialized() else 1,
              "batch_size": ref.batch_size, "device_kind": device,
              "dataset": "synthetic-tensors (random pixels on the device)", "weights": weights}
-    point |= _stats(windows, ref.batch_size, timing, preset, device, steps=steps)
+    point |= _stats(windows, ref.batch_size, timing, preset, device, steps=steps) | traced
     model = opt = fwd = batch = None
     _free()
     return point

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-window", type=float, default=1.0,
                    help="seconds each timed window lasts at least (more steps when steps are fast); 0: exactly --steps")
     b.add_argument("--out", default="reports/latest")
+    b.add_argument("--trace", action="store_true",
+                   help="also profile 5 steps per point: OUT/traces/trace-*.txt (top operators) and gpu_busy per point")
     b.add_argument("--resume", action="store_true", help="keep finished points in --out and measure the rest")
     b.add_argument("--timeout", type=float, default=1800.0)
     b.add_argument("--no-reference", dest="reference", action="store_false",
@@ -197,7 +199,8 @@ def cmd_bench(args) -> int:
         print(f"[vitcore] skipped {s['plugin']} {s['precision'] or ''}: {s['reason']}", file=sys.stderr)
     if args.min_window < 0:
         raise VitcoreError(f"--min-window {args.min_window} must be >= 0 seconds")
-    timing = bench.Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window)
+    timing = bench.Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window,
+                          trace_dir=os.path.join(args.out, "traces") if args.trace else None)
     points = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True)
     from vitcore.results import write_json
 

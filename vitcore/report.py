@@ -358,7 +358,7 @@ CSV_FIELDS = ("plugin", "family", "precision", "profile", "variant", "model", "w
               "images_per_s", "ratio_to_reference", "reference", "ratio_to_reference_eager",
               "ratio_to_reference_compiled", "spread", "step_time_s", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
               "mem_lower_bound_gib",
-              "mfu", "repeats", "steps", "warmup", "device", "torch", "cuda", "colossalai",
+              "mfu", "gpu_busy", "repeats", "steps", "warmup", "device", "torch", "cuda", "colossalai",
               "transformers", "git_sha", "date", "dataset", "weights", "error")
 
 
@@ -407,7 +407,7 @@ def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=Non
         env_rows += f"<tr><th>fine-tuning data</th><td>{_esc(history.get('dataset'))}</td></tr>"
         env_rows += f"<tr><th>fine-tuning weights</th><td>{_esc(history.get('weights'))}</td></tr>"
     cols = ("plugin", "precision", "profile", "variant", "model", "world_size", "batch_size", "status", "images_per_s",
-            "ratio_to_reference", "spread", "peak_mem_allocated_gib", "peak_mem_reserved_gib", "mem_lower_bound_gib", "mfu")
+            "ratio_to_reference", "spread", "peak_mem_allocated_gib", "peak_mem_reserved_gib", "mem_lower_bound_gib", "mfu", "gpu_busy")
     body = []
     for p in points:
         cells = "".join(f"<td>{_esc(_cell(p.get(c), c))}</td>" for c in cols)
@@ -481,7 +481,7 @@ def _cell(v, col):
     if isinstance(v, float):
         if col == "ratio_to_reference":
             return f"{v:.2f}x"
-        return f"{v:.1%}" if col in ("spread", "mfu") else f"{v:.3f}" if "gib" in col else f"{v:.1f}"
+        return f"{v:.1%}" if col in ("spread", "mfu", "gpu_busy") else f"{v:.3f}" if "gib" in col else f"{v:.1f}"
     return v
 
 
