@@ -60,6 +60,18 @@ stage_trace() {  # what limits each plugin: torch.profiler over 5 steps, gpu_bus
   timeout 300 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini \
     --batch-sizes 8,128 --steps 5 --repeats 2 --min-window 0 --out reports/h100-trace --resume
 }
+stage_multigpu() {  # several-GPU kinds: parity and per-GPU budgets at every size up to the GPU count
+  local n sizes
+  n=$(nvidia-smi -L | wc -l); sizes=$(seq -s, 2 2 "$n" | sed 's/,6//'); mkdir -p "reports/multigpu-x$n"
+  timeout 540 $py -m pytest -m multigpu --world-sizes "$sizes" -p no:cacheprovider -q -rA --update-budgets \
+    --results-out "reports/multigpu-x$n" --html "reports/multigpu-x$n/pytest-multigpu.html" --self-contained-html
+}
+stage_scaling() {  # the scaling study: per-GPU throughput and efficiency against one GPU
+  local n; n=$(nvidia-smi -L | wc -l)
+  timeout 560 $py -m vitcore.cli bench --nproc "$(seq -s, 1 1 "$n" | awk -F, '{for(i=1;i<=NF;i++) if($i==1||$i==2||$i==4||$i==8) printf "%s%s", (c++?",":""), $i}')" \
+    --plugins torch_ddp_fp16,low_level_zero_s1,gemini,hybrid_parallel,hybrid_parallel_tp2,torch_fsdp \
+    --batch-sizes 32,128 --out "reports/multigpu-x$n" --resume --update-budgets fixtures/budgets
+}
 stage_perf() {  # the GPU tier's performance tests against the budgets just recorded
   mkdir -p reports/gpu
   timeout 330 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
