@@ -28,13 +28,13 @@ def probe(parity_data):
 
 @pytest.fixture(scope="session")
 def ddp_reference(parity_data, probe):
-    from tests.test_gpu import PARITY, PARITY_STEPS, _spawn
-    from vitcore import train
+    from tests.helpers import PARITY, PARITY_STEPS
+    from vitcore import launch, train
     from vitcore.config import RunConfig
 
     cfg = RunConfig(plugin="torch_ddp", precision="fp32", device="cuda", **PARITY)
-    return _spawn(train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
-
+    return launch.spawn(train.steps_then_probe, (cfg, parity_data, PARITY_STEPS, probe), world_size=1,
+                        device="cuda", timeout_s=900)[0]
 
 
 @pytest.fixture

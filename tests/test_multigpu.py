@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_gpu import PARITY, PARITY_STEPS, check_performance
+from tests.helpers import PARITY, PARITY_STEPS, check_parity, check_performance
 from vitcore import launch, plugins, train
-from vitcore.checks import TOLERANCES, compare, require
 from vitcore.config import PROFILES, RunConfig
 
 GLOBAL_BATCH = PARITY["batch_size"]
@@ -59,16 +58,8 @@ def test_parity_with_single_gpu_torch_ddp(entry, precision, world_size, parity_d
                          device="cuda", timeout_s=900)
     # step losses are reduced over dp shards on every rank; logits live on the last pipeline stage
     got = next(r for r in ranks if r["probe_logits"] is not None)
-    losses = compare(f"{entry.name} {precision} ws{world_size} per-step loss", ddp_reference["step_loss"],
-                     got["step_loss"], precision)
-    logits = compare(f"{entry.name} {precision} ws{world_size} probe logits", ddp_reference["probe_logits"],
-                     got["probe_logits"], precision)
-    gpu_results.add("parity", got | {"world_size": world_size, "loss_norm_rel": losses.norm_rel,
-                                     "logits_norm_rel": logits.norm_rel, "tolerance": TOLERANCES[precision][:2],
-                                     "ok": losses.ok and logits.ok})
-    print(losses, logits, sep="\n")
-    require(losses)
-    require(logits)
+    check_parity(f"{entry.name} {precision} ws{world_size}", ddp_reference, got, precision, gpu_results,
+                 world_size=world_size)
 
 
 def test_scaling_performance(entry, precision, world_size, request, gpu_results):
