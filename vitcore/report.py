@@ -59,6 +59,17 @@ def _fmt(v, spec=".1f", missing="-"):
     return missing if v is None else format(v, spec)
 
 
+def _times(v) -> str:
+    """A ratio as "1.23x", or "-"."""
+    return f"{v:.2f}x" if v else "-"
+
+
+def _md_table(head: list[str], rows) -> list[str]:
+    """Markdown table lines: header, rule, one line per row of cells."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
+           ["| " + " | ".join(map(str, cells)) + " |" for cells in rows]
+
+
 def performance_table(points: list[dict], profile: str | None = None) -> str:
     """img/s (spread) and peak memory per plugin and batch size; one profile, or every one."""
     perf = enrich(matrix_points(points))
@@ -73,7 +84,7 @@ def performance_table(points: list[dict], profile: str | None = None) -> str:
     head = ["plugin", "precision", "profile"] + [f"bs{b} img/s (spread)" for b in sizes] + \
            [f"bs{b} peak alloc / reserved / lower bound GiB" for b in sizes] + \
            [f"bs{sizes[-1]} MFU", f"bs{sizes[-1]} vs compiled ref"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for (plugin, prec, prof), row in sorted(by.items(), key=lambda kv: (kv[0][2] != "reference", kv[0])):
         cells = [plugin, prec, prof]
         for b in sizes:
@@ -84,10 +95,8 @@ def performance_table(points: list[dict], profile: str | None = None) -> str:
             cells.append(f"{_fmt(p.get('peak_mem_allocated_gib'), '.2f')} / {_fmt(p.get('peak_mem_reserved_gib'), '.2f')}"
                          f" / {_fmt(p.get('mem_lower_bound_gib'), '.2f')}" if p else "not run")
         last = row.get(sizes[-1], {})
-        cells.append(_fmt(last.get("mfu"), ".1%"))
-        cells.append(_fmt(last.get("ratio_to_reference_compiled"), ".2f") + ("x" if last.get("ratio_to_reference_compiled") else ""))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells + [_fmt(last.get("mfu"), ".1%"), _times(last.get("ratio_to_reference_compiled"))])
+    return "\n".join(_md_table(head, rows))
 
 
 def _ok(points):
@@ -104,17 +113,15 @@ def profiles_table(points: list[dict], batch_size: int = 128) -> str:
             by.setdefault(p["plugin"], {})[p["profile"]] = p
     head = ["plugin", "study: precision, img/s", "fast: precision, img/s", "fast / study",
             "fast MFU", "fast vs compiled ref", "study peak alloc GiB", "fast peak alloc GiB"]
-    lines = [f"Batch size {batch_size} per GPU.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for plugin, row in sorted(by.items()):
         st, fa = row.get("study", {}), row.get("fast", {})
         ratio = fa["images_per_s"] / st["images_per_s"] if st and fa else None
-        lines.append("| " + " | ".join([
-            plugin, f"{st.get('precision', '-')}, {_fmt(st.get('images_per_s'))}",
-            f"{fa.get('precision', '-')}, {_fmt(fa.get('images_per_s'))}",
-            (_fmt(ratio, ".2f") + "x") if ratio else "-", _fmt(fa.get("mfu"), ".1%"),
-            (_fmt(fa.get("ratio_to_reference_compiled"), ".2f") + "x") if fa.get("ratio_to_reference_compiled") else "-",
-            _fmt(st.get("peak_mem_allocated_gib"), ".2f"), _fmt(fa.get("peak_mem_allocated_gib"), ".2f")]) + " |")
-    return "\n".join(lines)
+        rows.append([plugin, f"{st.get('precision', '-')}, {_fmt(st.get('images_per_s'))}",
+                     f"{fa.get('precision', '-')}, {_fmt(fa.get('images_per_s'))}",
+                     _times(ratio), _fmt(fa.get("mfu"), ".1%"), _times(fa.get("ratio_to_reference_compiled")),
+                     _fmt(st.get("peak_mem_allocated_gib"), ".2f"), _fmt(fa.get("peak_mem_allocated_gib"), ".2f")])
+    return "\n".join([f"Batch size {batch_size} per GPU.", ""] + _md_table(head, rows))
 
 
 def ablation_rows(points: list[dict]) -> list[dict]:
@@ -147,7 +154,7 @@ def ablation_table(points: list[dict]) -> str:
         return "(no ablation points)"
     head = ["plugin", "precision", "profile", "bs", "option flipped", "img/s with profile",
             "img/s flipped", "Δ img/s", "Δ peak alloc", "verdict for the profile"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = []
     for r in rows:
         d = r.get("delta")
         if r["status"] != "ok":
@@ -157,11 +164,10 @@ def ablation_table(points: list[dict]) -> str:
         else:
             # Flipping an option away from the profile and losing speed means the profile's choice helps.
             verdict = "profile's setting helps" if d < -0.02 else "flip helps" if d > 0.02 else "within ±2%"
-        lines.append("| " + " | ".join([
-            r["plugin"], str(r["precision"]), r["profile"], str(r["batch_size"]), r["variant"],
-            _fmt(r["base_images_per_s"]), _fmt(r["images_per_s"]), _fmt(d, "+.1%"), _fmt(r.get("mem_delta"), "+.1%"),
-            verdict]) + " |")
-    return "\n".join(lines)
+        cells.append([r["plugin"], r["precision"], r["profile"], r["batch_size"], r["variant"],
+                      _fmt(r["base_images_per_s"]), _fmt(r["images_per_s"]), _fmt(d, "+.1%"),
+                      _fmt(r.get("mem_delta"), "+.1%"), verdict])
+    return "\n".join(_md_table(head, cells))
 
 
 def option(p: dict, name: str):
@@ -203,12 +209,10 @@ def harness_table(points: list[dict]) -> str:
     if not rows:
         return "(no bare-loop points)"
     head = ["plugin", "precision", "fused Adam", "bs", "bare loop img/s", "suite img/s", "harness overhead"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in sorted(rows, key=lambda r: (r["plugin"], r["batch_size"])):
-        lines.append("| " + " | ".join([r["plugin"], r["precision"], str(r["fused_optimizer"]), str(r["batch_size"]),
+    return "\n".join(_md_table(head, ([r["plugin"], r["precision"], r["fused_optimizer"], r["batch_size"],
                                         _fmt(r["bare_images_per_s"]), _fmt(r["harness_images_per_s"]),
-                                        _fmt(r["overhead"], "+.1%")]) + " |")
-    return "\n".join(lines)
+                                        _fmt(r["overhead"], "+.1%")]
+                                       for r in sorted(rows, key=lambda r: (r["plugin"], r["batch_size"])))))
 
 
 def targets(points: list[dict], batch_size: int = 128) -> list[str]:
@@ -249,16 +253,15 @@ def correctness_table(points: list[dict]) -> str:
             by.setdefault((p["plugin"], p["precision"]), {})[p["test"]] = p
     head = ["plugin", "precision", "loss ‖Δ‖/‖ref‖ vs torch_ddp", "logits ‖Δ‖/‖ref‖", "parity",
             "checkpoint resume max Δ loss", "held-out accuracy (vit-tiny, 10 epochs)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for (plugin, prec), row in sorted(by.items()):
         par, ck, cv = row.get("parity", {}), row.get("checkpoint", {}), row.get("convergence", {})
         acc = cv.get("epochs", [{}])[-1].get("eval_accuracy") if cv else None
-        lines.append("| " + " | ".join([
-            plugin, prec, _fmt(par.get("loss_norm_rel"), ".2g"), _fmt(par.get("logits_norm_rel"), ".2g"),
-            ("pass" if par.get("ok") else "FAIL") if par else "-",
-            (f"{_fmt(ck.get('max_abs'), '.2g')} ({'pass' if ck.get('ok') else 'FAIL'})") if ck else "-",
-            _fmt(acc, ".3f")]) + " |")
-    return "\n".join(lines)
+        rows.append([plugin, prec, _fmt(par.get("loss_norm_rel"), ".2g"), _fmt(par.get("logits_norm_rel"), ".2g"),
+                     ("pass" if par.get("ok") else "FAIL") if par else "-",
+                     (f"{_fmt(ck.get('max_abs'), '.2g')} ({'pass' if ck.get('ok') else 'FAIL'})") if ck else "-",
+                     _fmt(acc, ".3f")])
+    return "\n".join(_md_table(head, rows))
 
 
 def scaling_rows(points: list[dict]) -> list[dict]:
