@@ -26,13 +26,13 @@ class Timing:
     steps: int = 20
     repeats: int = 5
     min_window_s: float = 0.0
+    """Calibration (as pytest-benchmark's min_time): after warm-up, one untimed window sets the
+    steps per window so that each window lasts at least this long. Host jitter (measured: 10-48%
+    between 0.4 s windows of launch-bound runs on an H100 host) averages out over longer windows."""
     trace_dir: str | None = None
     """Also profile 5 steps after timing (torch.profiler): the top operators go to a text file
     there, and the point gets gpu_busy = GPU kernel time / wall time (near 1: GPU-bound; low: the
     host, i.e. Python and kernel launches, limits the step)."""
-    """Calibration (as pytest-benchmark's min_time): after warm-up, one untimed window sets the
-    steps per window so that each window lasts at least this long. Host jitter (measured: 10-48%
-    between 0.4 s windows of launch-bound runs on an H100 host) averages out over longer windows."""
 
 
 def _sync(device):
@@ -184,13 +184,14 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
 
     s = train.setup(cfg, synthetic_batch=True)
     batch = _random_batch(cfg.preset, cfg.batch_size, cfg.seed, s.device)
-    windows, loss, steps = _timed(lambda b: train.train_step(s, b), batch, timing, s.device,
-                                  freeze_gc=cfg.freeze_gc)
+    def step(b):
+        return train.train_step(s, b)
+
+    windows, loss, steps = _timed(step, batch, timing, s.device, freeze_gc=cfg.freeze_gc)
     traced = {}
     if timing.trace_dir:
         name = f"{cfg.plugin}-{cfg.precision}-{cfg.profile}-ws{cfg.world_size}-bs{cfg.batch_size}"
-        traced = _trace(lambda b: train.train_step(s, b), batch, s.device,
-                        _trace_path(timing, name + (f"-{cfg.variant}" if cfg.variant else "")))
+        traced = _trace(step, batch, s.device, _trace_path(timing, name + (f"-{cfg.variant}" if cfg.variant else "")))
     final_loss = train.global_mean(s, loss)
     mem = torch.zeros(2, dtype=torch.float64, device=s.device)
     if s.device == "cuda":
@@ -219,7 +220,7 @@ class Reference:
     batch_size: int
     compile: bool = False
     precision: str = "bf16"  # bf16 / fp16 autocast (fp16 with a GradScaler) or fp32
-    fused: bool = True  # fused AdamW on CUDA; False: the suite's own Adam(decoupled_weight_decay)
+    fused: bool = True  # fused AdamW kernel on CUDA
     ddp: bool = False
     mirrors: str | None = None
     device: str = "auto"
@@ -264,12 +265,8 @@ def measure_reference(ref: Reference, timing: Timing) -> dict:
     preset = model_mod.get_preset(ref.model)
     model, weights = model_mod.build_model(preset, labels=data_mod.LABELS, attention="sdpa", weights="random")
     model = model.to(device)
-    if ref.mirrors:  # the twin's optimizer, exactly as the suite builds it
-        opt = adamw(model.parameters(), lr=ref.lr, weight_decay=ref.weight_decay, fused=ref.fused and device == "cuda")
-    elif ref.fused and device == "cuda":
-        opt = torch.optim.AdamW(model.parameters(), lr=ref.lr, weight_decay=ref.weight_decay, fused=True)
-    else:
-        opt = adamw(model.parameters(), lr=ref.lr, weight_decay=ref.weight_decay)
+    # AdamW maths built as the suite builds it (train.adamw), so a bare twin's optimizer is exactly its plugin's
+    opt = adamw(model.parameters(), lr=ref.lr, weight_decay=ref.weight_decay, fused=ref.fused and device == "cuda")
     if ref.ddp:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]
                                                           if device == "cuda" else None)
@@ -472,4 +469,6 @@ def group_key(group) -> tuple:
 
 
 def _key(cfg) -> tuple:
-    return (cfg.plugin, cfg.precision, cfg.profile, cfg.model, cfg.world_size, cfg.batch_size, cfg.variant)
+    """A planned point's identity, by the same rule as a measured one's (results.point_key)."""
+    return res.point_key({k: getattr(cfg, k) for k in
+                          ("plugin", "precision", "profile", "model", "world_size", "batch_size", "variant")})
