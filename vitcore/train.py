@@ -68,7 +68,12 @@ def make_optimizer(cfg: RunConfig, model, device: str):
         from colossalai.nn.optimizer import HybridAdam
 
         return HybridAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, adamw_mode=True)
-    return adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_optimizer and device == "cuda")
+    return adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_adam(cfg, device))
+
+
+def fused_adam(cfg: RunConfig, device: str) -> bool:
+    """Whether the optimizer runs fused, as applied: HybridAdam always; torch's Adam on CUDA when asked."""
+    return cfg.spec.optimizer == "hybrid_adam" or bool(cfg.fused_optimizer and device == "cuda")
 
 
 def adamw(params, *, fused: bool = False, **kw):
@@ -302,8 +307,7 @@ def describe(s: Session) -> dict:
     return {"plugin": cfg.plugin, "family": cfg.spec.family, "precision": cfg.precision,
             "profile": cfg.profile, "model": cfg.model, "attention": cfg.attention,
             "grad_checkpoint": cfg.grad_checkpoint, "compile": cfg.compile,
-            # as applied: HybridAdam is always fused, torch's fused Adam only on CUDA
-            "fused_optimizer": cfg.spec.optimizer == "hybrid_adam" or bool(cfg.fused_optimizer and s.device == "cuda"),
+            "fused_optimizer": fused_adam(cfg, s.device),
             "plugin_kernels": cfg.plugin_kernels,
             "freeze_gc": cfg.freeze_gc,
             "world_size": cfg.world_size, "tp_size": cfg.tp_size, "pp_size": cfg.pp_size,
@@ -395,18 +399,20 @@ def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path) -> dict:
     save_checkpoint(s, path)
     dist.barrier()
     scales = {"saved": _loss_scale(s)}
-    uninterrupted = []
-    for b in batches[steps:]:
-        uninterrupted.append(global_mean(s, train_step(s, b)))
-        scales.setdefault("uninterrupted", []).append(_loss_scale(s))
+
+    def continue_from(sess, name):
+        losses = []
+        for b in batches[steps:]:
+            losses.append(global_mean(sess, train_step(sess, b)))
+            scales.setdefault(name, []).append(_loss_scale(sess))
+        return losses
+
+    uninterrupted = continue_from(s, "uninterrupted")
     del s
     fresh = setup(cfg, data)
     load_checkpoint(fresh, path)
     scales["loaded"] = _loss_scale(fresh)
-    resumed = []
-    for b in batches[steps:]:
-        resumed.append(global_mean(fresh, train_step(fresh, b)))
-        scales.setdefault("resumed", []).append(_loss_scale(fresh))
+    resumed = continue_from(fresh, "resumed")
     return describe(fresh) | {"uninterrupted": uninterrupted, "resumed": resumed, "loss_scale": scales}
 
 
