@@ -45,7 +45,7 @@ stage_fast_b() {
 }
 stage_perf_record() {  # the GPU tier's performance tests, recording this device's budgets
   mkdir -p reports/gpu
-  timeout 300 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
+  timeout 420 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
     --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record.html --self-contained-html
 }
 stage_gemini_fast() {
@@ -74,7 +74,7 @@ stage_scaling() {  # the scaling study: per-GPU throughput and efficiency agains
 }
 stage_perf() {  # the GPU tier's performance tests against the budgets just recorded
   mkdir -p reports/gpu
-  timeout 330 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
+  timeout 420 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
     --results-out reports/gpu --html reports/gpu/pytest-performance.html --self-contained-html
 }
 stage_demo() {  # a budget file edited to demand 20% more throughput must fail, naming the point
