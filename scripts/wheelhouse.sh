@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Build a wheelhouse of everything the suite needs beyond torch, for an offline GPU host.
-# Usage: scripts/wheelhouse.sh [DEST=.whl] [PYTHON_VERSION=3.12] [ARCH=x86_64]
+# Usage: scripts/wheelhouse.sh [DEST=.whl] [PYTHON_VERSION=3.12] [ARCH=x86_64] [CUDA=all]
+# CUDA (e.g. 13.0) keeps only that CUDA's library in the bitsandbytes wheel: colossalai merely
+# imports bitsandbytes, and its libraries for six CUDA versions are 110 of the wheel's 129 MB
+# unpacked (43 MB packed), which matters where the copy to the host is size-limited.
 # Install there with:
 #   pip install --no-index --no-deps --target /tmp/site DEST/*.whl && export PYTHONPATH=/tmp/site:$PWD
 # torch is never included: use the host's own CUDA build.
@@ -8,6 +11,7 @@ set -euo pipefail
 dest=${1:-.whl}
 pyver=${2:-3.12}
 arch=${3:-x86_64}
+cuda=${4:-all}
 mkdir -p "$dest"
 # Binary wheels, pinned to the versions in the compat notes (docs/compat.md).
 binary=(
@@ -24,4 +28,29 @@ for req in "${binary[@]}"; do
 done
 # Pure-Python sdists: build wheels here without pulling torch (BUILD_EXT=0 defers kernels to JIT).
 BUILD_EXT=0 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$dest" colossalai==0.5.0 contexttimer==0.3.3
+if [ "$cuda" != all ]; then
+  python3 - "$dest" "${cuda//./}" <<'EOF'
+import pathlib, re, sys, zipfile
+dest, keep = pathlib.Path(sys.argv[1]), f"libbitsandbytes_cuda{sys.argv[2]}.so"
+def drop(name):
+    return re.search(r"libbitsandbytes_(cuda|rocm|xpu)\w*\.so$", name) and not name.endswith(keep)
+for whl in dest.glob("bitsandbytes-*.whl"):
+    tmp = whl.with_suffix(".tmp")
+    with zipfile.ZipFile(whl) as src:
+        names = src.namelist()
+        if not any(n.endswith(keep) for n in names):
+            sys.exit(f"wheelhouse: {whl.name} has no {keep}; CUDA versions in it: "
+                     + ", ".join(sorted(re.findall(r"cuda(\d+)\.so", " ".join(names)))))
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
+            for n in names:
+                if drop(n):
+                    continue
+                data = src.read(n)
+                if n.endswith(".dist-info/RECORD"):  # the installer must not look for dropped files
+                    data = b"".join(l for l in data.splitlines(True) if not drop(l.split(b",")[0].decode()))
+                out.writestr(src.getinfo(n), data)
+    tmp.replace(whl)
+    print(f"wheelhouse: {whl.name} slimmed to {keep}")
+EOF
+fi
 du -sh "$dest"
