@@ -48,6 +48,12 @@ stage_perf_record() {  # the GPU tier's performance tests, recording this device
   timeout 420 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
     --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record.html --self-contained-html
 }
+stage_perf_rest() {  # budgets for the entries a killed perf_record did not reach (hybrid, fsdp)
+  mkdir -p reports/gpu
+  timeout 200 $py -m pytest -m gpu -k "performance and (hybrid or fsdp)" -p no:cacheprovider -q -rA --perf-steps 15 \
+    --perf-repeats 5 --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record-rest.html \
+    --self-contained-html
+}
 stage_gemini_fast() {
   timeout 300 $py -m vitcore.cli bench --profile fast --plugins gemini --no-reference "${MATRIX[@]}" \
     --out reports/h100 --resume

@@ -36,6 +36,18 @@ def test_five_percent_more_memory_fails(book):
     assert [x.metric for x in v] == ["peak_mem_allocated_gib"] and v[0].delta == pytest.approx(0.05)
 
 
+def test_steady_state_memory_is_compared_where_both_sides_have_it(tmp_path):
+    # The first steps' peak varies between runs (bench._timed); the steady-state one decides.
+    budgets.update(tmp_path, point(alloc=4.0, steady_mem_allocated_gib=3.5, steady_mem_reserved_gib=4.5))
+    book = budgets.lookup(budgets.load(tmp_path, point()), point())
+    assert budgets.compare(point(alloc=4.3, steady_mem_allocated_gib=3.5, steady_mem_reserved_gib=4.5), book) == []
+    (v,) = budgets.compare(point(alloc=4.0, steady_mem_allocated_gib=3.7, steady_mem_reserved_gib=4.5), book)
+    assert v.metric == "steady_mem_allocated_gib" and v.delta == pytest.approx(3.7 / 3.5 - 1)
+    # a point measured before steady-state peaks existed is compared on the overall peak
+    (v,) = budgets.compare(point(alloc=4.3), book)
+    assert v.metric == "peak_mem_allocated_gib"
+
+
 @pytest.mark.parametrize("ips,alloc", [(1000.0, 4.0), (960.0, 4.08), (1200.0, 3.0)])
 def test_noise_and_improvements_pass(book, ips, alloc):
     assert budgets.compare(point(ips=ips, alloc=alloc), ref(book)) == []

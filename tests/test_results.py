@@ -26,8 +26,8 @@ def test_calibration_lengthens_windows_of_fast_steps_only():
     def step(_):
         time.sleep(0.002)
 
-    windows, _, steps = _timed(step, None, Timing(warmup=1, steps=3, repeats=2, min_window_s=0.05), "cpu",
+    windows, _, steps, _ = _timed(step, None, Timing(warmup=1, steps=3, repeats=2, min_window_s=0.05), "cpu",
                                freeze_gc=False)
     assert steps >= 20 and all(w >= 0.04 for w in windows)  # 0.05 s of 2 ms steps
-    _, _, steps = _timed(step, None, Timing(warmup=1, steps=3, repeats=2), "cpu", freeze_gc=False)
+    _, _, steps, _ = _timed(step, None, Timing(warmup=1, steps=3, repeats=2), "cpu", freeze_gc=False)
     assert steps == 3  # no minimum: exactly --steps

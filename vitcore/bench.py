@@ -52,7 +52,13 @@ def _random_batch(preset, batch_size: int, seed: int, device: str) -> dict:
 
 
 def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
-    """Warm-up, then `repeats` windows of `steps` steps; returns (window seconds, last loss).
+    """Warm-up, then `repeats` windows of `steps` steps; returns (window seconds, last loss, steps,
+    warm-up peak memory (allocated, reserved) or None off CUDA).
+
+    Peak memory is read twice: over warm-up and calibration (first steps: DDP's bucket rebuild,
+    lazily created optimizer states) and over the timed windows alone (steady state). On an H100 the
+    first varied by one fp32 copy of the parameters between runs of the same code (torch_ddp bs32:
+    4.97 / 5.29 GiB), so budgets compare the steady-state peak.
 
     freeze_gc: the plugins' Python side allocates many short-lived objects, so CPython's automatic
     collections (full passes over the million objects torch, transformers and colossalai import)
@@ -72,6 +78,10 @@ def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
             step(batch)
         _sync(device)
         steps = _calibrated_steps(step, batch, timing, device)
+        warm_mem = None
+        if device == "cuda":
+            warm_mem = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved())
+            torch.cuda.reset_peak_memory_stats()
         windows = []
         for _ in range(timing.repeats):
             t0 = time.perf_counter()
@@ -85,7 +95,7 @@ def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
         if freeze_gc:
             gc.enable()
             gc.unfreeze()
-    return windows, loss, steps
+    return windows, loss, steps, warm_mem
 
 
 def _trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
@@ -146,8 +156,15 @@ def _calibrated_steps(step, batch, timing: Timing, device: str) -> int:
     return n
 
 
-def _stats(windows, images_per_step: float, timing: Timing, preset, device: str, mem=None, *, steps: int) -> dict:
+def _cuda_mem(warm_mem) -> list[float]:
+    """[peak allocated, peak reserved, steady allocated, steady reserved] in bytes (see _timed)."""
     import torch
+
+    steady = [torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()]
+    return [max(w, s) for w, s in zip(warm_mem or steady, steady, strict=True)] + steady
+
+
+def _stats(windows, images_per_step: float, timing: Timing, preset, device: str, mem=None, *, steps: int) -> dict:
 
     from vitcore import model as model_mod
     from vitcore.env import environment, peak_flops
@@ -155,8 +172,6 @@ def _stats(windows, images_per_step: float, timing: Timing, preset, device: str,
     step_times = [w / steps for w in windows]
     per_gpu = [images_per_step / t for t in step_times]
     med = statistics.median(per_gpu)
-    if mem is None and device == "cuda":
-        mem = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved())
     env = environment()
     flops = model_mod.train_flops_per_image(preset)
     peak = peak_flops(env["gpu_name"])
@@ -170,6 +185,8 @@ def _stats(windows, images_per_step: float, timing: Timing, preset, device: str,
         "min_window_s": timing.min_window_s,
         "peak_mem_allocated_gib": mem[0] / GIB if mem else None,
         "peak_mem_reserved_gib": mem[1] / GIB if mem else None,
+        "steady_mem_allocated_gib": mem[2] / GIB if mem else None,
+        "steady_mem_reserved_gib": mem[3] / GIB if mem else None,
         "train_flops_per_image": flops,
         "mfu": (med * flops / peak) if peak else None,
     } | env
@@ -187,15 +204,15 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
     def step(b):
         return train.train_step(s, b)
 
-    windows, loss, steps = _timed(step, batch, timing, s.device, freeze_gc=cfg.freeze_gc)
+    windows, loss, steps, warm_mem = _timed(step, batch, timing, s.device, freeze_gc=cfg.freeze_gc)
     traced = {}
     if timing.trace_dir:
         name = f"{cfg.plugin}-{cfg.precision}-{cfg.profile}-ws{cfg.world_size}-bs{cfg.batch_size}"
         traced = _trace(step, batch, s.device, _trace_path(timing, name + (f"-{cfg.variant}" if cfg.variant else "")))
     final_loss = train.global_mean(s, loss)
-    mem = torch.zeros(2, dtype=torch.float64, device=s.device)
+    mem = torch.zeros(4, dtype=torch.float64, device=s.device)
     if s.device == "cuda":
-        mem[0], mem[1] = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+        mem[:] = torch.tensor(_cuda_mem(warm_mem), dtype=torch.float64)
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
     point = train.describe(s) | _stats(windows, cfg.batch_size * cfg.dp_size / cfg.world_size, timing,
                                        cfg.preset, s.device, mem.tolist() if s.device == "cuda" else None,
@@ -288,7 +305,8 @@ def measure_reference(ref: Reference, timing: Timing) -> dict:
         return loss
 
     batch = _random_batch(preset, ref.batch_size, ref.seed, device)
-    windows, _, steps = _timed(step, batch, timing, device)
+    windows, _, steps, warm_mem = _timed(step, batch, timing, device)
+    mem = _cuda_mem(warm_mem) if device == "cuda" else None
     traced = _trace(step, batch, device, _trace_path(timing, f"{ref.plugin}-bs{ref.batch_size}")) if timing.trace_dir else {}
     point = {"plugin": ref.plugin, "family": "reference", "precision": ref.precision, "profile": ref.profile,
              "variant": ref.variant, "model": ref.model, "attention": "sdpa", "grad_checkpoint": False,
@@ -296,7 +314,7 @@ def measure_reference(ref: Reference, timing: Timing) -> dict:
              "mirrors": ref.mirrors, "world_size": dist.get_world_size() if dist.is_initialized() else 1,
              "batch_size": ref.batch_size, "device_kind": device,
              "dataset": "synthetic-tensors (random pixels on the device)", "weights": weights}
-    point |= _stats(windows, ref.batch_size, timing, preset, device, steps=steps) | traced
+    point |= _stats(windows, ref.batch_size, timing, preset, device, mem, steps=steps) | traced
     model = opt = fwd = batch = None
     _free()
     return point
@@ -354,7 +372,8 @@ def skeleton(cfg, **extra) -> dict:
             "precision": cfg.precision,
             "profile": cfg.profile, "model": cfg.model, "batch_size": cfg.batch_size,
             "world_size": cfg.world_size, "variant": cfg.variant, "images_per_s": None, "peak_mem_allocated_gib": None,
-            "peak_mem_reserved_gib": None, "mfu": None} | environment() | extra
+            "peak_mem_reserved_gib": None, "steady_mem_allocated_gib": None, "steady_mem_reserved_gib": None,
+            "mfu": None} | environment() | extra
 
 
 def plan(plugins: list[str], batch_sizes: list[int], precisions: list[str] | None, *, profile: str,

@@ -1,7 +1,8 @@
 """The merge gate: compare measured points with a baseline and fail on regressions.
 
 `--fail-on throughput:5%,memory:2%`: a point fails when its images/s fell more than 5% or its peak
-memory (allocated or reserved) grew more than 2% against the baseline point with the same key.
+memory (allocated or reserved; the steady-state peak where both runs measured it, see
+budgets.memory_metrics) grew more than 2% against the baseline point with the same key.
 Improvements are listed, never failed; points missing on either side are listed.
 """
 
