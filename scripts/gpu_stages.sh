@@ -48,9 +48,9 @@ stage_perf_record() {  # the GPU tier's performance tests, recording this device
   timeout 420 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
     --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record.html --self-contained-html
 }
-stage_perf_rest() {  # budgets for the entries a killed perf_record did not reach (hybrid, fsdp)
+stage_perf_rest() {  # budgets for the entries a killed perf_record did not reach
   mkdir -p reports/gpu
-  timeout 200 $py -m pytest -m gpu -k "performance and (hybrid or fsdp)" -p no:cacheprovider -q -rA --perf-steps 15 \
+  timeout 200 $py -m pytest -m gpu -k "performance and (hybrid or fsdp or gemini_offload)" -p no:cacheprovider -q -rA --perf-steps 15 \
     --perf-repeats 5 --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record-rest.html \
     --self-contained-html
 }

@@ -201,14 +201,16 @@ def cmd_bench(args) -> int:
         raise VitcoreError(f"--min-window {args.min_window} must be >= 0 seconds")
     timing = bench.Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window,
                           trace_dir=os.path.join(args.out, "traces") if args.trace else None)
+    from vitcore.results import point_key, read_points, write_json
+
+    before = {point_key(p) for p in read_points(os.path.join(args.out, "points.jsonl"))}
     points = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True)
-    from vitcore.results import write_json
 
     write_json(os.path.join(args.out, "skipped.json"), skipped)
     _print_points(points)
     print(f"[vitcore] {len(points)} points in {os.path.join(args.out, 'points.jsonl')}")
-    if args.update_budgets:
-        _update_budgets(args.update_budgets, points)
+    if args.update_budgets:  # only what this run measured: resumed points keep the budgets they had
+        _update_budgets(args.update_budgets, [p for p in points if point_key(p) not in before])
     history = _finetune(args, device, model) if args.finetune else None
     return _report_and_gate(args.out, points, skipped, history, args.compare, args.fail_on)
 
