@@ -54,6 +54,11 @@ stage_perf_rest() {  # budgets for the entries a killed perf_record did not reac
     --perf-repeats 5 --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record-rest.html \
     --self-contained-html
 }
+stage_perf_tail() {  # the performance tests a killed `perf` stage did not reach
+  mkdir -p reports/gpu
+  timeout 120 $py -m pytest -m gpu -k "performance and (hybrid or fsdp)" -p no:cacheprovider -q -rA --perf-steps 15 \
+    --perf-repeats 5 --results-out reports/gpu --html reports/gpu/pytest-performance-tail.html --self-contained-html
+}
 stage_gemini_fast() {
   timeout 300 $py -m vitcore.cli bench --profile fast --plugins gemini --no-reference "${MATRIX[@]}" \
     --out reports/h100 --resume
