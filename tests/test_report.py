@@ -208,3 +208,18 @@ def test_trace_writes_the_top_operators_per_point(tmp_path):
     assert "ms/step" in text and "Self CPU" in text and "aten::" in text
     (point,) = read_points(tmp_path / "points.jsonl")
     assert point["trace"] == str(trace) and point["gpu_busy"] is None  # no GPU kernels on a CPU
+
+
+def test_gpu_busy_counts_each_kernel_once():
+    # operator rows and user annotations repeat their kernels' time; only device events count
+    from types import SimpleNamespace as E
+
+    from torch.autograd import DeviceType
+
+    from vitcore.bench import kernel_seconds
+
+    avgs = [E(device_type=DeviceType.CPU, self_device_time_total=60_000, is_user_annotation=False),  # aten::mm
+            E(device_type=DeviceType.CUDA, self_device_time_total=100_000, is_user_annotation=True),  # DDP.forward
+            E(device_type=DeviceType.CUDA, self_device_time_total=60_000, is_user_annotation=False),  # its kernel
+            E(device_type=DeviceType.CUDA, self_device_time_total=40_000, is_user_annotation=False)]
+    assert kernel_seconds(avgs) == 0.1

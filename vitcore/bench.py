@@ -113,8 +113,7 @@ def _trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
     avgs = prof.key_averages()
     busy = None
     if device == "cuda":
-        kernel_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in avgs)
-        busy = kernel_us / 1e6 / wall
+        busy = kernel_seconds(avgs) / wall
     if path is not None:
         from vitcore.results import write_atomic
 
@@ -123,6 +122,16 @@ def _trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
                 + (f", GPU busy {busy:.1%}" if busy is not None else "") + "\n")
         write_atomic(path, head + avgs.table(sort_by=sort, row_limit=30))
     return {"gpu_busy": busy, "trace": str(path) if path else None}
+
+
+def kernel_seconds(avgs) -> float:
+    """GPU kernel time in profiler averages, counted as torch's own table total counts it: device
+    events only. Operator rows (aten::mm) and user annotations (DistributedDataParallel.forward)
+    also carry their kernels' time, so summing every row counted it two or three times."""
+    from torch.autograd import DeviceType
+
+    return sum(e.self_device_time_total for e in avgs
+               if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)) / 1e6
 
 
 def _trace_path(timing: Timing, point_name: str) -> Path | None:
