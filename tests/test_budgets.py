@@ -77,3 +77,13 @@ def test_budget_records_its_source(book):
     entry = ref(book)
     assert entry["source"]["git_sha"] == "abc" and entry["spread"] == 0.01
     assert entry["allowed_regression"] < 0.10 and entry["allowed_mem_growth"] < 0.05
+
+
+def test_entry_recorded_noisier_than_todays_limit_is_a_skip_not_a_verdict(book):
+    path = budgets.budget_path(book, point())
+    data = json.loads(path.read_text())
+    (entry,) = data["entries"].values()
+    entry["spread"] = budgets.MAX_BASELINE_SPREAD + 0.01
+    path.write_text(json.dumps(data))
+    with pytest.raises(budgets.NoBudget, match=r"recorded with spread 4\.5%, above the 3\.5%"):
+        ref(book)

@@ -18,7 +18,11 @@ from vitcore.results import write_json
 
 ALLOWED_REGRESSION = 0.07  # throughput may fall this much: 10% slower fails, run-to-run noise passes
 ALLOWED_MEM_GROWTH = 0.03  # peak memory may grow this much: 5% more fails
-MAX_BASELINE_SPREAD = 0.05  # (max - min) / median over repeats above this is not a baseline
+# (max - min) / median over repeats above this is not a baseline: window noise must sit well inside
+# the allowed regression. Measured on an H100: a low_level_zero entry recorded at 4.6% spread came
+# back 8% slower on the next run of the same code (noise, failing a 7% budget); entries at 0-3%
+# spread (torch_ddp fp32, torch_fsdp bf16) reproduced within 1%.
+MAX_BASELINE_SPREAD = ALLOWED_REGRESSION / 2
 SOURCE_FIELDS = ("date", "git_sha", "device", "driver", "torch", "cuda", "colossalai", "transformers",
                  "dataset", "weights", "repeats", "steps", "warmup")
 
@@ -62,10 +66,15 @@ def load(folder, env: dict) -> dict:
 
 def lookup(book: dict, point: dict) -> dict:
     try:
-        return book["entries"][entry_key(point)]
+        entry = book["entries"][entry_key(point)]
     except KeyError:
         raise NoBudget(f"no budget entry {entry_key(point)!r} for this device; "
                        "run with --update-budgets to record one") from None
+    if entry.get("spread", 0) > MAX_BASELINE_SPREAD:  # recorded under a looser rule
+        raise NoBudget(f"budget entry {entry_key(point)!r} was recorded with spread {entry['spread']:.1%}, "
+                       f"above the {MAX_BASELINE_SPREAD:.1%} a baseline may have; re-record it with "
+                       "--update-budgets on a quieter machine")
+    return entry
 
 
 def compare(point: dict, ref: dict, *, throughput_tol: float | None = None,
@@ -108,7 +117,7 @@ def make_entry(point: dict) -> dict:
         raise VitcoreError(f"{entry_key(point)}: ablation variant {point['variant']!r} is not a budget")
     if point["spread"] > MAX_BASELINE_SPREAD:
         raise VitcoreError(f"{entry_key(point)}: spread {point['spread']:.1%} over {point['repeats']} "
-                           f"repeats exceeds {MAX_BASELINE_SPREAD:.0%}; too noisy to be a baseline "
+                           f"repeats exceeds {MAX_BASELINE_SPREAD:.1%}; too noisy to be a baseline "
                            "(raise --repeats/steps or quiet the machine)")
     return {"images_per_s": point["images_per_s"], "spread": point["spread"],
             "peak_mem_allocated_gib": point["peak_mem_allocated_gib"],
