@@ -4,6 +4,9 @@
 #   bash scripts/device_run.sh bash scripts/gpu_stages.sh ablate correctness
 # Results land in the repository paths below (reports/..., fixtures/budgets) and are packed into
 # $OUT/results-<stages>.tgz with one log per stage: a device call returns at most 8 files.
+# pytest stages are stopped with SIGINT (then KILL 30 s later): pytest treats it as Ctrl-C and still
+# writes its pytest-html report of the tests that finished (a SIGTERM lost a whole run's report).
+# `perf` measures 9 entries one after another (~8 minutes): give it a device call of its own.
 set -uo pipefail
 out=${OUT:-out}; mkdir -p "$out"
 py=python3
@@ -17,17 +20,17 @@ stage_ablate() {  # each fast-profile option flipped, batch 128 (docs/performanc
 }
 stage_correctness() {  # parity and checkpoints: tiny preset, 4 tests at a time on the GPU (~5 min)
   mkdir -p reports/gpu
-  timeout 450 $py -m pytest -m gpu -k "parity or checkpoint" -n 4 -p no:cacheprovider -q -rA \
+  timeout -s INT -k 30 450 $py -m pytest -m gpu -k "parity or checkpoint" -n 4 -p no:cacheprovider -q -rA \
     --results-out reports/gpu --html reports/gpu/pytest-parity-checkpoint.html --self-contained-html
 }
 stage_convergence() {  # 10 epochs of the tiny preset per case (~4 min)
   mkdir -p reports/gpu
-  timeout 300 $py -m pytest -m gpu -k convergence -n 4 -p no:cacheprovider -q -rA \
+  timeout -s INT -k 30 300 $py -m pytest -m gpu -k convergence -n 4 -p no:cacheprovider -q -rA \
     --results-out reports/gpu --html reports/gpu/pytest-convergence.html --self-contained-html
 }
 stage_correctness_rest() {  # what the first pass did not reach, and the fp16 checkpoint with its loss scale
   mkdir -p reports/gpu
-  timeout 300 $py -m pytest -m gpu -n 3 -p no:cacheprovider -q -rA --results-out reports/gpu \
+  timeout -s INT -k 30 300 $py -m pytest -m gpu -n 3 -p no:cacheprovider -q -rA --results-out reports/gpu \
     -k "(test_convergence and (hybrid or fsdp)) or (test_checkpoint_roundtrip and torch_ddp_fp16)" \
     --html reports/gpu/pytest-correctness-rest.html --self-contained-html
 }
@@ -45,18 +48,18 @@ stage_fast_b() {
 }
 stage_perf_record() {  # the GPU tier's performance tests, recording this device's budgets
   mkdir -p reports/gpu
-  timeout 420 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
+  timeout -s INT -k 30 420 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
     --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record.html --self-contained-html
 }
 stage_perf_rest() {  # budgets for the entries a killed perf_record did not reach
   mkdir -p reports/gpu
-  timeout 200 $py -m pytest -m gpu -k "performance and (hybrid or fsdp or gemini_offload)" -p no:cacheprovider -q -rA --perf-steps 15 \
+  timeout -s INT -k 30 200 $py -m pytest -m gpu -k "performance and (hybrid or fsdp or gemini_offload)" -p no:cacheprovider -q -rA --perf-steps 15 \
     --perf-repeats 5 --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record-rest.html \
     --self-contained-html
 }
 stage_perf_tail() {  # the performance tests a killed `perf` stage did not reach
   mkdir -p reports/gpu
-  timeout 120 $py -m pytest -m gpu -k "performance and (hybrid or fsdp)" -p no:cacheprovider -q -rA --perf-steps 15 \
+  timeout -s INT -k 30 120 $py -m pytest -m gpu -k "performance and (hybrid or fsdp)" -p no:cacheprovider -q -rA --perf-steps 15 \
     --perf-repeats 5 --results-out reports/gpu --html reports/gpu/pytest-performance-tail.html --self-contained-html
 }
 stage_gemini_fast() {
@@ -67,14 +70,14 @@ stage_study_short() {  # the study profile, shorter windows (device time)
   timeout 330 $py -m vitcore.cli bench --profile study --plugins $STUDY --no-reference \
     --batch-sizes 8,32,64,128 --steps 10 --repeats 3 --warmup 3 --out reports/h100 --resume
 }
-stage_trace() {  # what limits each plugin: torch.profiler over 5 steps, gpu_busy per point
-  timeout 300 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini \
-    --batch-sizes 8,128 --steps 5 --repeats 2 --min-window 0 --out reports/h100-trace --resume
+stage_trace() {  # what limits each plugin: torch.profiler over 5 steps at bs128, gpu_busy per point (~4 min)
+  timeout 330 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini \
+    --no-reference --batch-sizes 128 --steps 5 --repeats 2 --min-window 0 --out reports/h100-trace --resume
 }
 stage_multigpu() {  # several-GPU kinds: parity and per-GPU budgets at every size up to the GPU count
   local n sizes
   n=$(nvidia-smi -L | wc -l); sizes=$(seq -s, 2 2 "$n" | sed 's/,6//'); mkdir -p "reports/multigpu-x$n"
-  timeout 540 $py -m pytest -m multigpu --world-sizes "$sizes" -p no:cacheprovider -q -rA --update-budgets \
+  timeout -s INT -k 30 540 $py -m pytest -m multigpu --world-sizes "$sizes" -p no:cacheprovider -q -rA --update-budgets \
     --results-out "reports/multigpu-x$n" --html "reports/multigpu-x$n/pytest-multigpu.html" --self-contained-html
 }
 stage_scaling() {  # the scaling study: per-GPU throughput and efficiency against one GPU
@@ -85,7 +88,7 @@ stage_scaling() {  # the scaling study: per-GPU throughput and efficiency agains
 }
 stage_perf() {  # the GPU tier's performance tests against the budgets just recorded
   mkdir -p reports/gpu
-  timeout 420 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
+  timeout -s INT -k 30 540 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
     --results-out reports/gpu --html reports/gpu/pytest-performance.html --self-contained-html
 }
 stage_demo() {  # a budget file edited to demand 20% more throughput must fail, naming the point
@@ -99,7 +102,7 @@ for f in pathlib.Path("fixtures/budgets").glob("*.json"):
     pathlib.Path("/tmp/edited", f.name).write_text(json.dumps(book, indent=1))
 EOF
   # one token each: a bare path argument would make pytest take /tmp/edited as its rootdir
-  timeout 120 $py -m pytest tests/test_gpu.py -m gpu -k performance --plugin=torch_ddp --budgets=/tmp/edited \
+  timeout -s INT -k 30 120 $py -m pytest tests/test_gpu.py -m gpu -k performance --plugin=torch_ddp --budgets=/tmp/edited \
     -p no:cacheprovider -q -rA --perf-steps 10 --perf-repeats 3 > reports/gpu/budget-edited-20pct.log 2>&1
   echo "edited-budget run exit code $? (1 = failed as it must)" | tee -a reports/gpu/budget-edited-20pct.log
   tail -n 25 reports/gpu/budget-edited-20pct.log
