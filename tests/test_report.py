@@ -223,3 +223,14 @@ def test_gpu_busy_counts_each_kernel_once():
             E(device_type=DeviceType.CUDA, self_device_time_total=60_000, is_user_annotation=False),  # its kernel
             E(device_type=DeviceType.CUDA, self_device_time_total=40_000, is_user_annotation=False)]
     assert kernel_seconds(avgs) == 0.1
+
+
+def test_update_budgets_records_only_what_this_run_measured(bench_dir, tmp_path):
+    out = tmp_path / "b"
+    shutil.copytree(bench_dir, out)
+    p = subprocess.run(ALL + ["--plugins", "torch_ddp", "--batch-sizes", "4,8", "--out", str(out), "--resume",
+                              "--update-budgets", str(tmp_path / "budgets")], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    verdicts = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.startswith("[vitcore] budget")]
+    # bs4 is new (recorded, or refused as too noisy on a busy CPU); bs8 and bs16 were resumed
+    assert verdicts and all("|bs4" in ln for ln in verdicts), verdicts
