@@ -46,29 +46,35 @@ stage_fast_b() {
   timeout 560 $py -m vitcore.cli bench --profile fast --plugins gemini,torch_fsdp --no-reference "${MATRIX[@]}" \
     --out reports/h100 --resume --update-budgets fixtures/budgets
 }
-stage_perf_record() {  # the GPU tier's performance tests, recording this device's budgets
+# The GPU tier's performance tests (one at a time: never -n): TIMEOUT HTML-NAME K-EXPRESSION [pytest args]
+perf_tests() {
+  local t=$1 html=$2 k=$3; shift 3
   mkdir -p reports/gpu
-  timeout -s INT -k 30 420 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
-    --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record.html --self-contained-html
+  timeout -s INT -k 30 "$t" $py -m pytest -m gpu -k "$k" -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
+    --results-out reports/gpu --html "reports/gpu/$html" --self-contained-html "$@"
+}
+stage_perf_record() {  # recording this device's budgets
+  perf_tests 420 pytest-performance-record.html performance --update-budgets
 }
 stage_perf_rest() {  # budgets for the entries a killed perf_record did not reach
-  mkdir -p reports/gpu
-  timeout -s INT -k 30 200 $py -m pytest -m gpu -k "performance and (hybrid or fsdp or gemini_offload)" -p no:cacheprovider -q -rA --perf-steps 15 \
-    --perf-repeats 5 --update-budgets --results-out reports/gpu --html reports/gpu/pytest-performance-record-rest.html \
-    --self-contained-html
+  perf_tests 200 pytest-performance-record-rest.html "performance and (hybrid or fsdp or gemini_offload)" --update-budgets
+}
+stage_perf() {  # against the budgets just recorded (~8 minutes: a device call of its own)
+  perf_tests 540 pytest-performance.html performance
 }
 stage_perf_tail() {  # the performance tests a killed `perf` stage did not reach
-  mkdir -p reports/gpu
-  timeout -s INT -k 30 120 $py -m pytest -m gpu -k "performance and (hybrid or fsdp)" -p no:cacheprovider -q -rA --perf-steps 15 \
-    --perf-repeats 5 --results-out reports/gpu --html reports/gpu/pytest-performance-tail.html --self-contained-html
+  perf_tests 120 pytest-performance-tail.html "performance and (hybrid or fsdp)"
 }
+# The study profile (shorter windows than the fast matrix: device time): TIMEOUT
+study_bench() {
+  timeout "$1" $py -m vitcore.cli bench --profile study --plugins $STUDY --no-reference \
+    --batch-sizes 8,32,64,128 --steps 10 --repeats 3 --warmup 3 --out reports/h100 --resume
+}
+stage_study_short() { study_bench 330; }
+stage_study() { study_bench 560; }  # with --resume: the points study_short did not reach
 stage_gemini_fast() {
   timeout 300 $py -m vitcore.cli bench --profile fast --plugins gemini --no-reference "${MATRIX[@]}" \
     --out reports/h100 --resume
-}
-stage_study_short() {  # the study profile, shorter windows (device time)
-  timeout 330 $py -m vitcore.cli bench --profile study --plugins $STUDY --no-reference \
-    --batch-sizes 8,32,64,128 --steps 10 --repeats 3 --warmup 3 --out reports/h100 --resume
 }
 stage_trace() {  # what limits each plugin: torch.profiler over 5 steps at bs128, gpu_busy per point (~4 min)
   timeout 330 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini \
@@ -86,11 +92,6 @@ stage_scaling() {  # the scaling study: per-GPU throughput and efficiency agains
     --plugins torch_ddp_fp16,low_level_zero_s1,gemini,hybrid_parallel,hybrid_parallel_tp2,torch_fsdp \
     --batch-sizes 32,128 --out "reports/multigpu-x$n" --resume --update-budgets fixtures/budgets
 }
-stage_perf() {  # the GPU tier's performance tests against the budgets just recorded
-  mkdir -p reports/gpu
-  timeout -s INT -k 30 540 $py -m pytest -m gpu -k performance -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
-    --results-out reports/gpu --html reports/gpu/pytest-performance.html --self-contained-html
-}
 stage_demo() {  # a budget file edited to demand 20% more throughput must fail, naming the point
   rm -rf /tmp/edited && mkdir -p /tmp/edited
   $py - <<'EOF'
@@ -106,10 +107,6 @@ EOF
     -p no:cacheprovider -q -rA --perf-steps 10 --perf-repeats 3 > reports/gpu/budget-edited-20pct.log 2>&1
   echo "edited-budget run exit code $? (1 = failed as it must)" | tee -a reports/gpu/budget-edited-20pct.log
   tail -n 25 reports/gpu/budget-edited-20pct.log
-}
-stage_study() {  # the points stage_study_short did not reach are measured with its timing
-  timeout 560 $py -m vitcore.cli bench --profile study --plugins $STUDY --no-reference \
-    --batch-sizes 8,32,64,128 --steps 10 --repeats 3 --warmup 3 --out reports/h100 --resume
 }
 
 export VITCORE_GIT_SHA=${VITCORE_GIT_SHA:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}

@@ -173,8 +173,7 @@ def _cuda_mem(warm_mem) -> list[float]:
     return [max(w, s) for w, s in zip(warm_mem or steady, steady, strict=True)] + steady
 
 
-def _stats(windows, images_per_step: float, timing: Timing, preset, device: str, mem=None, *, steps: int) -> dict:
-
+def _stats(windows, images_per_step: float, timing: Timing, preset, mem=None, *, steps: int) -> dict:
     from vitcore import model as model_mod
     from vitcore.env import environment, peak_flops
 
@@ -224,7 +223,7 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
         mem[:] = torch.tensor(_cuda_mem(warm_mem), dtype=torch.float64)
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
     point = train.describe(s) | _stats(windows, cfg.batch_size * cfg.dp_size / cfg.world_size, timing,
-                                       cfg.preset, s.device, mem.tolist() if s.device == "cuda" else None,
+                                       cfg.preset, mem.tolist() if s.device == "cuda" else None,
                                        steps=steps)
     point |= {"images_per_s_total": point["images_per_s"] * cfg.world_size, "final_loss": final_loss,
               "variant": cfg.variant, "base_precision": cfg.extra.get("base_precision", cfg.precision)} | traced
@@ -323,7 +322,7 @@ def measure_reference(ref: Reference, timing: Timing) -> dict:
              "mirrors": ref.mirrors, "world_size": dist.get_world_size() if dist.is_initialized() else 1,
              "batch_size": ref.batch_size, "device_kind": device,
              "dataset": "synthetic-tensors (random pixels on the device)", "weights": weights}
-    point |= _stats(windows, ref.batch_size, timing, preset, device, mem, steps=steps) | traced
+    point |= _stats(windows, ref.batch_size, timing, preset, mem, steps=steps) | traced
     model = opt = fwd = batch = None
     _free()
     return point
