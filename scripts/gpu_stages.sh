@@ -80,6 +80,10 @@ stage_trace() {  # what limits each plugin: torch.profiler over 5 steps at bs128
   timeout 330 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini \
     --no-reference --batch-sizes 128 --steps 5 --repeats 2 --min-window 0 --out reports/h100-trace --resume
 }
+stage_trace_check() {  # the kernel-only gpu_busy (bench.kernel_seconds) on one point, against reports/h100-trace
+  timeout 150 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16 --no-reference --batch-sizes 128 --steps 5 \
+    --repeats 2 --min-window 0 --out reports/h100-trace-check --resume
+}
 stage_multigpu() {  # several-GPU kinds: parity and per-GPU budgets at every size up to the GPU count
   local n sizes
   n=$(nvidia-smi -L | wc -l); sizes=$(seq -s, 2 2 "$n" | sed 's/,6//'); mkdir -p "reports/multigpu-x$n"
@@ -91,6 +95,16 @@ stage_scaling() {  # the scaling study: per-GPU throughput and efficiency agains
   timeout 560 $py -m vitcore.cli bench --nproc "$(seq -s, 1 1 "$n" | awk -F, '{for(i=1;i<=NF;i++) if($i==1||$i==2||$i==4||$i==8) printf "%s%s", (c++?",":""), $i}')" \
     --plugins torch_ddp_fp16,low_level_zero_s1,gemini,hybrid_parallel,hybrid_parallel_tp2,torch_fsdp \
     --batch-sizes 32,128 --out "reports/multigpu-x$n" --resume --update-budgets fixtures/budgets
+}
+stage_noise() {  # where host-bound points' noise comes from: fresh runs, unpinned and pinned to CPUs 2-5
+  local i v pin
+  for i in 1 2 3; do
+    for v in all pin4; do
+      pin=(); [ "$v" = pin4 ] && pin=($py scripts/pin.py 2,3,4,5)
+      timeout 150 "${pin[@]}" $py -m vitcore.cli bench --plugins torch_ddp_fp16,low_level_zero_s1 --no-reference \
+        --batch-sizes 32 --repeats 9 --out "reports/h100-noise/$v-$i"
+    done
+  done
 }
 stage_demo() {  # a budget file edited to demand 20% more throughput must fail, naming the point
   rm -rf /tmp/edited && mkdir -p /tmp/edited

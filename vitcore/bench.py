@@ -51,9 +51,36 @@ def _random_batch(preset, batch_size: int, seed: int, device: str) -> dict:
             "labels": torch.randint(0, 3, (batch_size,), generator=g).to(device)}
 
 
+def host_counters() -> tuple[float, float, int, int] | None:
+    """(stolen jiffies, all jiffies) summed over the machine's CPUs, this process's involuntary
+    context switches, and the CPU this thread is on; None off Linux.
+
+    Host-bound plugins (ZeRO and Gemini bookkeeping, kernel launches) time the CPU, not the GPU; on a
+    virtual machine a window can be slow because the hypervisor ran someone else on our vCPU
+    (steal) or another thread preempted ours. Recording both per window says which it was."""
+    import resource
+
+    try:
+        cpu = open("/proc/stat").readline().split()[1:]
+        on_cpu = int(open("/proc/thread-self/stat").read().rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return None
+    jiffies = [int(x) for x in cpu[:8]]  # user nice system idle iowait irq softirq steal
+    return float(jiffies[7]), float(sum(jiffies)), resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw, on_cpu
+
+
+def host_noise(before, after) -> dict:
+    """One window's host interference from two host_counters() readings."""
+    if before is None or after is None:
+        return {}
+    total = after[1] - before[1]
+    return {"steal": (after[0] - before[0]) / total if total > 0 else 0.0,
+            "preempted": after[2] - before[2], "migrated": before[3] != after[3]}
+
+
 def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
     """Warm-up, then `repeats` windows of `steps` steps; returns (window seconds, last loss, steps,
-    warm-up peak memory (allocated, reserved) or None off CUDA).
+    warm-up peak memory (allocated, reserved) or None off CUDA, host interference per window).
 
     Peak memory is read twice: over warm-up and calibration (first steps: DDP's bucket rebuild,
     lazily created optimizer states) and over the timed windows alone (steady state). On an H100 the
@@ -82,20 +109,22 @@ def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
         if device == "cuda":
             warm_mem = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved())
             torch.cuda.reset_peak_memory_stats()
-        windows = []
+        windows, noise = [], []
         for _ in range(timing.repeats):
+            c0 = host_counters()
             t0 = time.perf_counter()
             for _ in range(steps):
                 loss = step(batch)
             _sync(device)
             windows.append(time.perf_counter() - t0)
+            noise.append(host_noise(c0, host_counters()))
             if freeze_gc:
                 gc.collect(1)  # young generations only, outside the window
     finally:
         if freeze_gc:
             gc.enable()
             gc.unfreeze()
-    return windows, loss, steps, warm_mem
+    return windows, loss, steps, warm_mem, noise
 
 
 def _trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
@@ -173,7 +202,8 @@ def _cuda_mem(warm_mem) -> list[float]:
     return [max(w, s) for w, s in zip(warm_mem or steady, steady, strict=True)] + steady
 
 
-def _stats(windows, images_per_step: float, timing: Timing, preset, mem=None, *, steps: int) -> dict:
+def _stats(windows, images_per_step: float, timing: Timing, preset, mem=None, *, steps: int,
+           noise=()) -> dict:
     from vitcore import model as model_mod
     from vitcore.env import environment, peak_flops
 
@@ -197,6 +227,11 @@ def _stats(windows, images_per_step: float, timing: Timing, preset, mem=None, *,
         "steady_mem_reserved_gib": mem[3] / GIB if mem else None,
         "train_flops_per_image": flops,
         "mfu": (med * flops / peak) if peak else None,
+        # per window: fraction of the machine's CPU time stolen by the hypervisor, involuntary
+        # context switches of this process, whether the timing thread changed CPU
+        "host_steal_windows": [n.get("steal") for n in noise] or None,
+        "host_preempted_windows": [n.get("preempted") for n in noise] or None,
+        "host_migrations": sum(bool(n.get("migrated")) for n in noise) if noise else None,
     } | env
 
 
@@ -212,7 +247,7 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
     def step(b):
         return train.train_step(s, b)
 
-    windows, loss, steps, warm_mem = _timed(step, batch, timing, s.device, freeze_gc=cfg.freeze_gc)
+    windows, loss, steps, warm_mem, noise = _timed(step, batch, timing, s.device, freeze_gc=cfg.freeze_gc)
     traced = {}
     if timing.trace_dir:
         name = f"{cfg.plugin}-{cfg.precision}-{cfg.profile}-ws{cfg.world_size}-bs{cfg.batch_size}"
@@ -224,7 +259,7 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
     point = train.describe(s) | _stats(windows, cfg.batch_size * cfg.dp_size / cfg.world_size, timing,
                                        cfg.preset, mem.tolist() if s.device == "cuda" else None,
-                                       steps=steps)
+                                       steps=steps, noise=noise)
     point |= {"images_per_s_total": point["images_per_s"] * cfg.world_size, "final_loss": final_loss,
               "variant": cfg.variant, "base_precision": cfg.extra.get("base_precision", cfg.precision)} | traced
     s = batch = None  # release before _free() empties the CUDA cache
@@ -313,7 +348,7 @@ def measure_reference(ref: Reference, timing: Timing) -> dict:
         return loss
 
     batch = _random_batch(preset, ref.batch_size, ref.seed, device)
-    windows, _, steps, warm_mem = _timed(step, batch, timing, device)
+    windows, _, steps, warm_mem, noise = _timed(step, batch, timing, device)
     mem = _cuda_mem(warm_mem) if device == "cuda" else None
     traced = _trace(step, batch, device, _trace_path(timing, f"{ref.plugin}-bs{ref.batch_size}")) if timing.trace_dir else {}
     point = {"plugin": ref.plugin, "family": "reference", "precision": ref.precision, "profile": ref.profile,
@@ -322,7 +357,7 @@ def measure_reference(ref: Reference, timing: Timing) -> dict:
              "mirrors": ref.mirrors, "world_size": dist.get_world_size() if dist.is_initialized() else 1,
              "batch_size": ref.batch_size, "device_kind": device,
              "dataset": "synthetic-tensors (random pixels on the device)", "weights": weights}
-    point |= _stats(windows, ref.batch_size, timing, preset, mem, steps=steps) | traced
+    point |= _stats(windows, ref.batch_size, timing, preset, mem, steps=steps, noise=noise) | traced
     model = opt = fwd = batch = None
     _free()
     return point
