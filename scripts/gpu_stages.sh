@@ -106,6 +106,15 @@ stage_noise() {  # where host-bound points' noise comes from: fresh runs, unpinn
     done
   done
 }
+stage_noise_gc() {  # the same, each window's GC, CPU and clock recorded: automatic GC against freeze_gc=true
+  local i
+  for i in 1 2 3; do
+    timeout 150 $py -m vitcore.cli bench --plugins torch_ddp_fp16,low_level_zero_s1 --no-reference \
+      --batch-sizes 32 --repeats 9 --out "reports/h100-noise/gc-auto-$i"
+    timeout 150 $py -m vitcore.cli bench --plugins torch_ddp_fp16,low_level_zero_s1 --no-reference \
+      --batch-sizes 32 --repeats 9 --option freeze_gc=true --out "reports/h100-noise/gc-frozen-$i"
+  done
+}
 stage_demo() {  # a budget file edited to demand 20% more throughput must fail, naming the point
   rm -rf /tmp/edited && mkdir -p /tmp/edited
   $py - <<'EOF'

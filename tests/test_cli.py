@@ -68,3 +68,25 @@ def test_config_validation_property(batch, epochs, tp, world):
         return
     assert batch >= 1 and epochs >= 0 and 4 % tp == 0 and world % tp == 0
     assert cfg.dp_size * cfg.tp_size * cfg.pp_size == world
+
+
+@pytest.mark.parametrize("option,needle", [
+    ("speed=fast", "--option 'speed=fast': expected NAME=VALUE with NAME one of attention, grad_checkpoint"),
+    ("freeze_gc", "--option 'freeze_gc': expected NAME=VALUE"),
+    ("freeze_gc=maybe", "--option 'freeze_gc=maybe': freeze_gc takes true or false"),
+    ("attention=flash", "unknown attention 'flash'; valid: eager, sdpa"),
+])
+def test_bench_option_bad_values_are_one_line(option, needle, tmp_path):
+    line = _error_line(cli("bench", "--device", "cpu", "--plugins", "torch_ddp", "--no-reference",
+                           "--option", option, "--out", str(tmp_path)))
+    assert needle in line
+
+
+def test_bench_options_set_every_point_and_label_it():
+    from vitcore import bench
+
+    groups, _ = bench.plan(["torch_ddp"], [8, 16], None, profile="fast", model="vit-tiny", device="cpu",
+                           options={"freeze_gc": True, "attention": "eager"})
+    cfgs = [c for g in groups for c in g]
+    assert [c.batch_size for c in cfgs] == [8, 16]
+    assert all(c.freeze_gc and c.attention == "eager" and c.variant == "attention=eager,freeze_gc=True" for c in cfgs)

@@ -39,11 +39,18 @@ def test_each_window_records_host_interference():
     from vitcore.bench import Timing, _timed, host_noise
 
     # the hypervisor took 30 of 1,000 jiffies; 4 involuntary switches; the thread moved from CPU 2 to 5
-    assert host_noise((100.0, 10_000.0, 7, 2), (130.0, 11_000.0, 11, 5)) == {
-        "steal": 0.03, "preempted": 4, "migrated": True}
+    before = {"steal": 100, "jiffies": 10_000, "preempted": 7, "cpu": 2, "gc_s": 1.0, "thread_s": 3.0}
+    after = {"steal": 130, "jiffies": 11_000, "preempted": 11, "cpu": 5, "gc_s": 1.25, "thread_s": 3.5}
+    assert host_noise(before, after) == {"steal": 0.03, "preempted": 4, "migrated": True, "gc_s": 0.25, "thread_s": 0.5}
     assert host_noise(None, None) == {}  # not Linux: nothing claimed
-    _, _, _, _, noise = _timed(lambda _: sum(range(10_000)), None, Timing(warmup=1, steps=3, repeats=3), "cpu",
-                               freeze_gc=False)
+    def garbage(_):  # reference cycles: only the collector frees them
+        for _ in range(3000):
+            a = []
+            a.append(a)
+
+    windows, _, _, _, noise = _timed(garbage, None, Timing(warmup=1, steps=3, repeats=3), "cpu", freeze_gc=False)
     assert len(noise) == 3
     if sys.platform == "linux":
         assert all(0.0 <= n["steal"] <= 1.0 and n["preempted"] >= 0 for n in noise)
+        assert all(0 < n["thread_s"] <= w * 1.05 + 0.01 for n, w in zip(noise, windows, strict=True))
+        assert sum(n["gc_s"] for n in noise) > 0  # automatic collections ran inside the windows, and were timed

@@ -51,13 +51,25 @@ def _random_batch(preset, batch_size: int, seed: int, device: str) -> dict:
             "labels": torch.randint(0, 3, (batch_size,), generator=g).to(device)}
 
 
-def host_counters() -> tuple[float, float, int, int] | None:
-    """(stolen jiffies, all jiffies) summed over the machine's CPUs, this process's involuntary
-    context switches, and the CPU this thread is on; None off Linux.
+_GC_SECONDS = [0.0, 0.0]  # [collector time so far, start of the running collection]
 
-    Host-bound plugins (ZeRO and Gemini bookkeeping, kernel launches) time the CPU, not the GPU; on a
-    virtual machine a window can be slow because the hypervisor ran someone else on our vCPU
-    (steal) or another thread preempted ours. Recording both per window says which it was."""
+
+def _gc_clock(phase, _info):
+    now = time.perf_counter()
+    if phase == "start":
+        _GC_SECONDS[1] = now
+    else:
+        _GC_SECONDS[0] += now - _GC_SECONDS[1]
+
+
+def host_counters() -> dict | None:
+    """Cumulative host counters, read at a window's edges; None off Linux.
+
+    Host-bound plugins (ZeRO and Gemini bookkeeping, kernel launches) time the CPU, not the GPU, and
+    their windows spread 10-50% on an H100 host. Per window this says where the time went: the
+    hypervisor running someone else on the machine's vCPUs (steal), other threads preempting ours,
+    Python's garbage collector, the timing thread's own CPU time (wall minus it: waiting on the GPU
+    or a lock), and the GPU's SM clock at the window's end."""
     import resource
 
     try:
@@ -66,16 +78,27 @@ def host_counters() -> tuple[float, float, int, int] | None:
     except (OSError, IndexError, ValueError):
         return None
     jiffies = [int(x) for x in cpu[:8]]  # user nice system idle iowait irq softirq steal
-    return float(jiffies[7]), float(sum(jiffies)), resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw, on_cpu
+    return {"steal": jiffies[7], "jiffies": sum(jiffies), "preempted": resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw,
+            "cpu": on_cpu, "gc_s": _GC_SECONDS[0], "thread_s": time.thread_time()}
 
 
-def host_noise(before, after) -> dict:
+def _sm_clock_mhz() -> int | None:
+    import torch
+
+    try:
+        return torch.cuda.clock_rate() if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - NVML missing or refused: the clock is simply not recorded
+        return None
+
+
+def host_noise(before: dict | None, after: dict | None) -> dict:
     """One window's host interference from two host_counters() readings."""
     if before is None or after is None:
         return {}
-    total = after[1] - before[1]
-    return {"steal": (after[0] - before[0]) / total if total > 0 else 0.0,
-            "preempted": after[2] - before[2], "migrated": before[3] != after[3]}
+    total = after["jiffies"] - before["jiffies"]
+    return {"steal": (after["steal"] - before["steal"]) / total if total > 0 else 0.0,
+            "preempted": after["preempted"] - before["preempted"], "migrated": before["cpu"] != after["cpu"],
+            "gc_s": after["gc_s"] - before["gc_s"], "thread_s": after["thread_s"] - before["thread_s"]}
 
 
 def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
@@ -100,6 +123,7 @@ def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
         gc.collect()
         gc.freeze()
         gc.disable()
+    gc.callbacks.append(_gc_clock)
     try:
         for _ in range(timing.warmup):
             step(batch)
@@ -117,10 +141,11 @@ def _timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True):
                 loss = step(batch)
             _sync(device)
             windows.append(time.perf_counter() - t0)
-            noise.append(host_noise(c0, host_counters()))
+            noise.append(host_noise(c0, host_counters()) | {"sm_clock_mhz": _sm_clock_mhz()})
             if freeze_gc:
                 gc.collect(1)  # young generations only, outside the window
     finally:
+        gc.callbacks.remove(_gc_clock)
         if freeze_gc:
             gc.enable()
             gc.unfreeze()
@@ -227,10 +252,10 @@ def _stats(windows, images_per_step: float, timing: Timing, preset, mem=None, *,
         "steady_mem_reserved_gib": mem[3] / GIB if mem else None,
         "train_flops_per_image": flops,
         "mfu": (med * flops / peak) if peak else None,
-        # per window: fraction of the machine's CPU time stolen by the hypervisor, involuntary
-        # context switches of this process, whether the timing thread changed CPU
-        "host_steal_windows": [n.get("steal") for n in noise] or None,
-        "host_preempted_windows": [n.get("preempted") for n in noise] or None,
+        # per window (host_counters): share of the machine's CPU time stolen by the hypervisor,
+        # involuntary context switches, GC seconds, the timing thread's CPU seconds, SM clock
+        **{f"host_{k}_windows": [n.get(k) for n in noise] or None
+           for k in ("steal", "preempted", "gc_s", "thread_s", "sm_clock_mhz")},
         "host_migrations": sum(bool(n.get("migrated")) for n in noise) if noise else None,
     } | env
 
@@ -420,10 +445,14 @@ def skeleton(cfg, **extra) -> dict:
 
 
 def plan(plugins: list[str], batch_sizes: list[int], precisions: list[str] | None, *, profile: str,
-         model: str, world_size: int = 1, device: str, ablate: bool = False
+         model: str, world_size: int = 1, device: str, ablate: bool = False, options: dict | None = None
          ) -> tuple[list[list[RunConfig]], list[dict]]:
     """The matrix as groups of RunConfigs (one process group each), plus skipped points with their
-    reason. ablate: each group also holds the profile with one option flipped at a time."""
+    reason. ablate: each group also holds the profile with one option flipped at a time. options:
+    profile options set for every point (e.g. {"freeze_gc": True}); they label the points' variant,
+    so they never mix with, or become budgets of, the profile's own points."""
+    options = options or {}
+    label = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
     from vitcore import plugins as reg
 
     groups, skipped = [], []
@@ -432,7 +461,7 @@ def plan(plugins: list[str], batch_sizes: list[int], precisions: list[str] | Non
             try:
                 base = RunConfig(plugin=spec.name, precision=precision, profile=profile, model=model,
                                  world_size=max(world_size, spec.min_world_size), device=device,
-                                 dataset="embedded")
+                                 dataset="embedded", variant=label, **options)
             except VitcoreError as e:
                 skipped.append({"plugin": spec.name, "precision": precision, "reason": str(e)})
                 continue

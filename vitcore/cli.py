@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also measure the profile with each option flipped, one at a time "
                         "(attention, grad_checkpoint, compile, fused_optimizer, plugin_kernels, "
                         "freeze_gc, precision): the table in docs/performance.md")
+    b.add_argument("--option", dest="options", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a profile option for every point, e.g. freeze_gc=true or attention=eager "
+                        "(repeatable; the points are labelled with it, as ablation variants are)")
     b.add_argument("--update-budgets", metavar="FOLDER", default=None,
                    help="record each measured point as this device's budget in FOLDER "
                         "(refused for points whose spread is too large to be a baseline)")
@@ -163,6 +166,29 @@ def _cpu_capable() -> str:
                      if s.cpu_precisions)
 
 
+def _options(pairs: list[str]) -> dict:
+    """--option NAME=VALUE pairs as RunConfig fields (true/false for the on/off options)."""
+    from vitcore import VitcoreError
+    from vitcore.config import OPTIONS
+
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in OPTIONS:
+            raise VitcoreError(f"--option {pair!r}: expected NAME=VALUE with NAME one of {', '.join(OPTIONS)}")
+        if name == "attention":
+            from vitcore.model import ATTENTION
+
+            if value not in ATTENTION:
+                raise VitcoreError(f"--option {pair!r}: unknown attention {value!r}; valid: {', '.join(ATTENTION)}")
+        else:
+            if value.lower() not in ("true", "false"):
+                raise VitcoreError(f"--option {pair!r}: {name} takes true or false")
+            value = value.lower() == "true"
+        out[name] = value
+    return out
+
+
 def cmd_bench(args) -> int:
     from vitcore import VitcoreError, bench, launch
     from vitcore.config import PROFILES
@@ -184,7 +210,8 @@ def cmd_bench(args) -> int:
     for prof in profiles:
         for nproc in args.nproc:
             g, s = bench.plan(args.plugins, args.batch_sizes, args.precisions, profile=prof, model=model,
-                              world_size=nproc, device=device, ablate=args.ablate)
+                              world_size=nproc, device=device, ablate=args.ablate,
+                              options=_options(args.options))
             # an entry that needs more processes than asked runs at its minimum, once
             g = [grp for grp in g if (k := bench.group_key(grp)) not in seen and not seen.add(k)]
             groups, skipped = groups + g, skipped + [x for x in s if x not in skipped]
