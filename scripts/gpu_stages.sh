@@ -54,7 +54,7 @@ perf_tests() {
     --results-out reports/gpu --html "reports/gpu/$html" --self-contained-html "$@"
 }
 stage_perf_record() {  # recording this device's budgets
-  perf_tests 420 pytest-performance-record.html performance --update-budgets
+  perf_tests 540 pytest-performance-record.html performance --update-budgets
 }
 stage_perf_rest() {  # budgets for the entries a killed perf_record did not reach
   perf_tests 200 pytest-performance-record-rest.html "performance and (hybrid or fsdp or gemini_offload)" --update-budgets

@@ -63,9 +63,29 @@ def test_budget_demanding_20_percent_more_fails_naming_everything(book):
     assert "gemini bf16 bs=128: images/s 1000 vs budget 1200" in str(v)
 
 
-def test_noisy_measurement_is_refused_as_baseline(tmp_path):
-    with pytest.raises(VitcoreError, match="spread 9.0% .* too noisy"):
-        budgets.update(tmp_path, point(spread=0.09))
+def test_noisy_throughput_is_refused_as_baseline_but_its_memory_is_kept(tmp_path):
+    _, entry = budgets.update(tmp_path, point(spread=0.09))
+    assert entry["images_per_s"] is None and entry["observed_images_per_s"] == 1000.0
+    assert "spread 9.0% over 5 repeats exceeds 3.5%; too noisy" in entry["throughput_refused"]
+    book = ref(tmp_path)
+    with pytest.raises(budgets.NoBudget, match="no throughput baseline on this device: spread 9.0%"):
+        budgets.require_throughput(book, point())
+    # memory is still gated, throughput is not compared
+    assert budgets.compare(point(ips=500.0), book) == []
+    (v,) = budgets.compare(point(alloc=4.2), book)
+    assert v.metric == "peak_mem_allocated_gib"
+
+
+def test_failed_or_variant_points_are_not_budgets(tmp_path):
+    with pytest.raises(VitcoreError, match="status oom cannot be a budget"):
+        budgets.update(tmp_path, point(status="oom"))
+    with pytest.raises(VitcoreError, match="ablation variant 'compile=True' is not a budget"):
+        budgets.update(tmp_path, point(variant="compile=True"))
+
+
+@pytest.mark.parametrize("metrics,expected", [(("memory",), ["peak_mem_allocated_gib"]), (("throughput",), ["images/s"])])
+def test_compare_only_the_metric_asked(book, metrics, expected):
+    assert [v.metric for v in budgets.compare(point(ips=800.0, alloc=4.4), ref(book), metrics=metrics)] == expected
 
 
 def test_other_device_is_no_budget(book):
@@ -85,5 +105,5 @@ def test_entry_recorded_noisier_than_todays_limit_is_a_skip_not_a_verdict(book):
     (entry,) = data["entries"].values()
     entry["spread"] = budgets.MAX_BASELINE_SPREAD + 0.01
     path.write_text(json.dumps(data))
-    with pytest.raises(budgets.NoBudget, match=r"recorded with spread 4\.5%, above the 3\.5%"):
-        ref(book)
+    with pytest.raises(budgets.NoBudget, match=r"throughput recorded with spread 4\.5%, above the 3\.5%"):
+        budgets.require_throughput(ref(book), point())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import PARITY, PARITY_STEPS, check_parity, check_performance
+from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity
 from vitcore import launch, train
 from vitcore.checks import CONVERGENCE, compare, require, require_converged
 from vitcore.config import RunConfig
@@ -58,12 +58,21 @@ def test_convergence(spec, precision, gpu_results, request):
     print(f"{spec.name} {precision}: accuracy {acc:.3f} (threshold {CONVERGENCE[key][0]})")
 
 
-@pytest.mark.profile("fast")
-def test_performance(spec, precision, request, gpu_results):
-    """Throughput and peak memory of the fast profile (its precision per entry; `vitcore bench
-    --precisions` measures the others) at each --perf-batch-sizes, one process for all of them;
-    every batch size is checked and all violations are reported together."""
+def _perf_cfgs(spec, precision, request):
+    """The fast profile (its precision per entry; `vitcore bench --precisions` measures the others)
+    at each --perf-batch-sizes, measured in one process for both tests below."""
     sizes = [int(x) for x in request.config.getoption("--perf-batch-sizes").split(",")]
     model = request.config.getoption("--model") or "vit-base"
-    cfgs = [_cfg(spec, precision, profile="fast", model=model, batch_size=bs, weights="random") for bs in sizes]
-    check_performance(cfgs, request, gpu_results)
+    return [_cfg(spec, precision, profile="fast", model=model, batch_size=bs, weights="random") for bs in sizes]
+
+
+@pytest.mark.profile("fast")
+def test_performance_memory(spec, precision, request, gpu_results):
+    """Peak memory per GPU (allocated and reserved) at every batch size against the budget."""
+    check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, "memory")
+
+
+@pytest.mark.profile("fast")
+def test_performance_throughput(spec, precision, request, gpu_results):
+    """Images/s (median of timed windows) at every batch size against the budget."""
+    check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, "throughput")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import PARITY, PARITY_STEPS, check_parity, check_performance
+from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity
 from vitcore import launch, plugins, train
 from vitcore.config import PROFILES, RunConfig
 
@@ -40,7 +40,7 @@ def _cases(config, *, perf: bool):
 def pytest_generate_tests(metafunc):
     if "world_size" in metafunc.fixturenames:
         metafunc.parametrize(("entry", "precision", "world_size"),
-                             _cases(metafunc.config, perf=metafunc.function.__name__ == "test_scaling_performance"))
+                             _cases(metafunc.config, perf=metafunc.function.__name__.startswith("test_scaling_performance")))
 
 
 def _per_rank(entry, world_size: int) -> int:
@@ -62,10 +62,19 @@ def test_parity_with_single_gpu_torch_ddp(entry, precision, world_size, parity_d
                  world_size=world_size)
 
 
-def test_scaling_performance(entry, precision, world_size, request, gpu_results):
-    """Per-GPU throughput and memory at --perf-batch-sizes per dp rank, against the budget."""
+def _scaling_cfgs(entry, precision, world_size, request):
+    """--perf-batch-sizes per dp rank, measured in one process group for both tests below."""
     sizes = [int(x) for x in request.config.getoption("--perf-batch-sizes").split(",")]
     model = request.config.getoption("--model") or "vit-base"
-    cfgs = [RunConfig(plugin=entry.name, precision=precision, profile="fast", model=model, batch_size=bs,
+    return [RunConfig(plugin=entry.name, precision=precision, profile="fast", model=model, batch_size=bs,
                       weights="random", device="cuda", world_size=world_size) for bs in sizes]
-    check_performance(cfgs, request, gpu_results)
+
+
+def test_scaling_performance_memory(entry, precision, world_size, request, gpu_results):
+    """Peak memory per GPU against the budget of this device identity (GPU count included)."""
+    check_budgets(_scaling_cfgs(entry, precision, world_size, request), request, gpu_results, "memory")
+
+
+def test_scaling_performance_throughput(entry, precision, world_size, request, gpu_results):
+    """Per-GPU images/s against the budget of this device identity."""
+    check_budgets(_scaling_cfgs(entry, precision, world_size, request), request, gpu_results, "throughput")

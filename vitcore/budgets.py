@@ -1,9 +1,12 @@
 """Performance budgets: one JSON file per device identity, compared with stated tolerances.
 
 A budget entry is a measured median (with its spread and where it came from), never a number
-typed in. Only `--update-budgets` writes entries, and it refuses a measurement too noisy to be a
-baseline. A missing budget or another device is a skip with the reason. Every violation of a
-session is collected here and reported together at the end (conftest's terminal summary).
+typed in. Only `--update-budgets` writes entries. Peak memory is deterministic (the steady-state
+peak reproduced to the byte between runs on an H100), so every measured point gets a memory budget;
+throughput gets one only where its windows are steady enough to be a baseline, and a refused one is
+stored as the reason, which the throughput check reports as its skip. A missing budget or another
+device is a skip with the reason. Every violation of a session is collected here and reported
+together at the end (conftest's terminal summary).
 """
 
 from __future__ import annotations
@@ -66,20 +69,27 @@ def load(folder, env: dict) -> dict:
 
 def lookup(book: dict, point: dict) -> dict:
     try:
-        entry = book["entries"][entry_key(point)]
+        return book["entries"][entry_key(point)]
     except KeyError:
         raise NoBudget(f"no budget entry {entry_key(point)!r} for this device; "
                        "run with --update-budgets to record one") from None
+
+
+def require_throughput(entry: dict, point: dict) -> None:
+    """NoBudget unless `entry` holds a throughput baseline (its memory budget stands either way)."""
+    if entry.get("images_per_s") is None:
+        raise NoBudget(f"{entry_key(point)}: no throughput baseline on this device: "
+                       f"{entry.get('throughput_refused', 'not recorded')}")
     if entry.get("spread", 0) > MAX_BASELINE_SPREAD:  # recorded under a looser rule
-        raise NoBudget(f"budget entry {entry_key(point)!r} was recorded with spread {entry['spread']:.1%}, "
+        raise NoBudget(f"{entry_key(point)}: throughput recorded with spread {entry['spread']:.1%}, "
                        f"above the {MAX_BASELINE_SPREAD:.1%} a baseline may have; re-record it with "
                        "--update-budgets on a quieter machine")
-    return entry
 
 
 def compare(point: dict, ref: dict, *, throughput_tol: float | None = None,
-            memory_tol: float | None = None) -> list[Violation]:
-    """Throughput below ref * (1 - tol) or memory above ref * (1 + tol) is a violation.
+            memory_tol: float | None = None, metrics=("throughput", "memory")) -> list[Violation]:
+    """Throughput below ref * (1 - tol) or memory above ref * (1 + tol) is a violation; `metrics`
+    says which of the two to compare (throughput only where ref has it).
 
     Tolerances default to the entry's own (`allowed_regression`, `allowed_mem_growth`).
     Improvements never fail.
@@ -89,12 +99,13 @@ def compare(point: dict, ref: dict, *, throughput_tol: float | None = None,
     m_tol = ref.get("allowed_mem_growth", ALLOWED_MEM_GROWTH) if memory_tol is None else memory_tol
     if point.get("status") != "ok":
         return [Violation(point["plugin"], point["precision"], point["batch_size"],
-                          f"status {point.get('status')}", float("nan"), ref["images_per_s"], float("nan"))]
-    got, want = point["images_per_s"], ref["images_per_s"]
-    if got < want * (1 - t_tol):
+                          f"status {point.get('status')}", float("nan"), ref.get("images_per_s") or float("nan"),
+                          float("nan"))]
+    got, want = point["images_per_s"], ref.get("images_per_s")
+    if "throughput" in metrics and want and got < want * (1 - t_tol):
         out.append(Violation(point["plugin"], point["precision"], point["batch_size"], "images/s",
                              got, want, got / want - 1))
-    for metric in memory_metrics(point, ref):
+    for metric in memory_metrics(point, ref) if "memory" in metrics else ():
         got, want = point.get(metric), ref.get(metric)
         if got is not None and want and got > want * (1 + m_tol):
             out.append(Violation(point["plugin"], point["precision"], point["batch_size"], metric,
@@ -115,11 +126,13 @@ def make_entry(point: dict) -> dict:
         raise VitcoreError(f"{entry_key(point)}: status {point.get('status')} cannot be a budget")
     if point.get("variant"):
         raise VitcoreError(f"{entry_key(point)}: ablation variant {point['variant']!r} is not a budget")
+    entry = {"images_per_s": point["images_per_s"], "spread": point["spread"]}
     if point["spread"] > MAX_BASELINE_SPREAD:
-        raise VitcoreError(f"{entry_key(point)}: spread {point['spread']:.1%} over {point['repeats']} "
-                           f"repeats exceeds {MAX_BASELINE_SPREAD:.1%}; too noisy to be a baseline "
-                           "(raise --repeats/steps or quiet the machine)")
-    return {"images_per_s": point["images_per_s"], "spread": point["spread"],
+        entry = {"images_per_s": None, "spread": point["spread"], "observed_images_per_s": point["images_per_s"],
+                 "throughput_refused": f"spread {point['spread']:.1%} over {point['repeats']} repeats exceeds "
+                                       f"{MAX_BASELINE_SPREAD:.1%}; too noisy to be a baseline (raise "
+                                       "--repeats/steps or quiet the machine)"}
+    return entry | {
             "peak_mem_allocated_gib": point["peak_mem_allocated_gib"],
             "peak_mem_reserved_gib": point["peak_mem_reserved_gib"],
             "steady_mem_allocated_gib": point.get("steady_mem_allocated_gib"),
@@ -128,16 +141,17 @@ def make_entry(point: dict) -> dict:
             "source": {k: point.get(k) for k in SOURCE_FIELDS}}
 
 
-def update(folder, point: dict) -> Path:
-    """Record `point` as the budget of its entry on this device (read-modify-write, atomic)."""
+def update(folder, point: dict) -> tuple[Path, dict]:
+    """Record `point` as the budget of its entry on this device (read-modify-write, atomic);
+    returns the file and the entry (its `throughput_refused` says why throughput has none)."""
     path = budget_path(folder, point)
     book = json.loads(path.read_text()) if path.exists() else {
         "identity": device_identity(point),
         "device": {k: point.get(k) for k in ("gpu_name", "gpu_count", "torch", "cuda")},
         "entries": {}}
-    book["entries"][entry_key(point)] = make_entry(point)
+    book["entries"][entry_key(point)] = entry = make_entry(point)
     write_json(path, book)
-    return path
+    return path, entry
 
 
 # --- the session's collected verdicts --------------------------------------------------------------
@@ -145,14 +159,14 @@ _VIOLATIONS: list[Violation] = []
 _CHECKED: list[str] = []
 
 
-def record(point: dict, violations: list[Violation]) -> None:
-    _CHECKED.append(entry_key(point))
+def record(point: dict, violations: list[Violation], metric: str) -> None:
+    _CHECKED.append(f"{entry_key(point)} {metric}")
     _VIOLATIONS.extend(violations)
 
 
 def session_report() -> list[str]:
     if not _CHECKED:
         return []
-    lines = [f"{len(_CHECKED)} points checked against budgets, {len(_VIOLATIONS)} violations"]
+    lines = [f"{len(_CHECKED)} checks of points against budgets (throughput or memory), {len(_VIOLATIONS)} violations"]
     lines += [f"VIOLATION {v}" for v in _VIOLATIONS]
     return lines

@@ -309,8 +309,9 @@ def _update_budgets(folder, points) -> None:
 
     for p in points:
         try:
-            path = budgets.update(folder, p)
-            print(f"[vitcore] budget {budgets.entry_key(p)} -> {path}")
+            path, entry = budgets.update(folder, p)
+            note = f" (memory only; throughput refused: {entry['throughput_refused']})" if entry["images_per_s"] is None else ""
+            print(f"[vitcore] budget {budgets.entry_key(p)} -> {path}{note}")
         except VitcoreError as e:
             print(f"[vitcore] budget refused: {e}", file=sys.stderr)
 
