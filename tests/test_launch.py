@@ -28,3 +28,29 @@ def test_hanging_workers_time_out():
     with pytest.raises(WorkerError, match=r"timed out after 20s waiting for ranks \[0, 1\]"):
         launch.run(workers.hangs, world_size=2, device="cpu", timeout_s=20)
     assert time.monotonic() - t0 < 60
+
+
+def test_a_rendezvous_port_taken_meanwhile_is_retried_on_a_new_one(monkeypatch):
+    import socket
+
+    # another process took the port between free_port() and rank 0's store: hold one and hand it out first
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = [taken.getsockname()[1]]
+    real = launch.free_port
+    monkeypatch.setattr(launch, "free_port", lambda: ports.pop() if ports else real())
+    try:
+        assert launch.run(workers.rank_and_world, world_size=2, device="cpu", timeout_s=120) == [(0, 2), (1, 2)]
+        assert not ports  # the taken port was tried first
+    finally:
+        taken.close()
+
+
+def test_a_failure_other_than_the_port_is_not_retried(monkeypatch):
+    calls = []
+    real = launch.free_port
+    monkeypatch.setattr(launch, "free_port", lambda: calls.append(1) or real())
+    with pytest.raises(WorkerError, match="boom in rank 1"):
+        launch.run(workers.rank1_raises, world_size=2, device="cpu", timeout_s=120)
+    assert len(calls) == 1
