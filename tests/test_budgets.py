@@ -107,3 +107,16 @@ def test_entry_recorded_noisier_than_todays_limit_is_a_skip_not_a_verdict(book):
     path.write_text(json.dumps(data))
     with pytest.raises(budgets.NoBudget, match=r"throughput recorded with spread 4\.5%, above the 3\.5%"):
         budgets.require_throughput(ref(book), point())
+
+
+def test_budget_table_gives_each_point_the_tests_verdicts(tmp_path):
+    from vitcore import report
+
+    budgets.update(tmp_path, point(batch_size=32))
+    budgets.update(tmp_path, point(spread=0.2))  # bs128: memory budget only
+    rows = [point(batch_size=32, ips=850.0, test="performance"), point(alloc=4.5, test="performance"),
+            point(batch_size=8, test="performance")]
+    table = report.budget_table(rows, tmp_path).splitlines()[2:]
+    assert "| gemini | bf16 | 8 |" in table[0] and "skip: no budget entry" in table[0]
+    assert "| 1000 | FAIL -15.0% |" in table[1] and table[1].endswith("| pass |")
+    assert "skip (no baseline: spread 20% when recorded)" in table[2] and "FAIL peak_mem_allocated_gib +12.5%" in table[2]

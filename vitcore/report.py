@@ -264,6 +264,37 @@ def correctness_table(points: list[dict]) -> str:
     return "\n".join(_md_table(head, rows))
 
 
+def budget_table(points: list[dict], folder) -> str:
+    """The performance tests' verdicts, recomputed from their result rows and a budget folder by
+    the tests' own rules (budgets.lookup / require_throughput / compare): one row per point."""
+    from vitcore import budgets
+
+    head = ["plugin", "precision", "bs", "img/s (spread)", "budget img/s", "throughput", "steady peak alloc / reserved GiB",
+            "budget GiB", "memory"]
+    rows = []
+    for p in sorted((p for p in points if p.get("test") == "performance"), key=lambda p: (p["plugin"], p["batch_size"])):
+        try:
+            entry = budgets.lookup(budgets.load(folder, p), p)
+        except budgets.NoBudget as e:
+            rows.append([p["plugin"], p["precision"], p["batch_size"], "", "-", f"skip: {e}", "", "-", "skip"])
+            continue
+        mem = budgets.compare(p, entry, metrics=("memory",))
+        try:
+            budgets.require_throughput(entry, p)
+            tput = budgets.compare(p, entry, metrics=("throughput",))
+            t_verdict = f"FAIL {tput[0].delta:+.1%}" if tput else "pass"
+            t_budget = _fmt(entry["images_per_s"], ".0f")
+        except budgets.NoBudget:
+            t_verdict, t_budget = f"skip (no baseline: spread {entry['spread']:.0%} when recorded)", "-"
+        kind = budgets.memory_metrics(p, entry)
+        rows.append([p["plugin"], p["precision"], p["batch_size"],
+                     f"{_fmt(p.get('images_per_s'), '.0f')} ({_fmt(p.get('spread'), '.0%')})", t_budget, t_verdict,
+                     f"{_fmt(p.get(kind[0]), '.2f')} / {_fmt(p.get(kind[1]), '.2f')}",
+                     f"{_fmt(entry.get(kind[0]), '.2f')} / {_fmt(entry.get(kind[1]), '.2f')}",
+                     "; ".join(f"FAIL {v.metric} {v.delta:+.1%}" for v in mem) or "pass"])
+    return "\n".join(_md_table(head, rows))
+
+
 def scaling_rows(points: list[dict]) -> list[dict]:
     """Per-GPU throughput and memory against world size, with scaling efficiency against the same
     family, precision, profile, model and batch size on one GPU (when that was measured)."""
