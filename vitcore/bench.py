@@ -69,12 +69,14 @@ def host_counters() -> dict | None:
     their windows spread 10-50% on an H100 host. Per window this says where the time went: the
     hypervisor running someone else on the machine's vCPUs (steal), other threads preempting ours,
     Python's garbage collector, the timing thread's own CPU time (wall minus it: waiting on the GPU
-    or a lock), and the GPU's SM clock at the window's end."""
+    or a lock), and the GPU's SM clock at the window's end. On the lent H100 none of the first four
+    explained the spread and the clock held; the slow windows' own CPU seconds grew with them
+    (README, "Performance tests against the budgets")."""
     import resource
 
     try:
-        cpu = open("/proc/stat").readline().split()[1:]
-        on_cpu = int(open("/proc/thread-self/stat").read().rsplit(")", 1)[1].split()[36])
+        cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        on_cpu = int(Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[1].split()[36])
     except (OSError, IndexError, ValueError):
         return None
     jiffies = [int(x) for x in cpu[:8]]  # user nice system idle iowait irq softirq steal

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable; the points are labelled with it, as ablation variants are)")
     b.add_argument("--update-budgets", metavar="FOLDER", default=None,
                    help="record each measured point as this device's budget in FOLDER "
-                        "(refused for points whose spread is too large to be a baseline)")
+                        "(memory always; throughput only where the spread is small enough to be a baseline)")
     r = sub.add_parser("report", help="rebuild the HTML/JSON/CSV report from saved results")
     r.add_argument("results", nargs="+", help="points.jsonl / points.json / gpu-results.json files")
     r.add_argument("--out", required=True)
