@@ -41,9 +41,10 @@ def check_parity(label: str, reference: dict, got: dict, precision: str, gpu_res
 _MEASURED: dict = {}  # the memory and throughput tests of one plugin share one measurement
 
 
-def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
+def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str], list[str]]:
     """Measure `cfgs` in one process group, once per session; with --update-budgets, record each
-    point as this device's budget. Returns the points and the recording's notes."""
+    point as this device's budget. Returns the points, the budgets that could not be recorded and
+    the throughput baselines refused (memory recorded alone), each with its reason."""
     key = tuple((c.plugin, c.precision, c.world_size, c.batch_size, c.model) for c in cfgs)
     if key in _MEASURED:
         return _MEASURED[key]
@@ -53,7 +54,7 @@ def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str
                     min_window_s=request.config.getoption("--perf-min-window"))
     points = launch.spawn(measure_group, (cfgs, timing, None), world_size=c0.world_size, device="cuda",
                           timeout_s=900)[0]
-    notes = []
+    failed, refused = [], []
     for point in points:
         gpu_results.add("performance", point)
         print(f"{c0.plugin} {c0.precision} ws={c0.world_size} bs={point['batch_size']}: "
@@ -64,36 +65,31 @@ def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str
             try:
                 _, entry = budgets.update(request.config.getoption("--budgets"), point)
                 if entry["images_per_s"] is None:
-                    notes.append(f"{budgets.entry_key(point)}: throughput not recorded: {entry['throughput_refused']}")
+                    refused.append(f"{budgets.entry_key(point)}: throughput not recorded: {entry['throughput_refused']}")
             except VitcoreError as e:
-                notes.append(f"budget not recorded: {e}")
-    _MEASURED[key] = points, notes
-    return points, notes
+                failed.append(f"budget not recorded: {e}")
+    _MEASURED[key] = points, failed, refused
+    return _MEASURED[key]
 
 
 def check_budgets(cfgs, request, gpu_results, metric: str) -> None:
     """Compare every point's `metric` ("memory" or "throughput") with this device's budget; all
     violations of the test are reported together. A point without a budget for `metric` is a skip
     with the reason, never a pass. With --update-budgets: record, and report what was refused."""
-    points, notes = performance_points(cfgs, request, gpu_results)
+    points, failed, refused = performance_points(cfgs, request, gpu_results)
     if request.config.getoption("--update-budgets"):
-        failed = [n for n in notes if n.startswith("budget not recorded")]
         assert not failed, "; ".join(failed)
-        refused = [n for n in notes if metric == "throughput" and "throughput not recorded" in n]
-        if refused:
+        if metric == "throughput" and refused:
             pytest.skip("; ".join(refused))
         return
     folder = request.config.getoption("--budgets")
     problems, missing = [], []
     for point in points:
         try:
-            entry = budgets.lookup(budgets.load(folder, point), point)
-            if metric == "throughput":
-                budgets.require_throughput(entry, point)
+            _, violations = budgets.check(folder, point, metric)
         except budgets.NoBudget as e:
             missing.append(str(e))
             continue
-        violations = budgets.compare(point, entry, metrics=(metric,))
         budgets.record(point, violations, metric)
         problems += map(str, violations)
     assert not problems, "; ".join(problems)

@@ -86,6 +86,15 @@ def require_throughput(entry: dict, point: dict) -> None:
                        "--update-budgets on a quieter machine")
 
 
+def check(folder, point: dict, metric: str) -> tuple[dict, list[Violation]]:
+    """The budget entry of `point` on its device and the violations of `metric` ("memory" or
+    "throughput"); NoBudget where there is no budget for that metric (the reason says why)."""
+    entry = lookup(load(folder, point), point)
+    if metric == "throughput":
+        require_throughput(entry, point)
+    return entry, compare(point, entry, metrics=(metric,))
+
+
 def compare(point: dict, ref: dict, *, throughput_tol: float | None = None,
             memory_tol: float | None = None, metrics=("throughput", "memory")) -> list[Violation]:
     """Throughput below ref * (1 - tol) or memory above ref * (1 + tol) is a violation; `metrics`

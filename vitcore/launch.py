@@ -90,13 +90,7 @@ def run(fn: Callable[..., Any], *args, world_size: int = 1, device: str = "auto"
         finally:
             destroy_process_group()
     if world_size == 1:
-        for attempt in range(PORT_ATTEMPTS):
-            try:
-                init_process_group(0, 1, free_port(), device)
-                break
-            except Exception as e:  # noqa: BLE001 - only a lost port race is retried
-                if not _port_taken(e) or attempt == PORT_ATTEMPTS - 1:
-                    raise
+        _on_free_port(lambda port: init_process_group(0, 1, port, device))
         try:
             return [fn(*args)]
         finally:
@@ -123,24 +117,25 @@ def _worker(rank, world_size, port, device, fn, args, results):
 PORT_ATTEMPTS = 3
 
 
-def _port_taken(e: BaseException) -> bool:
-    """free_port() releases the port it found before rank 0's store binds it, so another run
-    starting at the same moment (pytest -n 4 on one GPU host) can take it first: EADDRINUSE."""
-    return "EADDRINUSE" in str(e) or "address already in use" in str(e).lower()
+def _on_free_port(start: Callable[[int], Any]) -> Any:
+    """start(port) on a free port. free_port() releases the port it found before rank 0's store
+    binds it, so another run starting at the same moment (pytest -n 4 on one GPU host) can take it
+    first: such a start fails (EADDRINUSE) before any work ran, and is retried on a new port."""
+    for _ in range(PORT_ATTEMPTS - 1):
+        try:
+            return start(free_port())
+        except Exception as e:
+            if "EADDRINUSE" not in str(e) and "address already in use" not in str(e).lower():
+                raise
+    return start(free_port())  # the last attempt's failure, whatever it is, is the caller's
 
 
 def spawn(fn, args, *, world_size: int, device: str, timeout_s: float) -> list[Any]:
     """fn(*args) in `world_size` fresh processes. A run whose rendezvous port was taken by another
     process in the meantime fails before fn starts, so it is retried on a new port (seen on an H100:
     one of 17 convergence tests run 4 at a time lost the race)."""
-    for attempt in range(PORT_ATTEMPTS):
-        try:
-            return _spawn_once(fn, args, world_size=world_size, device=device, timeout_s=timeout_s,
-                               port=free_port())
-        except WorkerError as e:
-            if not _port_taken(e) or attempt == PORT_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+    return _on_free_port(lambda port: _spawn_once(fn, args, world_size=world_size, device=device,
+                                                  timeout_s=timeout_s, port=port))
 
 
 def _spawn_once(fn, args, *, world_size: int, device: str, timeout_s: float, port: int) -> list[Any]:

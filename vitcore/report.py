@@ -266,7 +266,7 @@ def correctness_table(points: list[dict]) -> str:
 
 def budget_table(points: list[dict], folder) -> str:
     """The performance tests' verdicts, recomputed from their result rows and a budget folder by
-    the tests' own rules (budgets.lookup / require_throughput / compare): one row per point."""
+    the tests' own rule (budgets.check): one row per point."""
     from vitcore import budgets
 
     head = ["plugin", "precision", "bs", "img/s (spread)", "budget img/s", "throughput", "steady peak alloc / reserved GiB",
@@ -274,14 +274,12 @@ def budget_table(points: list[dict], folder) -> str:
     rows = []
     for p in sorted((p for p in points if p.get("test") == "performance"), key=lambda p: (p["plugin"], p["batch_size"])):
         try:
-            entry = budgets.lookup(budgets.load(folder, p), p)
+            entry, mem = budgets.check(folder, p, "memory")
         except budgets.NoBudget as e:
             rows.append([p["plugin"], p["precision"], p["batch_size"], "", "-", f"skip: {e}", "", "-", "skip"])
             continue
-        mem = budgets.compare(p, entry, metrics=("memory",))
         try:
-            budgets.require_throughput(entry, p)
-            tput = budgets.compare(p, entry, metrics=("throughput",))
+            _, tput = budgets.check(folder, p, "throughput")
             t_verdict = f"FAIL {tput[0].delta:+.1%}" if tput else "pass"
             t_budget = _fmt(entry["images_per_s"], ".0f")
         except budgets.NoBudget:
