@@ -83,9 +83,9 @@ def test_failed_or_variant_points_are_not_budgets(tmp_path):
         budgets.update(tmp_path, point(variant="compile=True"))
 
 
-@pytest.mark.parametrize("metrics,expected", [(("memory",), ["peak_mem_allocated_gib"]), (("throughput",), ["images/s"])])
-def test_compare_only_the_metric_asked(book, metrics, expected):
-    assert [v.metric for v in budgets.compare(point(ips=800.0, alloc=4.4), ref(book), metrics=metrics)] == expected
+@pytest.mark.parametrize("groups,expected", [(("memory",), ["peak_mem_allocated_gib"]), (("throughput",), ["images/s"])])
+def test_compare_only_the_metric_asked(book, groups, expected):
+    assert [v.metric for v in budgets.compare(point(ips=800.0, alloc=4.4), ref(book), groups=groups)] == expected
 
 
 def test_other_device_is_no_budget(book):
@@ -96,7 +96,18 @@ def test_other_device_is_no_budget(book):
 def test_budget_records_its_source(book):
     entry = ref(book)
     assert entry["source"]["git_sha"] == "abc" and entry["spread"] == 0.01
-    assert entry["allowed_regression"] < 0.10 and entry["allowed_mem_growth"] < 0.05
+    # the entry holds measurements and provenance, never its own copy of the tolerance
+    assert not any("allowed" in k or "tol" in k for k in entry)
+    assert budgets.tolerances() == {"throughput": 0.07, "memory": 0.03}
+
+
+def test_one_default_tolerance_and_fail_on_overrides_only_what_it_names(book):
+    assert budgets.compare(point(ips=940.0), ref(book)) == []  # -6%: inside the default 7%
+    (v,) = budgets.compare(point(ips=940.0), ref(book), tol=budgets.parse_fail_on("throughput:5%"))
+    assert v.metric == "images/s"
+    # memory keeps its default 3% when --fail-on names only throughput
+    (v,) = budgets.compare(point(alloc=4.2), ref(book), tol=budgets.parse_fail_on("throughput:5%"))
+    assert v.metric == "peak_mem_allocated_gib"
 
 
 def test_entry_recorded_noisier_than_todays_limit_is_a_skip_not_a_verdict(book):

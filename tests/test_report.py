@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from vitcore import ConfigError, gate, report
-from vitcore.results import point_key, read_points
+from vitcore import ConfigError, analysis, budgets, report
+from vitcore.points import key as point_key
+from vitcore.results import load, read_points
 
 ALL = [sys.executable, "-m", "vitcore.cli", "bench", "--device", "cpu", "--model", "vit-tiny",
        "--steps", "3", "--repeats", "3", "--warmup", "1", "--min-window", "0"]  # every plugin: the CPU runs 5 entries
@@ -53,7 +54,7 @@ def test_report_lists_skipped_plugins_with_reason(bench_dir):
 
 
 def test_report_states_the_harness_overhead(bench_dir):
-    rows = report.harness_rows(json.loads((bench_dir / "points.json").read_text()))
+    rows = analysis.harness_rows(json.loads((bench_dir / "points.json").read_text()))
     assert sorted(r["batch_size"] for r in rows) == [8, 16]
     assert all(r["plugin"] == "torch_ddp" and r["bare_images_per_s"] > 0 for r in rows)
     assert "Harness overhead" in (bench_dir / "summary.md").read_text()
@@ -69,7 +70,7 @@ def test_ablation_flips_each_option_once_and_reports_its_effect(tmp_path):
     assert sorted(q["variant"] for q in points) == ["", "attention=eager", "freeze_gc=True",
                                                     "grad_checkpoint=True"]
     assert [q["grad_checkpoint"] for q in points if q["variant"] == "grad_checkpoint=True"] == [True]
-    rows = report.ablation_rows(points)
+    rows = analysis.ablation_rows(points)
     assert len(rows) == 3 and all(r["delta"] is not None and r["base_images_per_s"] > 0 for r in rows)
     table = (tmp_path / "summary.md").read_text()
     assert "grad_checkpoint=True" in table and "attention=eager" in table
@@ -144,11 +145,11 @@ def _faster(points, factor):
 
 def test_gate_fails_on_a_faster_baseline_and_passes_on_itself(bench_dir, tmp_path):
     points = read_points(bench_dir / "points.jsonl")
-    th = gate.parse_fail_on("throughput:5%,memory:2%")
-    regressions, _, _, _ = gate.compare(points, _faster(points, 1.10), th)
+    th = budgets.parse_fail_on("throughput:5%,memory:2%")
+    regressions = budgets.compare_runs(points, _faster(points, 1.10), th).regressions
     assert len(regressions) == len(points) and all("-9.1%" in r for r in regressions)
-    assert gate.compare(points, points, th)[0] == []
-    improvements = gate.compare(points, _faster(points, 0.9), th)[1]
+    assert budgets.compare_runs(points, points, th).regressions == []
+    improvements = budgets.compare_runs(points, _faster(points, 0.9), th).improvements
     assert len(improvements) == len(points)
 
 
@@ -170,18 +171,18 @@ def test_gate_cli_exit_codes(bench_dir, tmp_path):
 @pytest.mark.parametrize("text", ["speed:5%", "throughput:5", "", "memory:x%"])
 def test_fail_on_syntax_errors(text):
     with pytest.raises(ConfigError):
-        gate.parse_fail_on(text)
+        budgets.parse_fail_on(text)
 
 
 def test_markdown_tables_from_committed_gpu_results():
-    points = report.load("reports/h100/points.jsonl")
+    points = load("reports/h100/points.jsonl")
     table = report.performance_table(points)
     assert "| hybrid_parallel | bf16 | fast |" in table and "bs128 img/s" in table
     assert "| low_level_zero_s1 | fp16 | study |" in table
 
 
 def test_scaling_rows_compare_with_one_gpu_of_the_same_family(bench_dir):
-    rows = report.scaling_rows(read_points(bench_dir / "points.jsonl"))
+    rows = analysis.scaling_rows(read_points(bench_dir / "points.jsonl"))
     tp2 = [r for r in rows if r["plugin"] == "hybrid_parallel_tp2"]
     assert len(tp2) == 2 and all(r["world_size"] == 2 and r["efficiency"] > 0 for r in tp2)
     assert "id='scaling'" in (bench_dir / "report.html").read_text()
@@ -194,7 +195,7 @@ def test_nproc_list_measures_each_world_size_and_reports_scaling(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     points = read_points(tmp_path / "points.jsonl")
     assert sorted(q["world_size"] for q in points) == [1, 2]
-    rows = report.scaling_rows(points)
+    rows = analysis.scaling_rows(points)
     assert len(rows) == 1 and rows[0]["world_size"] == 2 and rows[0]["efficiency"] > 0
 
 
@@ -216,7 +217,7 @@ def test_gpu_busy_counts_each_kernel_once():
 
     from torch.autograd import DeviceType
 
-    from vitcore.bench import kernel_seconds
+    from vitcore.timing import kernel_seconds
 
     avgs = [E(device_type=DeviceType.CPU, self_device_time_total=60_000, is_user_annotation=False),  # aten::mm
             E(device_type=DeviceType.CUDA, self_device_time_total=100_000, is_user_annotation=True),  # DDP.forward

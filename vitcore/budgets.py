@@ -1,37 +1,37 @@
-"""Performance budgets: one JSON file per device identity, compared with stated tolerances.
+"""Per-device performance budgets and THE regression rule.
 
-A budget entry is a measured median (with its spread and where it came from), never a number
-typed in. Only `--update-budgets` writes entries. Peak memory is deterministic (the steady-state
-peak reproduced to the byte between runs on an H100), so every measured point gets a memory budget;
+One rule serves the GPU tier's performance tests (a point against this device's budget entry) and
+the merge gate (`vitcore bench --compare` / `vitcore report --baseline`: a run against a baseline
+run). Which fields are gated, in which direction and with which default tolerance is declared in
+the point schema (vitcore.points: Field.gate); `--fail-on group:N%` overrides a group's tolerance.
+
+A budget entry is a measured point's gated values with its spread and provenance, never a number
+typed in, and never a private copy of the tolerance: changing a default changes every verdict.
+Only `--update-budgets` writes entries. Peak memory is deterministic (the steady-state peak
+reproduced to the byte between runs on an H100), so every measured point gets a memory budget;
 throughput gets one only where its windows are steady enough to be a baseline, and a refused one is
-stored as the reason, which the throughput check reports as its skip. A missing budget or another
-device is a skip with the reason. Every violation of a session is collected here and reported
-together at the end (conftest's terminal summary).
+stored with the reason, which the throughput check reports as its skip.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitcore import VitcoreError
-from vitcore.env import device_identity
+from vitcore import ConfigError, VitcoreError, points
 from vitcore.results import write_json
 
-ALLOWED_REGRESSION = 0.07  # throughput may fall this much: 10% slower fails, run-to-run noise passes
-ALLOWED_MEM_GROWTH = 0.03  # peak memory may grow this much: 5% more fails
-# (max - min) / median over repeats above this is not a baseline: window noise must sit well inside
-# the allowed regression. Measured on an H100: a low_level_zero entry recorded at 4.6% spread came
-# back 8% slower on the next run of the same code (noise, failing a 7% budget); entries at 0-3%
-# spread (torch_ddp fp32, torch_fsdp bf16) reproduced within 1%.
-MAX_BASELINE_SPREAD = ALLOWED_REGRESSION / 2
-SOURCE_FIELDS = ("date", "git_sha", "device", "driver", "torch", "cuda", "colossalai", "transformers",
-                 "dataset", "weights", "repeats", "steps", "warmup")
+# (max - min) / median over repeats above this is not a throughput baseline: window noise must sit
+# well inside the allowed regression. Measured on an H100: a low_level_zero entry recorded at 4.6%
+# spread came back 8% slower on the next run of the same code (noise, failing a 7% budget); entries
+# at 0-3% spread (torch_ddp fp32, torch_fsdp bf16) reproduced within 1%.
+MAX_BASELINE_SPREAD = points.THROUGHPUT.tolerance / 2
 
 
 class NoBudget(VitcoreError):
-    """No budget for this device or point: the caller skips with this reason."""
+    """No budget for this device, point or metric: the caller skips with this reason."""
 
 
 @dataclass
@@ -49,19 +49,77 @@ class Violation:
                 f"vs budget {self.budget:.4g} ({self.delta:+.1%})")
 
 
-def entry_key(p: dict) -> str:
-    return f"{p['plugin']}|{p['precision']}|{p['profile']}|{p['model']}|ws{p.get('world_size', 1)}|bs{p['batch_size']}"
+# --- the rule -------------------------------------------------------------------------------------
+def tolerances(overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """Each gate group's allowed relative change: the schema's default unless overridden."""
+    out = {f.gate.group: f.gate.tolerance for f in points.gated()}
+    return out | (overrides or {})
 
 
+def parse_fail_on(text: str) -> dict[str, float]:
+    """`throughput:5%,memory:2%` -> {"throughput": 0.05, "memory": 0.02}."""
+    groups = points.gate_groups()
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        m = re.fullmatch(r"(\w+):(\d+(?:\.\d+)?)%", part)
+        if not m or m.group(1) not in groups:
+            raise ConfigError(f"bad --fail-on item {part!r}; expected METRIC:N% with METRIC one of "
+                              f"{', '.join(groups)} (e.g. throughput:5%,memory:2%)")
+        out[m.group(1)] = float(m.group(2)) / 100
+    if not out:
+        raise ConfigError(f"--fail-on {text!r} names no threshold")
+    return out
+
+
+def compared_field(field: points.Field, point: dict, ref: dict) -> str:
+    """The field itself where both sides measured it, else its fallback (older points)."""
+    if field.gate.fallback and not (point.get(field.name) and ref.get(field.name)):
+        return field.gate.fallback
+    return field.name
+
+
+def compare(point: dict, ref: dict, *, tol: dict[str, float] | None = None,
+            groups=None) -> list[Violation]:
+    """The violations of `point` against `ref` (a budget entry or a baseline point) in the gate
+    `groups` (default: all). A field regresses when it moved in its `worse` direction by more than
+    its group's tolerance; improvements never fail; a field `ref` lacks is not compared. A point
+    that did not finish ("oom", "error") is a violation of its own."""
+    tol = tolerances(tol)
+    if point.get("status") != "ok":
+        return [Violation(point["plugin"], point["precision"], point["batch_size"],
+                          f"status {point.get('status')}", float("nan"), ref.get("images_per_s") or float("nan"),
+                          float("nan"))]
+    out = []
+    for field in points.gated():
+        if groups is not None and field.gate.group not in groups:
+            continue
+        name = compared_field(field, point, ref)
+        got, want, t = point.get(name), ref.get(name), tol[field.gate.group]
+        if got is None or not want:
+            continue
+        worse = got < want * (1 - t) if field.gate.worse == "lower" else got > want * (1 + t)
+        if worse:
+            out.append(Violation(point["plugin"], point["precision"], point["batch_size"],
+                                 field.gate.label or name, got, want, got / want - 1))
+    return out
+
+
+def change(point: dict, ref: dict, field: str = "images_per_s") -> float | None:
+    """Relative change of one field, point against ref (None where either lacks it)."""
+    got, want = point.get(field), ref.get(field)
+    return got / want - 1 if got is not None and want else None
+
+
+# --- budget files: one per device identity ----------------------------------------------------------
 def budget_path(folder, env: dict) -> Path:
-    return Path(folder) / f"{device_identity(env)}.json"
+    return Path(folder) / f"{points.device_key(env)}.json"
 
 
 def load(folder, env: dict) -> dict:
     path = budget_path(folder, env)
     if not path.exists():
         known = sorted(p.stem for p in Path(folder).glob("*.json"))
-        raise NoBudget(f"no budget file for device {device_identity(env)!r} in {folder} "
+        raise NoBudget(f"no budget file for device {points.device_key(env)!r} in {folder} "
                        f"(budgets exist for: {', '.join(known) or 'none'}); "
                        "run with --update-budgets on this device to record one")
     return json.loads(path.read_text())
@@ -69,85 +127,46 @@ def load(folder, env: dict) -> dict:
 
 def lookup(book: dict, point: dict) -> dict:
     try:
-        return book["entries"][entry_key(point)]
+        return book["entries"][points.key_text(point)]
     except KeyError:
-        raise NoBudget(f"no budget entry {entry_key(point)!r} for this device; "
+        raise NoBudget(f"no budget entry {points.key_text(point)!r} for this device; "
                        "run with --update-budgets to record one") from None
 
 
 def require_throughput(entry: dict, point: dict) -> None:
     """NoBudget unless `entry` holds a throughput baseline (its memory budget stands either way)."""
     if entry.get("images_per_s") is None:
-        raise NoBudget(f"{entry_key(point)}: no throughput baseline on this device: "
+        raise NoBudget(f"{points.key_text(point)}: no throughput baseline on this device: "
                        f"{entry.get('throughput_refused', 'not recorded')}")
     if entry.get("spread", 0) > MAX_BASELINE_SPREAD:  # recorded under a looser rule
-        raise NoBudget(f"{entry_key(point)}: throughput recorded with spread {entry['spread']:.1%}, "
+        raise NoBudget(f"{points.key_text(point)}: throughput recorded with spread {entry['spread']:.1%}, "
                        f"above the {MAX_BASELINE_SPREAD:.1%} a baseline may have; re-record it with "
                        "--update-budgets on a quieter machine")
 
 
-def check(folder, point: dict, metric: str) -> tuple[dict, list[Violation]]:
-    """The budget entry of `point` on its device and the violations of `metric` ("memory" or
-    "throughput"); NoBudget where there is no budget for that metric (the reason says why)."""
+def check(folder, point: dict, group: str) -> tuple[dict, list[Violation]]:
+    """The budget entry of `point` on its device and the violations of one gate group ("memory" or
+    "throughput"); NoBudget where there is no budget for that group (the reason says why)."""
     entry = lookup(load(folder, point), point)
-    if metric == "throughput":
+    if group == "throughput":
         require_throughput(entry, point)
-    return entry, compare(point, entry, metrics=(metric,))
-
-
-def compare(point: dict, ref: dict, *, throughput_tol: float | None = None,
-            memory_tol: float | None = None, metrics=("throughput", "memory")) -> list[Violation]:
-    """Throughput below ref * (1 - tol) or memory above ref * (1 + tol) is a violation; `metrics`
-    says which of the two to compare (throughput only where ref has it).
-
-    Tolerances default to the entry's own (`allowed_regression`, `allowed_mem_growth`).
-    Improvements never fail.
-    """
-    out = []
-    t_tol = ref.get("allowed_regression", ALLOWED_REGRESSION) if throughput_tol is None else throughput_tol
-    m_tol = ref.get("allowed_mem_growth", ALLOWED_MEM_GROWTH) if memory_tol is None else memory_tol
-    if point.get("status") != "ok":
-        return [Violation(point["plugin"], point["precision"], point["batch_size"],
-                          f"status {point.get('status')}", float("nan"), ref.get("images_per_s") or float("nan"),
-                          float("nan"))]
-    got, want = point["images_per_s"], ref.get("images_per_s")
-    if "throughput" in metrics and want and got < want * (1 - t_tol):
-        out.append(Violation(point["plugin"], point["precision"], point["batch_size"], "images/s",
-                             got, want, got / want - 1))
-    for metric in memory_metrics(point, ref) if "memory" in metrics else ():
-        got, want = point.get(metric), ref.get(metric)
-        if got is not None and want and got > want * (1 + m_tol):
-            out.append(Violation(point["plugin"], point["precision"], point["batch_size"], metric,
-                                 got, want, got / want - 1))
-    return out
-
-
-def memory_metrics(point: dict, ref: dict) -> tuple[str, str]:
-    """The memory fields to compare: the steady-state peak (timed windows only) where both sides
-    measured it, since the peak over the first steps varied between runs of the same code on an
-    H100 (vitcore.bench._timed); the overall peak for results recorded before it existed."""
-    kind = "steady" if point.get("steady_mem_allocated_gib") and ref.get("steady_mem_allocated_gib") else "peak"
-    return f"{kind}_mem_allocated_gib", f"{kind}_mem_reserved_gib"
+    return entry, compare(point, entry, groups=(group,))
 
 
 def make_entry(point: dict) -> dict:
+    """The point's gated values, spread and provenance (throughput only where steady enough)."""
     if point.get("status") != "ok":
-        raise VitcoreError(f"{entry_key(point)}: status {point.get('status')} cannot be a budget")
+        raise VitcoreError(f"{points.key_text(point)}: status {point.get('status')} cannot be a budget")
     if point.get("variant"):
-        raise VitcoreError(f"{entry_key(point)}: ablation variant {point['variant']!r} is not a budget")
-    entry = {"images_per_s": point["images_per_s"], "spread": point["spread"]}
+        raise VitcoreError(f"{points.key_text(point)}: ablation variant {point['variant']!r} is not a budget")
+    names = {n for f in points.gated() for n in (f.name, f.gate.fallback) if n}
+    entry = {n: point.get(n) for n in sorted(names)} | {"spread": point["spread"]}
     if point["spread"] > MAX_BASELINE_SPREAD:
-        entry = {"images_per_s": None, "spread": point["spread"], "observed_images_per_s": point["images_per_s"],
-                 "throughput_refused": f"spread {point['spread']:.1%} over {point['repeats']} repeats exceeds "
-                                       f"{MAX_BASELINE_SPREAD:.1%}; too noisy to be a baseline (raise "
-                                       "--repeats/steps or quiet the machine)"}
-    return entry | {
-            "peak_mem_allocated_gib": point["peak_mem_allocated_gib"],
-            "peak_mem_reserved_gib": point["peak_mem_reserved_gib"],
-            "steady_mem_allocated_gib": point.get("steady_mem_allocated_gib"),
-            "steady_mem_reserved_gib": point.get("steady_mem_reserved_gib"),
-            "allowed_regression": ALLOWED_REGRESSION, "allowed_mem_growth": ALLOWED_MEM_GROWTH,
-            "source": {k: point.get(k) for k in SOURCE_FIELDS}}
+        entry |= {"images_per_s": None, "observed_images_per_s": point["images_per_s"],
+                  "throughput_refused": f"spread {point['spread']:.1%} over {point['repeats']} repeats exceeds "
+                                        f"{MAX_BASELINE_SPREAD:.1%}; too noisy to be a baseline (raise "
+                                        "--repeats/steps or quiet the machine)"}
+    return entry | {"source": points.provenance(point)}
 
 
 def update(folder, point: dict) -> tuple[Path, dict]:
@@ -155,27 +174,45 @@ def update(folder, point: dict) -> tuple[Path, dict]:
     returns the file and the entry (its `throughput_refused` says why throughput has none)."""
     path = budget_path(folder, point)
     book = json.loads(path.read_text()) if path.exists() else {
-        "identity": device_identity(point),
+        "identity": points.device_key(point),
         "device": {k: point.get(k) for k in ("gpu_name", "gpu_count", "torch", "cuda")},
         "entries": {}}
-    book["entries"][entry_key(point)] = entry = make_entry(point)
+    book["entries"][points.key_text(point)] = entry = make_entry(point)
     write_json(path, book)
     return path, entry
 
 
-# --- the session's collected verdicts --------------------------------------------------------------
-_VIOLATIONS: list[Violation] = []
-_CHECKED: list[str] = []
+# --- a run against a baseline run (the merge gate) -------------------------------------------------
+@dataclass
+class GateResult:
+    regressions: list[str]
+    improvements: list[str]
+    missing: list[str]
+    verdicts: dict  # point key -> one-line verdict for the report
 
 
-def record(point: dict, violations: list[Violation], metric: str) -> None:
-    _CHECKED.append(f"{entry_key(point)} {metric}")
-    _VIOLATIONS.extend(violations)
-
-
-def session_report() -> list[str]:
-    if not _CHECKED:
-        return []
-    lines = [f"{len(_CHECKED)} checks of points against budgets (throughput or memory), {len(_VIOLATIONS)} violations"]
-    lines += [f"VIOLATION {v}" for v in _VIOLATIONS]
-    return lines
+def compare_runs(current: list[dict], baseline: list[dict], tol: dict[str, float] | None = None) -> GateResult:
+    """Every current point against the baseline point of the same identity on the same device."""
+    base = {(points.device_key(p), points.key(p)): p for p in baseline if p.get("status") == "ok"}
+    res = GateResult([], [], [], {})
+    for p in current:
+        k = points.key(p)
+        name = " ".join(map(str, k))
+        ref = base.get((points.device_key(p), k))
+        if ref is None:
+            res.missing.append(f"{name}: not in the baseline (on {points.device_key(p)})")
+            continue
+        if p.get("status") != "ok":
+            res.regressions.append(f"{name}: status {p.get('status')} (baseline ok)")
+            res.verdicts[k] = f"FAIL: {p.get('status')}"
+            continue
+        violations = compare(p, ref, tol=tol)
+        delta = change(p, ref)
+        if violations:
+            res.regressions += map(str, violations)
+            res.verdicts[k] = "FAIL " + "; ".join(f"{v.metric} {v.delta:+.1%}" for v in violations)
+        else:
+            res.verdicts[k] = "ok" if delta is None else f"ok (images/s {delta:+.1%})"
+            if delta and delta > 0:
+                res.improvements.append(f"{name}: images/s {delta:+.1%}")
+    return res

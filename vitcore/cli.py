@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from pathlib import Path
+
+from vitcore import analysis, budgets, points, report, results
 
 
 def _ints(text: str) -> list[int]:
@@ -74,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--finetune-epochs", type=int, default=None, help="default 10, as the study")
     b.add_argument("--compare", metavar="BASELINE", default=None,
                    help="baseline results (points.jsonl / points.json) to gate against")
-    b.add_argument("--fail-on", default="throughput:5%,memory:2%",
-                   help="regression thresholds for --compare, e.g. throughput:5%%,memory:2%%")
+    b.add_argument("--fail-on", default=None,
+                   help="regression tolerances for --compare, e.g. throughput:5%%,memory:2%% (default: the point schema's, "
+                        "throughput:7%%,memory:3%%)")
     b.add_argument("--ablate", action="store_true",
                    help="also measure the profile with each option flipped, one at a time "
                         "(attention, grad_checkpoint, compile, fused_optimizer, plugin_kernels, "
@@ -90,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("results", nargs="+", help="points.jsonl / points.json / gpu-results.json files")
     r.add_argument("--out", required=True)
     r.add_argument("--baseline", default=None, help="overlay and compare with these results")
-    r.add_argument("--fail-on", default="throughput:5%,memory:2%")
+    r.add_argument("--fail-on", default=None, help="regression tolerances for --compare, e.g. throughput:5%%,memory:2%% (default: the point schema's, "
+                        "throughput:7%%,memory:3%%)")
     r.add_argument("--history", default=None, help="a fine-tuning history JSON (vitcore train --out)")
     r.add_argument("--markdown", action="store_true", help="also print the Markdown tables")
     return ap
@@ -228,18 +234,16 @@ def cmd_bench(args) -> int:
         raise VitcoreError(f"--min-window {args.min_window} must be >= 0 seconds")
     timing = bench.Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window,
                           trace_dir=os.path.join(args.out, "traces") if args.trace else None)
-    from vitcore.results import point_key, read_points, write_json
+    before = {points.key(p) for p in results.read_points(os.path.join(args.out, "points.jsonl"))}
+    measured = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True)
 
-    before = {point_key(p) for p in read_points(os.path.join(args.out, "points.jsonl"))}
-    points = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True)
-
-    write_json(os.path.join(args.out, "skipped.json"), skipped)
-    _print_points(points)
-    print(f"[vitcore] {len(points)} points in {os.path.join(args.out, 'points.jsonl')}")
+    results.write_json(os.path.join(args.out, "skipped.json"), skipped)
+    _print_points(measured)
+    print(f"[vitcore] {len(measured)} points in {os.path.join(args.out, 'points.jsonl')}")
     if args.update_budgets:  # only what this run measured: resumed points keep the budgets they had
-        _update_budgets(args.update_budgets, [p for p in points if point_key(p) not in before])
+        _update_budgets(args.update_budgets, [p for p in measured if points.key(p) not in before])
     history = _finetune(args, device, model) if args.finetune else None
-    return _report_and_gate(args.out, points, skipped, history, args.compare, args.fail_on)
+    return _report_and_gate(args.out, measured, skipped, history, args.compare, args.fail_on)
 
 
 def _finetune(args, device, model):
@@ -261,70 +265,64 @@ def _finetune(args, device, model):
     return hist
 
 
-def _report_and_gate(out, points, skipped, history, baseline_path, fail_on) -> int:
-    from vitcore import gate, report
-
-    points = report.enrich(points)
+def _report_and_gate(out, rows, skipped, history, baseline_path, fail_on) -> int:
+    rows = analysis.enrich(rows)
     baseline, verdicts, rc = None, None, 0
     if baseline_path:
-        thresholds = gate.parse_fail_on(fail_on)
-        baseline = report.load(baseline_path)
-        regressions, improvements, missing, verdicts = gate.compare(points, baseline, thresholds)
-        for line in improvements:
+        tol = budgets.tolerances(budgets.parse_fail_on(fail_on) if fail_on else None)
+        rule = ",".join(f"{g}:{t:.0%}" for g, t in tol.items())
+        baseline = results.load(baseline_path)
+        gate = budgets.compare_runs(rows, baseline, tol)
+        verdicts = gate.verdicts
+        for line in gate.improvements:
             print(f"[vitcore] improved: {line}")
-        for line in missing:
+        for line in gate.missing:
             print(f"[vitcore] not compared: {line}")
-        if regressions:
-            print(f"[vitcore] REGRESSIONS against {baseline_path} ({fail_on}):", file=sys.stderr)
-            for line in regressions:
+        if gate.regressions:
+            print(f"[vitcore] REGRESSIONS against {baseline_path} ({rule}):", file=sys.stderr)
+            for line in gate.regressions:
                 print(f"  {line}", file=sys.stderr)
             rc = 1
         else:
-            print(f"[vitcore] no regressions against {baseline_path} ({fail_on})")
-    path = report.write_all(out, points, skipped=skipped, history=history, verdicts=verdicts,
-                            baseline=baseline)
+            print(f"[vitcore] no regressions against {baseline_path} ({rule})")
+    path = report.write_all(out, rows, skipped=skipped, history=history, verdicts=verdicts, baseline=baseline)
     print(f"[vitcore] report: {path} (+ points.json, points.csv)")
     return rc
 
 
 def cmd_report(args) -> int:
-    import json
-
-    from vitcore import report
-
-    points = report.perf_points([p for f in args.results for p in report.load(f)])
+    rows = analysis.perf_points([p for f in args.results for p in results.load(f)])
     skipped = []
     for f in args.results:
         side = os.path.join(os.path.dirname(f), "skipped.json")
         if os.path.exists(side):
-            skipped += json.load(open(side))
-    history = json.load(open(args.history)) if args.history else None
+            skipped += json.loads(Path(side).read_text())
+    history = json.loads(Path(args.history).read_text()) if args.history else None
     if args.markdown:
-        print(report.summary_markdown(points))
-    return _report_and_gate(args.out, points, skipped, history, args.baseline, args.fail_on)
+        print(report.summary_markdown(rows))
+    return _report_and_gate(args.out, rows, skipped, history, args.baseline, args.fail_on)
 
 
-def _update_budgets(folder, points) -> None:
-    from vitcore import VitcoreError, budgets
-
-    for p in points:
+def _update_budgets(folder, rows) -> None:
+    for p in rows:
         try:
             path, entry = budgets.update(folder, p)
             note = f" (memory only; throughput refused: {entry['throughput_refused']})" if entry["images_per_s"] is None else ""
-            print(f"[vitcore] budget {budgets.entry_key(p)} -> {path}{note}")
+            print(f"[vitcore] budget {points.key_text(p)} -> {path}{note}")
         except VitcoreError as e:
             print(f"[vitcore] budget refused: {e}", file=sys.stderr)
 
 
-def _print_points(points) -> None:
-    print(f"{'plugin':<24}{'prec':<6}{'bs':>5}{'img/s':>10}{'spread':>8}{'alloc GiB':>11}{'MFU':>7}  status")
-    for p in points:
-        ips = f"{p['images_per_s']:.1f}" if p.get("images_per_s") else "-"
-        spread = f"{p['spread']:.1%}" if p.get("spread") is not None else "-"
-        mem = f"{p['peak_mem_allocated_gib']:.2f}" if p.get("peak_mem_allocated_gib") else "-"
-        mfu = f"{p['mfu']:.1%}" if p.get("mfu") else "-"
-        print(f"{p['plugin']:<24}{p['precision']:<6}{p['batch_size']:>5}{ips:>10}{spread:>8}{mem:>11}{mfu:>7}  {p['status']}")
+def _print_points(rows) -> None:
+    """The schema's console columns (numbers right-aligned), then the status."""
+    cols = points.console_fields()
 
+    def cell(f, text):
+        return f"{text:>{f.console}}" if f.numeric else f"{text:<{f.console}}"
+
+    print("".join(cell(f, f.short) for f in cols) + "  status")
+    for p in rows:
+        print("".join(cell(f, f.format(p.get(f.name)) or "-") for f in cols) + f"  {p['status']}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,6 +25,15 @@ def append_point(path, point: dict) -> None:
         os.close(fd)
 
 
+def load(path) -> list[dict]:
+    """Points from a points.jsonl, a gpu-results.json ({"results": [...]}) or a JSON list."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return read_points(path)
+    data = json.loads(path.read_text())
+    return data["results"] if isinstance(data, dict) else data
+
+
 def read_points(path) -> list[dict]:
     path = Path(path)
     if not path.exists():
@@ -61,9 +70,3 @@ def write_atomic_bytes(path, data: bytes) -> None:
 
 def write_json(path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def point_key(p: dict) -> tuple:
-    """What identifies a point of the matrix (for --resume and comparisons)."""
-    return (p["plugin"], p["precision"], p["profile"], p.get("model", "vit-base"),
-            int(p.get("world_size", 1)), int(p["batch_size"]), p.get("variant") or "")

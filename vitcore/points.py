@@ -1,0 +1,200 @@
+"""THE point schema: every field a benchmark point carries, declared once.
+
+A field says its unit, what it means (one line: the report's glossary), how it is shown, whether it
+is part of the point's identity, and whether and how the regression rule gates it. The CSV header,
+the HTML points table, the console table, the glossary, the budget entries and the gate all read
+FIELDS; adding a metric is one `register(Field(...))` plus the code that measures it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitcore.env import device_identity
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gate:
+    """How the regression rule treats a field. `worse` is the direction of a regression ("lower":
+    throughput falls; "higher": memory grows); `tolerance` the relative change allowed by default;
+    `group` the name `--fail-on` uses (several fields may share one, e.g. allocated and reserved
+    memory); `fallback` a field compared instead where either side lacks this one (older points)."""
+
+    group: str
+    worse: str
+    tolerance: float
+    fallback: str | None = None
+    label: str = ""  # how a verdict names the metric; the field's name where empty
+
+
+@dataclass(frozen=True, kw_only=True)
+class Field:
+    name: str
+    unit: str
+    description: str
+    header: str = ""  # a human column header; the name where empty
+    fmt: str = ""  # format spec for floats ("" shows the value as it is); pct: a share shown in %
+    suffix: str = ""
+    identity: bool = False  # part of what identifies a point (resume, baselines, budget entries)
+    kind: type = str  # int fields are compared and aligned as numbers; floats are those with a fmt
+    default: object = None  # the identity value of points recorded before the field existed
+    gate: Gate | None = None
+    csv: bool = True
+    table: bool = False  # a column of the HTML points table
+    console: int = 0  # width of its column in the console table (0: not shown)
+    short: str = ""  # the console column's header
+    provenance: bool = False  # recorded with every budget entry (where and how it was measured)
+    derived: bool = False  # computed from other points by vitcore.analysis, not measured
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind is not str or bool(self.fmt)
+
+    @property
+    def title(self) -> str:
+        return self.header or self.name
+
+    def format(self, value) -> str:
+        """The value as the report shows it: floats by `fmt`, anything else as it is."""
+        if value is None:
+            return ""
+        if isinstance(value, float) and self.fmt:
+            return f"{value:{self.fmt}}{self.suffix}"
+        return str(value)
+
+
+# Tolerances measured on an H100 (docs/performance.md): throughput run-to-run within 7% for steady
+# points (10% slower fails); the steady-state peak memory reproduced to the byte (5% more fails).
+THROUGHPUT = Gate(group="throughput", worse="lower", tolerance=0.07, label="images/s")
+_MEM = dict(group="memory", worse="higher", tolerance=0.03)
+
+FIELDS: list[Field] = [
+    # identity
+    Field(name="plugin", console=24, short="plugin", unit="", description="registry entry (vitcore plugins), or the plain-PyTorch reference",
+          identity=True, table=True),
+    Field(name="family", unit="", description="the Colossal-AI plugin class the entry configures"),
+    Field(name="precision", console=6, short="prec", unit="", description="fp32, fp16 or bf16 training", identity=True, table=True),
+    Field(name="profile", unit="", description="fast (tuned settings) or study (the original study's)",
+          identity=True, table=True),
+    Field(name="variant", unit="", description="the option changed from the profile (ablation, --option); empty: none",
+          identity=True, default="", table=True),
+    Field(name="model", unit="", description="model preset (vit-base: ViT-B/16 at 224 px)", identity=True,
+          default="vit-base", table=True),
+    Field(name="world_size", kind=int, unit="GPUs", description="processes (one GPU each) in the process group",
+          identity=True, default=1, table=True),
+    Field(name="batch_size", kind=int, console=5, short="bs", unit="images", description="images per step per data-parallel rank",
+          identity=True, table=True),
+    Field(name="status", unit="", description="ok, oom (a result: the batch does not fit) or error", table=True),
+    # measured
+    Field(name="images_per_s", console=10, short="img/s", unit="images/s", description="median over timed windows of images per second per GPU",
+          fmt=".1f", table=True, gate=THROUGHPUT),
+    Field(name="ratio_to_reference", unit="x", description="images/s over the plain-PyTorch reference's at the "
+          "same model and batch size in the same run (compiled where measured, else eager)",
+          fmt=".2f", suffix="x", table=True, derived=True),
+    Field(name="reference", unit="", description="which reference ratio_to_reference divides by", derived=True),
+    Field(name="ratio_to_reference_eager", unit="x", description="images/s over the eager reference's", fmt=".2f",
+          suffix="x", derived=True),
+    Field(name="ratio_to_reference_compiled", unit="x", description="images/s over the compiled reference's",
+          fmt=".2f", suffix="x", derived=True),
+    Field(name="spread", console=8, short="spread", unit="", description="(max - min) / median of the windows' images/s: the run's own noise",
+          fmt=".1%", table=True),
+    Field(name="step_time_s", unit="s", description="median seconds per optimizer step", fmt=".1f"),
+    Field(name="peak_mem_allocated_gib", console=11, short="alloc GiB", unit="GiB", description="peak memory held by tensors, whole run "
+          "(warm-up included)", fmt=".3f", table=True),
+    Field(name="peak_mem_reserved_gib", unit="GiB", description="peak memory held by the caching allocator, "
+          "whole run", fmt=".3f", table=True),
+    Field(name="steady_mem_allocated_gib", unit="GiB", description="peak tensor memory over the timed windows "
+          "only (reproduces to the byte; what budgets compare)", fmt=".3f", csv=False,
+          gate=Gate(fallback="peak_mem_allocated_gib", **_MEM)),
+    Field(name="steady_mem_reserved_gib", unit="GiB", description="peak allocator memory over the timed windows "
+          "only", fmt=".3f", csv=False, gate=Gate(fallback="peak_mem_reserved_gib", **_MEM)),
+    Field(name="mem_lower_bound_gib", unit="GiB", description="model states at the plugin's precisions and "
+          "sharding plus activations (vitcore.memory): no run can need less", fmt=".3f", table=True, derived=True),
+    Field(name="mfu", console=7, short="MFU", unit="", description="model FLOP utilisation: images/s x training FLOPs per image / the "
+          "GPU's dense bf16 peak", fmt=".1%", table=True),
+    Field(name="gpu_busy", unit="", description="GPU kernel time / wall time over 5 profiled steps (--trace); "
+          "low: the host limits the step", fmt=".1%", table=True),
+    # how it was measured
+    Field(name="repeats", kind=int, unit="windows", description="timed windows", provenance=True),
+    Field(name="steps", kind=int, unit="steps", description="optimizer steps per timed window", provenance=True),
+    Field(name="warmup", kind=int, unit="steps", description="untimed steps before the windows", provenance=True),
+    # where it was measured
+    Field(name="device", unit="", description="GPU model, or the CPU", provenance=True),
+    Field(name="driver", unit="", description="NVIDIA driver version", csv=False, provenance=True),
+    Field(name="torch", unit="", description="PyTorch version", provenance=True),
+    Field(name="cuda", unit="", description="CUDA version torch was built with", provenance=True),
+    Field(name="colossalai", unit="", description="Colossal-AI version", provenance=True),
+    Field(name="transformers", unit="", description="Hugging Face transformers version", provenance=True),
+    Field(name="git_sha", unit="", description="commit of this suite that measured the point", provenance=True),
+    Field(name="date", unit="", description="when the point was measured (UTC)", provenance=True),
+    Field(name="dataset", unit="", description="the data the point trained on", provenance=True),
+    Field(name="weights", unit="", description="where the model's weights came from", provenance=True),
+    Field(name="error", unit="", description="first line of the error of a failed point"),
+]
+
+
+def register(field: Field) -> Field:
+    """Add a field (a new metric); it appears in the CSV, the tables its flags name and the glossary."""
+    if any(f.name == field.name for f in FIELDS):
+        raise ValueError(f"point field {field.name!r} declared twice")
+    FIELDS.append(field)
+    return field
+
+
+def unregister(name: str) -> None:
+    FIELDS[:] = [f for f in FIELDS if f.name != name]
+
+
+def get(name: str) -> Field:
+    for f in FIELDS:
+        if f.name == name:
+            return f
+    raise KeyError(f"no point field {name!r}")
+
+
+def csv_fields() -> list[str]:
+    return [f.name for f in FIELDS if f.csv]
+
+
+def table_fields() -> list[Field]:
+    return [f for f in FIELDS if f.table]
+
+
+def console_fields() -> list[Field]:
+    return [f for f in FIELDS if f.console]
+
+
+def gated(group: str | None = None) -> list[Field]:
+    return [f for f in FIELDS if f.gate and (group is None or f.gate.group == group)]
+
+
+def gate_groups() -> list[str]:
+    return list(dict.fromkeys(f.gate.group for f in gated()))
+
+
+def provenance(point: dict) -> dict:
+    return {f.name: point.get(f.name) for f in FIELDS if f.provenance}
+
+
+# --- identity --------------------------------------------------------------------------------------
+def key(p: dict) -> tuple:
+    """What identifies a point within one device: resume, baselines and budget entries use it."""
+    out = []
+    for f in FIELDS:
+        if f.identity:
+            v = p.get(f.name)
+            v = f.default if v is None else v
+            out.append(f.kind(v) if f.kind is int else v)
+    return tuple(out)
+
+
+def key_text(p: dict) -> str:
+    """The key as budget files spell it: plugin|precision|profile|model|wsN|bsN[|variant]."""
+    plugin, precision, profile, variant, model, ws, bs = key(p)
+    return f"{plugin}|{precision}|{profile}|{model}|ws{ws}|bs{bs}" + (f"|{variant}" if variant else "")
+
+
+def device_key(p: dict) -> str:
+    """The device a point was measured on (GPU model and count, torch, CUDA): a baseline matches a
+    point only on the same device."""
+    return device_identity(p)
