@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+
 import pytest
+import torch
 
 from vitcore import plugins
+from vitcore.config import profile_precision
+from vitcore.points import key_text
+
+
+@dataclass
+class BudgetChecks:
+    """The session's comparisons of points with budgets (tests/helpers.check_budgets records them),
+    reported together at the end (pytest_terminal_summary)."""
+
+    checked: list[str] = field(default_factory=list)  # "<budget entry key> <group>"
+    violations: list[str] = field(default_factory=list)
+
+    def record(self, point: dict, violations, group: str) -> None:
+        self.checked.append(f"{key_text(point)} {group}")
+        self.violations += map(str, violations)
+
+    def summary(self) -> list[str]:
+        if not self.checked:
+            return []
+        return ([f"{len(self.checked)} checks of points against budgets (throughput or memory), "
+                 f"{len(self.violations)} violations"] + [f"VIOLATION {v}" for v in self.violations])
+
+
+BUDGET_CHECKS = pytest.StashKey[BudgetChecks]()
+
+
+@pytest.fixture(scope="session")
+def budget_checks(pytestconfig) -> BudgetChecks:
+    return pytestconfig.stash[BUDGET_CHECKS]
 
 
 def pytest_addoption(parser):
@@ -33,16 +65,15 @@ def _selected(config) -> list[plugins.PluginSpec]:
 
 def _cases(specs, *, single_gpu: bool, profile: str | None = None):
     """(entry, precision) pairs; pytest ids like gemini-bf16. profile: only the precision that
-    profile picks for each entry (performance tests measure the `fast` profile)."""
-    from vitcore.config import PROFILES
-
+    profile picks for each entry on a GPU (performance tests measure the `fast` profile; on a host
+    without one they are collected with the same ids and skip)."""
     out = []
     for s in specs:
         if single_gpu and s.min_world_size > 1:
             continue
         precs = s.precisions
         if profile:
-            precs = [next(p for p in PROFILES[profile]["precision_preference"] if p in s.precisions)]
+            precs = [profile_precision(s, profile, cuda=True)]
         for prec in precs:
             out.append(pytest.param(s, prec, id=f"{s.name}-{prec}"))
     return out
@@ -77,11 +108,10 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     config.addinivalue_line("markers", "plugin_names(*names): registry entries a test exercises")
     config.addinivalue_line("markers", "profile(name): parametrize with the precision this profile picks per entry")
+    config.stash[BUDGET_CHECKS] = BudgetChecks()
 
 
 def pytest_runtest_setup(item):
-    import torch
-
     if item.get_closest_marker("gpu") or item.get_closest_marker("multigpu"):
         if not torch.cuda.is_available():
             pytest.skip("needs a CUDA GPU; torch.cuda.is_available() is False on this machine")
@@ -92,10 +122,24 @@ def pytest_runtest_setup(item):
             pytest.skip(f"needs {need} GPUs; {torch.cuda.device_count()} present")
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    from vitcore import budgets
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller prints the summary
+        workeroutput["vitcore_budget_checks"] = asdict(session.config.stash[BUDGET_CHECKS])
 
-    lines = budgets.session_report()
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist controller: add a finished worker's budget checks to this session's."""
+    got = getattr(node, "workeroutput", {}).get("vitcore_budget_checks")
+    if got:
+        checks = node.config.stash[BUDGET_CHECKS]
+        checks.checked += got["checked"]
+        checks.violations += got["violations"]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash[BUDGET_CHECKS].summary()
     if lines:
         terminalreporter.section("vitcore performance budgets")
         for line in lines:

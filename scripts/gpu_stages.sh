@@ -80,7 +80,7 @@ stage_trace() {  # what limits each plugin: torch.profiler over 5 steps at bs128
   timeout 330 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini \
     --no-reference --batch-sizes 128 --steps 5 --repeats 2 --min-window 0 --out reports/h100-trace --resume
 }
-stage_trace_check() {  # the kernel-only gpu_busy (bench.kernel_seconds) on one point, against reports/h100-trace
+stage_trace_check() {  # the kernel-only gpu_busy (timing.kernel_seconds) on one point, against reports/h100-trace
   timeout 150 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16 --no-reference --batch-sizes 128 --steps 5 \
     --repeats 2 --min-window 0 --out reports/h100-trace-check --resume
 }

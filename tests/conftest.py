@@ -1,37 +1,35 @@
+import json
+import os
+
 import pytest
+from torch.utils.data import default_collate
+
+from tests.helpers import PARITY, PARITY_STEPS
+from vitcore import analysis, data, launch, report, train
+from vitcore.config import RunConfig
+from vitcore.env import environment
+from vitcore.results import append_point
 
 
 @pytest.fixture(scope="session")
 def embedded_1500():
-    from vitcore import data
-
     return data.load("embedded", subset=1500)
 
 
 # --- GPU tiers (tests/test_gpu.py, tests/test_multigpu.py) ---
 @pytest.fixture(scope="session")
 def parity_data():
-    from vitcore import data
-
     return data.load("embedded", subset=240)
 
 
 @pytest.fixture(scope="session")
 def probe(parity_data):
-    from torch.utils.data import default_collate
-
-    from vitcore import data
-
     ds = data.Preprocessed(parity_data.test, data.image_processor(32))
     return default_collate([ds[i] for i in range(16)])
 
 
 @pytest.fixture(scope="session")
 def ddp_reference(parity_data, probe):
-    from tests.helpers import PARITY, PARITY_STEPS
-    from vitcore import launch, train
-    from vitcore.config import RunConfig
-
     cfg = RunConfig(plugin="torch_ddp", precision="fp32", device="cuda", **PARITY)
     return launch.spawn(train.steps_then_probe, (cfg, parity_data, PARITY_STEPS, probe), world_size=1,
                         device="cuda", timeout_s=900)[0]
@@ -39,8 +37,6 @@ def ddp_reference(parity_data, probe):
 
 @pytest.fixture
 def cpu_process_group():
-    from vitcore import launch
-
     launch.init_process_group(0, 1, launch.free_port(), "cpu")
     yield
     launch.destroy_process_group()
@@ -52,34 +48,48 @@ class GpuResults:
 
     def __init__(self, folder):
         self.folder = folder
-        self.rows = []  # this process's rows, charted into the pytest-html summary
+        self.rows = []  # this session's rows, charted into the pytest-html summary
 
     def add(self, kind: str, row: dict):
-        import os
-
-        from vitcore.env import environment
-        from vitcore.results import append_point
-
         row = environment() | row | {"test": kind}
         self.rows.append(row)
         if self.folder:
             append_point(os.path.join(self.folder, "gpu-results.jsonl"), row)
 
 
-_SESSION_RESULTS = GpuResults(None)
+GPU_RESULTS = pytest.StashKey[GpuResults]()
 
 
 @pytest.fixture(scope="session")
-def gpu_results(request):
-    _SESSION_RESULTS.folder = request.config.getoption("--results-out")
-    return _SESSION_RESULTS
+def gpu_results(pytestconfig) -> GpuResults:
+    if GPU_RESULTS not in pytestconfig.stash:
+        pytestconfig.stash[GPU_RESULTS] = GpuResults(pytestconfig.getoption("--results-out"))
+    return pytestconfig.stash[GPU_RESULTS]
 
 
-def pytest_html_results_summary(prefix, summary, postfix):
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and GPU_RESULTS in session.config.stash:
+        # a pytest-xdist worker: its rows go to the controller, which writes the HTML report
+        # (JSON text: the rows are JSON already, see append_point, and the channel takes plain types)
+        workeroutput["vitcore_gpu_rows"] = json.dumps(session.config.stash[GPU_RESULTS].rows)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    rows = getattr(node, "workeroutput", {}).get("vitcore_gpu_rows")
+    if rows:
+        stash = node.config.stash
+        if GPU_RESULTS not in stash:
+            stash[GPU_RESULTS] = GpuResults(None)  # the workers wrote --results-out already
+        stash[GPU_RESULTS].rows += json.loads(rows)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_summary(prefix, summary, postfix, session):
     """The GPU run's pytest-html report carries the bench report's charts (same code)."""
-    from vitcore import report
-
-    perf = report.perf_points(_SESSION_RESULTS.rows)
+    results = session.config.stash.get(GPU_RESULTS, None)
+    perf = analysis.perf_points(results.rows) if results else []
     for title, metric, unit in (("throughput", "images_per_s", "images / s per GPU"),
                                 ("peak allocated memory", "peak_mem_allocated_gib", "GiB")):
         src = report.chart_vs_batch(perf, metric, unit, f"{title} vs batch size") if perf else None

@@ -37,7 +37,7 @@ def test_five_percent_more_memory_fails(book):
 
 
 def test_steady_state_memory_is_compared_where_both_sides_have_it(tmp_path):
-    # The first steps' peak varies between runs (bench._timed); the steady-state one decides.
+    # The first steps' peak varies between runs (timing.timed); the steady-state one decides.
     budgets.update(tmp_path, point(alloc=4.0, steady_mem_allocated_gib=3.5, steady_mem_reserved_gib=4.5))
     book = budgets.lookup(budgets.load(tmp_path, point()), point())
     assert budgets.compare(point(alloc=4.3, steady_mem_allocated_gib=3.5, steady_mem_reserved_gib=4.5), book) == []

@@ -1,12 +1,15 @@
 """Fine-tuning the tiny preset on the embedded data reaches a stated accuracy; lr=0 must not."""
 
+from dataclasses import asdict
+
 import pytest
 
 from tests.helpers import run
 from vitcore.checks import CONVERGENCE, CheckFailed, require_converged
+from vitcore.model import get_preset
 
 MIN_ACC, WHY = CONVERGENCE[("vit-tiny", "embedded")]
-RECIPE = dict(model="vit-tiny", batch_size=32, epochs=10, lr=2e-3, weight_decay=0.05, warmup_ratio=0.1)
+RECIPE = dict(model="vit-tiny", **asdict(get_preset("vit-tiny").recipe))
 
 
 @pytest.mark.slow

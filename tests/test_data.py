@@ -1,5 +1,6 @@
 import collections
 
+import datasets
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -90,8 +91,6 @@ def test_local_image_folder(tmp_path):
 
 
 def test_local_save_to_disk(tmp_path):
-    import datasets
-
     src = data.load("embedded", subset=30)
     datasets.DatasetDict({"train": src.train, "test": src.test}).save_to_disk(str(tmp_path / "disk"))
     d = data.load(str(tmp_path / "disk"), subset=15)
@@ -134,8 +133,6 @@ def test_auto_fallback_is_loud(monkeypatch, caplog):
 
 
 def test_decode_error_names_the_file(tmp_path):
-    import datasets
-
     path = tmp_path / "x.png"
     Image.new("RGB", (8, 8)).save(path)
     ds = datasets.Dataset.from_dict({"image": [str(path)], "label": [0]}).cast_column("image", datasets.Image())

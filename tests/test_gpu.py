@@ -7,16 +7,19 @@ pass/fail. Performance compares with this device's budget file; see vitcore.budg
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity
-from vitcore import launch, train
+from vitcore import data, launch, train
 from vitcore.checks import CONVERGENCE, compare, require, require_converged
 from vitcore.config import RunConfig
+from vitcore.model import get_preset
 
 pytestmark = pytest.mark.gpu
 
-RECIPE = dict(model="vit-tiny", batch_size=32, epochs=10, lr=2e-3, weight_decay=0.05, warmup_ratio=0.1)
+CONVERGENCE_MODEL = "vit-tiny"  # trained with its preset's recipe
 
 
 def _spawn(fn, *args):
@@ -43,14 +46,13 @@ def test_checkpoint_roundtrip(spec, precision, parity_data, tmp_path, gpu_result
 
 
 def test_convergence(spec, precision, gpu_results, request):
-    from vitcore import data
-
     d = data.load(request.config.getoption("--dataset"), subset=1500)
     kind = "embedded" if d.source.startswith("embedded") else "dog_food"
-    key = (RECIPE["model"], kind)
+    key = (CONVERGENCE_MODEL, kind)
     if key not in CONVERGENCE:
         pytest.skip(f"no stated accuracy threshold for {key}")
-    hist = _spawn(train.finetune, _cfg(spec, precision, **RECIPE), d)
+    recipe = asdict(get_preset(CONVERGENCE_MODEL).recipe)
+    hist = _spawn(train.finetune, _cfg(spec, precision, model=CONVERGENCE_MODEL, **recipe), d)
     gpu_results.add("convergence", hist)
     if hist["status"] == "diverged":
         pytest.fail(f"{spec.name} {precision}: diverged at step {hist['diverged_at_step']}")
@@ -67,12 +69,12 @@ def _perf_cfgs(spec, precision, request):
 
 
 @pytest.mark.profile("fast")
-def test_performance_memory(spec, precision, request, gpu_results):
+def test_performance_memory(spec, precision, request, gpu_results, budget_checks):
     """Peak memory per GPU (allocated and reserved) at every batch size against the budget."""
-    check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, "memory")
+    check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, budget_checks, "memory")
 
 
 @pytest.mark.profile("fast")
-def test_performance_throughput(spec, precision, request, gpu_results):
+def test_performance_throughput(spec, precision, request, gpu_results, budget_checks):
     """Images/s (median of timed windows) at every batch size against the budget."""
-    check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, "throughput")
+    check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, budget_checks, "throughput")

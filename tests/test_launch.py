@@ -1,3 +1,4 @@
+import socket
 import time
 
 import pytest
@@ -31,8 +32,6 @@ def test_hanging_workers_time_out():
 
 
 def test_a_rendezvous_port_taken_meanwhile_is_retried_on_a_new_one(monkeypatch):
-    import socket
-
     # another process took the port between free_port() and rank 0's store: hold one and hand it out first
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity
 from vitcore import launch, plugins, train
-from vitcore.config import PROFILES, RunConfig
+from vitcore.config import RunConfig, profile_precision
 
 GLOBAL_BATCH = PARITY["batch_size"]
 
@@ -31,7 +31,7 @@ def _cases(config, *, perf: bool):
                 continue
             if s.min_world_size > 1 and ws != s.min_world_size and not perf:
                 continue  # model-parallel entries: parity at their own size; dp on top is the dp cases' job
-            prec = next(p for p in PROFILES["fast"]["precision_preference"] if p in s.precisions)
+            prec = profile_precision(s, "fast", cuda=True)
             out.append(pytest.param(s, prec, ws, id=f"{s.name}-{prec}-ws{ws}",
                                     marks=pytest.mark.multigpu(n=ws)))
     return out
@@ -70,11 +70,13 @@ def _scaling_cfgs(entry, precision, world_size, request):
                       weights="random", device="cuda", world_size=world_size) for bs in sizes]
 
 
-def test_scaling_performance_memory(entry, precision, world_size, request, gpu_results):
+def test_scaling_performance_memory(entry, precision, world_size, request, gpu_results, budget_checks):
     """Peak memory per GPU against the budget of this device identity (GPU count included)."""
-    check_budgets(_scaling_cfgs(entry, precision, world_size, request), request, gpu_results, "memory")
+    check_budgets(_scaling_cfgs(entry, precision, world_size, request), request, gpu_results, budget_checks,
+                  "memory")
 
 
-def test_scaling_performance_throughput(entry, precision, world_size, request, gpu_results):
+def test_scaling_performance_throughput(entry, precision, world_size, request, gpu_results, budget_checks):
     """Per-GPU images/s against the budget of this device identity."""
-    check_budgets(_scaling_cfgs(entry, precision, world_size, request), request, gpu_results, "throughput")
+    check_budgets(_scaling_cfgs(entry, precision, world_size, request), request, gpu_results, budget_checks,
+                  "throughput")

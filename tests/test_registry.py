@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from vitcore import ConfigError, compat, plugins
-from vitcore.plugins import BuildContext
+from vitcore import ConfigError, compat, memory, plugins, reference
+from vitcore.model import PRESETS
+from vitcore.plugins import BuildContext, PluginSpec
 
 
 def test_every_entry_constructs_or_skips_with_reason(spec, precision, cpu_process_group):
@@ -47,3 +48,31 @@ def test_compat_shims_are_idempotent():
     compat.apply()
     assert compat.apply() == []
     assert dist.is_hccl_available() is False
+
+
+def test_a_new_family_states_its_facts_on_its_spec_only(monkeypatch):
+    """The memory bound and the hand-written twin read the spec: no other module names families."""
+    spec = PluginSpec(name="my_zero2", family="my_zero", description="throwaway", factory=lambda ctx: None,
+                      precisions=("fp32", "bf16"), cpu_precisions=("fp32",), zero_stage=2, twin_precision="fp32")
+    monkeypatch.setitem(plugins.REGISTRY, spec.name, spec)
+    groups, skipped = reference.plan([8], model="vit-tiny", device="cpu", twins_of=["my_zero2", "torch_ddp_fp16"])
+    assert [g[0].plugin for g in groups] == ["reference_eager", "bare_my_zero2"]
+    assert groups[1][0].precision == "fp32" and groups[1][0].mirrors == "my_zero2"
+    assert [s["plugin"] for s in skipped] == ["reference_compiled", "bare_torch_ddp_fp16"]
+    point = {"plugin": "my_zero2", "precision": "bf16", "model": "vit-base", "batch_size": 32}
+    # stage 2 over 4 ranks: 16-bit params whole, 16-bit grads and fp32 master + moments sharded
+    shared = memory.lower_bound_gib(precision="bf16", preset=PRESETS["vit-base"], batch_size=32, dp_size=4)
+    assert memory.for_point(point | {"dp_size": 4}) < shared
+    assert memory.for_point(point | {"dp_size": 4}) == memory.lower_bound_gib(
+        precision="bf16", preset=PRESETS["vit-base"], batch_size=32, dp_size=4, zero_stage=2)
+
+
+def test_twins_are_the_entries_that_name_one():
+    assert [s.name for s in reference.twins(plugins.REGISTRY)] == ["torch_ddp", "torch_ddp_fp16"]
+    assert [(s.name, s.twin_precision) for s in reference.twins(["torch_ddp_fp16"])] == [("torch_ddp_fp16", "fp16")]
+
+
+@pytest.mark.parametrize("bad", [dict(state_layout="fp8"), dict(zero_stage=4), dict(twin_precision="bf16")])
+def test_family_facts_are_checked(bad):
+    with pytest.raises((ValueError, ConfigError)):
+        PluginSpec(name="x", family="x", description="", factory=lambda ctx: None, precisions=("fp32",), **bad)

@@ -1,6 +1,9 @@
 import json
+import sys
+import time
 
 from vitcore import results
+from vitcore.timing import Timing, host_noise, timed
 
 
 def test_append_is_line_atomic_and_partial_lines_are_ignored(tmp_path):
@@ -19,25 +22,17 @@ def test_write_atomic_leaves_no_temp_files(tmp_path):
 
 
 def test_calibration_lengthens_windows_of_fast_steps_only():
-    import time
-
-    from vitcore.bench import Timing, _timed
-
     def step(_):
         time.sleep(0.002)
 
-    windows, _, steps, _, _ = _timed(step, None, Timing(warmup=1, steps=3, repeats=2, min_window_s=0.05), "cpu",
-                                  freeze_gc=False)
+    windows, _, steps, _, _ = timed(step, None, Timing(warmup=1, steps=3, repeats=2, min_window_s=0.05), "cpu",
+                                 freeze_gc=False)
     assert steps >= 20 and all(w >= 0.04 for w in windows)  # 0.05 s of 2 ms steps
-    _, _, steps, _, _ = _timed(step, None, Timing(warmup=1, steps=3, repeats=2), "cpu", freeze_gc=False)
+    _, _, steps, _, _ = timed(step, None, Timing(warmup=1, steps=3, repeats=2), "cpu", freeze_gc=False)
     assert steps == 3  # no minimum: exactly --steps
 
 
 def test_each_window_records_host_interference():
-    import sys
-
-    from vitcore.bench import Timing, _timed, host_noise
-
     # the hypervisor took 30 of 1,000 jiffies; 4 involuntary switches; the thread moved from CPU 2 to 5
     before = {"steal": 100, "jiffies": 10_000, "preempted": 7, "cpu": 2, "gc_s": 1.0, "thread_s": 3.0}
     after = {"steal": 130, "jiffies": 11_000, "preempted": 11, "cpu": 5, "gc_s": 1.25, "thread_s": 3.5}
@@ -48,7 +43,7 @@ def test_each_window_records_host_interference():
             a = []
             a.append(a)
 
-    windows, _, _, _, noise = _timed(garbage, None, Timing(warmup=1, steps=3, repeats=3), "cpu", freeze_gc=False)
+    windows, _, _, _, noise = timed(garbage, None, Timing(warmup=1, steps=3, repeats=3), "cpu", freeze_gc=False)
     assert len(noise) == 3
     if sys.platform == "linux":
         assert all(0.0 <= n["steal"] <= 1.0 and n["preempted"] >= 0 for n in noise)

@@ -6,6 +6,12 @@ import sys
 import pytest
 import torch
 
+from vitcore import bench, reference
+from vitcore.config import RunConfig
+from vitcore.points import key
+from vitcore.results import read_points
+from vitcore.timing import Timing
+
 
 def _pytest(*args):
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
@@ -33,10 +39,6 @@ def test_without_a_gpu_every_gpu_test_skips_with_the_reason():
 
 
 def test_oom_point_is_a_result_and_the_group_goes_on(monkeypatch, tmp_path, cpu_process_group):
-    from vitcore import bench
-    from vitcore.config import RunConfig
-    from vitcore.results import read_points
-
     def fake_measure(cfg, timing):
         if cfg.batch_size == 64:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -45,7 +47,22 @@ def test_oom_point_is_a_result_and_the_group_goes_on(monkeypatch, tmp_path, cpu_
     monkeypatch.setattr(bench, "measure", fake_measure)
     cfgs = [RunConfig(plugin="torch_ddp", device="cpu", batch_size=b) for b in (32, 64, 128)]
     out = tmp_path / "points.jsonl"
-    points = bench.measure_group(cfgs, bench.Timing(), str(out))
+    points = bench.measure_group(cfgs, Timing(), str(out))
     assert [p["status"] for p in points] == ["ok", "oom", "ok"]
     assert "out of memory" in points[1]["error"]
     assert [p["status"] for p in read_points(out)] == ["ok", "oom", "ok"]
+
+
+def test_reference_and_plugin_points_share_the_run_loop(monkeypatch, tmp_path, cpu_process_group):
+    # a failing reference point is recorded like a plugin's: its own skeleton, family "reference"
+    def oom(ref, timing):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(reference, "measure_reference", oom)
+    monkeypatch.setattr(bench, "measure", lambda cfg, timing: bench.skeleton(cfg, status="ok"))
+    items = [reference.Reference(model="vit-tiny", batch_size=8, device="cpu"),
+             RunConfig(plugin="torch_ddp", device="cpu", batch_size=8)]
+    points = bench.measure_group(items, Timing(), str(tmp_path / "points.jsonl"))
+    assert [(p["plugin"], p["family"], p["status"]) for p in points] == [
+        ("reference_eager", "reference", "oom"), ("torch_ddp", "torch_ddp", "ok")]
+    assert [bench.group_key([i]) for i in items] == [(key(p),) for p in points]

@@ -4,16 +4,14 @@ import os
 import signal
 import time
 
+import torch.distributed as dist
+
 
 def rank_and_world():
-    import torch.distributed as dist
-
     return dist.get_rank(), dist.get_world_size()
 
 
 def rank1_is_killed():
-    import torch.distributed as dist
-
     if dist.get_rank() == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     dist.barrier()  # rank 0 would wait here forever without the runner's watchdog
@@ -21,8 +19,6 @@ def rank1_is_killed():
 
 
 def rank1_raises():
-    import torch.distributed as dist
-
     if dist.get_rank() == 1:
         raise ValueError("boom in rank 1")
     time.sleep(60)

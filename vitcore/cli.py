@@ -9,7 +9,14 @@ import os
 import sys
 from pathlib import Path
 
-from vitcore import analysis, budgets, points, report, results
+from vitcore import VitcoreError, analysis, budgets, plugins, points, report, results
+from vitcore.config import OPTIONS, PROFILES, RunConfig
+from vitcore.env import environment
+from vitcore.model import ATTENTION, get_preset
+
+# Commands that measure import torch (2.4 s measured here) and colossalai (8.1 s) inside their
+# function (launch, bench, reference, timing, train), so that `--help`, bad-input errors and
+# `vitcore report` answer at once.
 
 
 def _ints(text: str) -> list[int]:
@@ -33,8 +40,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vitcore", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    _train_parser(sub.add_parser("train", help="fine-tune ViT on dog_food with one plugin"))
+    _bench_parser(sub.add_parser("bench", help="throughput and peak memory over plugins x batch sizes"))
+    _report_parser(sub.add_parser("report", help="rebuild the HTML/JSON/CSV report from saved results"))
+    return ap
 
-    t = sub.add_parser("train", help="fine-tune ViT on dog_food with one plugin")
+
+def _train_parser(t: argparse.ArgumentParser) -> None:
     _common(t)
     t.add_argument("--nproc", type=int, default=1, help="processes (GPUs) in the run")
     t.add_argument("--plugin", default="torch_ddp")
@@ -45,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32, help="per data-parallel rank")
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--max-steps-per-epoch", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None, help="default 3e-4 (vit-base), 2e-3 (vit-tiny)")
+    t.add_argument("--lr", type=float, default=None,
+                   help="default: the model preset's recipe (3e-4 vit-base, 2e-3 vit-tiny)")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--attention", default=None, help="eager | sdpa")
     t.add_argument("--tp-size", type=int, default=None)
@@ -54,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="write the history JSON here")
     t.add_argument("--timeout", type=float, default=3600.0)
 
-    b = sub.add_parser("bench", help="throughput and peak memory over plugins x batch sizes")
+
+def _bench_parser(b: argparse.ArgumentParser) -> None:
     _common(b)
     b.add_argument("--nproc", type=_ints, default=[1],
                    help="processes (GPUs) per run; several, comma-separated, for a scaling study (e.g. 1,2,4,8)")
@@ -75,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the plain-PyTorch reference (bf16 autocast, SDPA, fused AdamW, +torch.compile)")
     b.add_argument("--finetune", action="store_true",
                    help="also fine-tune (gemini on a GPU, as the study; torch_ddp on a CPU) and chart loss/accuracy")
-    b.add_argument("--finetune-epochs", type=int, default=None, help="default 10, as the study")
+    b.add_argument("--finetune-epochs", type=int, default=None, help="default: the preset's recipe (10, as the study)")
     b.add_argument("--compare", metavar="BASELINE", default=None,
                    help="baseline results (points.jsonl / points.json) to gate against")
     b.add_argument("--fail-on", default=None,
@@ -91,20 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--update-budgets", metavar="FOLDER", default=None,
                    help="record each measured point as this device's budget in FOLDER "
                         "(memory always; throughput only where the spread is small enough to be a baseline)")
-    r = sub.add_parser("report", help="rebuild the HTML/JSON/CSV report from saved results")
+
+
+def _report_parser(r: argparse.ArgumentParser) -> None:
     r.add_argument("results", nargs="+", help="points.jsonl / points.json / gpu-results.json files")
     r.add_argument("--out", required=True)
     r.add_argument("--baseline", default=None, help="overlay and compare with these results")
-    r.add_argument("--fail-on", default=None, help="regression tolerances for --compare, e.g. throughput:5%%,memory:2%% (default: the point schema's, "
-                        "throughput:7%%,memory:3%%)")
+    r.add_argument("--fail-on", default=None,
+                   help="regression tolerances for --baseline, e.g. throughput:5%%,memory:2%% (default: the point "
+                        "schema's, throughput:7%%,memory:3%%)")
     r.add_argument("--history", default=None, help="a fine-tuning history JSON (vitcore train --out)")
     r.add_argument("--markdown", action="store_true", help="also print the Markdown tables")
-    return ap
 
 
 def main(argv=None) -> int:
-    from vitcore import VitcoreError
-
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
@@ -122,34 +136,28 @@ def main(argv=None) -> int:
 def _default_model(args) -> str:
     if args.model:
         return args.model
-    import torch
+    import torch  # 2.4 s: only when no --model was given
 
     return "vit-base" if args.device != "cpu" and torch.cuda.is_available() else "vit-tiny"
 
 
 def cmd_train(args) -> int:
-    from vitcore import launch, train
-    from vitcore.config import RunConfig
+    from vitcore import launch, train  # torch and colossalai: see the note at the top
 
     model = _default_model(args)
-    lr = args.lr if args.lr is not None else (2e-3 if model == "vit-tiny" else 3e-4)
     cfg = RunConfig(plugin=args.plugin, precision=args.precision, profile=args.profile, model=model,
                     dataset=args.dataset, weights=args.weights, subset=args.subset,
                     batch_size=args.batch_size, epochs=args.epochs,
-                    max_steps_per_epoch=args.max_steps_per_epoch, lr=lr, seed=args.seed,
+                    max_steps_per_epoch=args.max_steps_per_epoch, lr=args.lr, seed=args.seed,
                     attention=args.attention, tp_size=args.tp_size, pp_size=args.pp_size,
                     world_size=args.nproc, device=args.device, checkpoint_dir=args.checkpoint_dir,
                     timeout_s=args.timeout)
     _check_runnable(cfg)
     hist = launch.run(train.finetune, cfg, None, sys.stderr.isatty(), world_size=cfg.world_size,
                       device=cfg.device, timeout_s=cfg.timeout_s)[0]
-    from vitcore.env import environment
-
     hist["environment"] = environment()
     if args.out:
-        from vitcore.results import write_json
-
-        write_json(args.out, hist)
+        results.write_json(args.out, hist)
         print(f"[vitcore] history written to {args.out}")
     if hist["status"] != "ok":
         print(f"vitcore: error: {hist['error']}", file=sys.stderr)
@@ -158,7 +166,7 @@ def cmd_train(args) -> int:
 
 
 def _check_runnable(cfg) -> None:
-    from vitcore import VitcoreError, launch, plugins
+    from vitcore import launch  # torch: see the note at the top
 
     reason = plugins.unrunnable_reason(cfg.spec, cfg.precision, cfg.world_size, launch.resolve_device(cfg.device))
     if reason:
@@ -166,25 +174,18 @@ def _check_runnable(cfg) -> None:
 
 
 def _cpu_capable() -> str:
-    from vitcore import plugins
-
     return ", ".join(f"{s.name} ({'/'.join(s.cpu_precisions)})" for s in plugins.REGISTRY.values()
                      if s.cpu_precisions)
 
 
 def _options(pairs: list[str]) -> dict:
     """--option NAME=VALUE pairs as RunConfig fields (true/false for the on/off options)."""
-    from vitcore import VitcoreError
-    from vitcore.config import OPTIONS
-
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or name not in OPTIONS:
             raise VitcoreError(f"--option {pair!r}: expected NAME=VALUE with NAME one of {', '.join(OPTIONS)}")
         if name == "attention":
-            from vitcore.model import ATTENTION
-
             if value not in ATTENTION:
                 raise VitcoreError(f"--option {pair!r}: unknown attention {value!r}; valid: {', '.join(ATTENTION)}")
         else:
@@ -196,8 +197,8 @@ def _options(pairs: list[str]) -> dict:
 
 
 def cmd_bench(args) -> int:
-    from vitcore import VitcoreError, bench, launch
-    from vitcore.config import PROFILES
+    from vitcore import bench, launch, reference  # torch and colossalai: see the note at the top
+    from vitcore.timing import Timing
 
     profiles = _names(args.profile)
     for prof in profiles or [""]:
@@ -222,18 +223,16 @@ def cmd_bench(args) -> int:
             g = [grp for grp in g if (k := bench.group_key(grp)) not in seen and not seen.add(k)]
             groups, skipped = groups + g, skipped + [x for x in s if x not in skipped]
     if args.reference:
-        from vitcore import plugins
-
         selected = {s.name for s in plugins.select(args.plugins)}
-        bare = tuple(n for n in bench.BARE_LOOPS if n in selected and "fast" in profiles)
-        ref_groups, ref_skipped = bench.reference_groups(args.batch_sizes, model=model, device=device, bare=bare)
+        ref_groups, ref_skipped = reference.plan(args.batch_sizes, model=model, device=device,
+                                                 twins_of=selected if "fast" in profiles else ())
         groups, skipped = ref_groups + groups, ref_skipped + skipped
     for s in skipped:
         print(f"[vitcore] skipped {s['plugin']} {s['precision'] or ''}: {s['reason']}", file=sys.stderr)
     if args.min_window < 0:
         raise VitcoreError(f"--min-window {args.min_window} must be >= 0 seconds")
-    timing = bench.Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window,
-                          trace_dir=os.path.join(args.out, "traces") if args.trace else None)
+    timing = Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window,
+                    trace_dir=os.path.join(args.out, "traces") if args.trace else None)
     before = {points.key(p) for p in results.read_points(os.path.join(args.out, "points.jsonl"))}
     measured = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True)
 
@@ -247,21 +246,20 @@ def cmd_bench(args) -> int:
 
 
 def _finetune(args, device, model):
-    from vitcore import launch, train
-    from vitcore.config import RunConfig
-    from vitcore.results import write_json
+    """The study's fine-tuning (gemini on a GPU), at the model preset's recipe."""
+    from vitcore import launch, train  # torch and colossalai: see the note at the top
 
     gpu = device == "cuda"
     plugin = "gemini" if gpu else "torch_ddp"  # gemini needs CUDA; the study fine-tuned with it
     if not gpu:
         print("[vitcore] fine-tuning with torch_ddp: gemini needs a CUDA GPU", file=sys.stderr)
-    epochs = args.finetune_epochs or 10  # the study's 10 epochs
-    # On a CPU: the tiny preset's convergence recipe (tests/test_convergence.py), about 20 s.
-    recipe = {} if model == "vit-base" else dict(lr=2e-3, weight_decay=0.05, warmup_ratio=0.1)
+    recipe = get_preset(model).recipe
+    # On a CPU: 1,500 images of the tiny preset, about 20 s.
     cfg = RunConfig(plugin=plugin, profile=_names(args.profile)[0], model=model, dataset="auto",
-                    subset=None if gpu else 1500, epochs=epochs, device=device, batch_size=32, **recipe)
+                    subset=None if gpu else 1500, epochs=args.finetune_epochs or recipe.epochs, device=device,
+                    batch_size=recipe.batch_size)
     hist = launch.run(train.finetune, cfg, None, False, device=device, timeout_s=cfg.timeout_s)[0]
-    write_json(os.path.join(args.out, "finetune.json"), hist)
+    results.write_json(os.path.join(args.out, "finetune.json"), hist)
     return hist
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from colossalai.accelerator.cpu_accelerator import CpuAccelerator
+from colossalai.interface import OptimizerWrapper
 
 _applied = False
 
@@ -24,8 +26,6 @@ def apply() -> list[str]:
         dist.is_hccl_available = lambda: False
         done.append("dist.is_hccl_available")
 
-    from colossalai.accelerator.cpu_accelerator import CpuAccelerator
-
     # 2. TP dropout seeding passes a device to the CPU RNG getters, which take none.
     def get_rng_state(self, device=None):
         return torch.get_rng_state()
@@ -41,8 +41,6 @@ def apply() -> list[str]:
     #    (torch_ddp_fp16) as a torch Optimizer: it writes `state`, calls `_patch_step_function()`
     #    and reads `defaults` (measured: checkpoint load fails on an H100). Forward them to the
     #    wrapped optimizer.
-    from colossalai.interface import OptimizerWrapper
-
     for name in ("state", "defaults"):
         if not hasattr(OptimizerWrapper, name):
             setattr(OptimizerWrapper, name, property(lambda self, _n=name: getattr(self.optim, _n)))

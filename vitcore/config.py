@@ -8,7 +8,7 @@ from vitcore import ConfigError, plugins
 from vitcore import model as model_mod
 
 # Profiles (issue: fast vs the study's settings). A field left as None in RunConfig takes the
-# profile's value; precision takes the first of the profile's preferences the plugin supports.
+# profile's value; precision is profile_precision's choice.
 PROFILES = {
     "study": dict(attention="eager", grad_checkpoint=True, compile=False, fused_optimizer=False,
                   plugin_kernels=False, freeze_gc=False, precision_preference=("fp16", "fp32", "bf16")),
@@ -28,9 +28,22 @@ def _choice(what: str, value, valid) -> None:
         raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
 
 
+def profile_precision(spec: plugins.PluginSpec, profile: str, *, cuda: bool) -> str:
+    """The precision `profile` picks for `spec`: its first preference the plugin supports; without
+    CUDA, the first of those the CPU runs (the CUDA choice where the CPU runs none of them).
+    RunConfig and the tests' parametrization both ask this."""
+    _choice("profile", profile, PROFILES)
+    prefs = [p for p in PROFILES[profile]["precision_preference"] if p in spec.precisions]
+    if not cuda:
+        prefs = [p for p in prefs if p in spec.cpu_precisions] or prefs
+    return prefs[0]
+
+
 def _has_cuda(device: str) -> bool:
     if device == "cpu":
         return False
+    # torch adds 3 s to an import (measured); config stays light (0.1 s) for the paths that read
+    # only PROFILES and presets (vitcore.analysis, hence `vitcore report`).
     import torch
 
     return torch.cuda.is_available()
@@ -55,9 +68,10 @@ class RunConfig:
     """Per data-parallel rank."""
     epochs: int = 1
     max_steps_per_epoch: int | None = None
-    lr: float = 3e-4
-    weight_decay: float = 0.1
-    warmup_ratio: float = 0.3
+    lr: float | None = None
+    """None: the model preset's recipe (vitcore.model.Recipe), as are the two below."""
+    weight_decay: float | None = None
+    warmup_ratio: float | None = None
     """Warm-up share of all steps before the cosine decay, as in the upstream ViT example."""
     max_norm: float = 0.0
     seed: int = 42
@@ -87,21 +101,28 @@ class RunConfig:
     def __post_init__(self):
         spec = plugins.get(self.plugin)
         _choice("profile", self.profile, PROFILES)
-        prof = PROFILES[self.profile]
         preset = model_mod.get_preset(self.model)
         _choice("device", self.device, ("auto", "cuda", "cpu"))
+        self._fill_defaults(spec, preset)
+        self._check_values()
+        self._check_parallel(spec, preset)
+
+    def _fill_defaults(self, spec: plugins.PluginSpec, preset: model_mod.ModelPreset) -> None:
+        """Fields left as None: precision and options from the profile, lr, weight decay and
+        warm-up from the model preset's recipe (tp and pp sizes: _check_parallel)."""
         if self.precision is None:
-            # The profile's first preference the plugin has; on a CPU-only run, one the CPU runs.
-            prefs = [p for p in prof["precision_preference"] if p in spec.precisions]
-            if not _has_cuda(self.device):
-                prefs = [p for p in prefs if p in spec.cpu_precisions] or prefs
-            self.precision = prefs[0]
+            self.precision = profile_precision(spec, self.profile, cuda=_has_cuda(self.device))
         else:
             _choice("precision", self.precision, plugins.PRECISIONS)
             spec.check_precision(self.precision)
         for name in OPTIONS:
             if getattr(self, name) is None:
-                setattr(self, name, prof[name])
+                setattr(self, name, PROFILES[self.profile][name])
+        for name in ("lr", "weight_decay", "warmup_ratio"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(preset.recipe, name))
+
+    def _check_values(self) -> None:
         _choice("attention", self.attention, model_mod.ATTENTION)
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch size {self.batch_size!r} must be a positive integer")
@@ -115,6 +136,8 @@ class RunConfig:
             raise ConfigError(f"learning rate {self.lr!r} must be >= 0")
         if not 0 <= self.warmup_ratio <= 1:
             raise ConfigError(f"warm-up ratio {self.warmup_ratio!r} must be in [0, 1]")
+
+    def _check_parallel(self, spec: plugins.PluginSpec, preset: model_mod.ModelPreset) -> None:
         for name in ("tp_size", "pp_size"):
             value = getattr(self, name)
             if value is None:

@@ -8,12 +8,19 @@ an error naming what was tried.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+import huggingface_hub.constants as hfc
 import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from transformers import ViTImageProcessor
 
 from vitcore import DataError
 
@@ -79,8 +86,6 @@ def embedded_image(label: int, split: str, index: int, seed: int = 0):
     the image size and aspect ratio are random and noise is added, so class is not in the mean
     colour and a model has to learn orientation from patches.
     """
-    from PIL import Image
-
     rng = np.random.default_rng([seed, EMBEDDED_VERSION, 0 if split == "train" else 1, index])
     w, h = (int(v) for v in rng.integers(48, 192, size=2))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -105,8 +110,6 @@ def embedded_image(label: int, split: str, index: int, seed: int = 0):
 
 def load_embedded(*, subset: int | None = None, seed: int = 0) -> DogFood:
     """The generated stand-in with dog_food's schema and split sizes; only the rows used are drawn."""
-    import datasets
-
     splits = {}
     n_train = subset
     for split in ("train", "test"):
@@ -123,8 +126,6 @@ def load_embedded(*, subset: int | None = None, seed: int = 0) -> DogFood:
 
 
 def _features():
-    import datasets
-
     return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=LABELS)})
 
 
@@ -153,16 +154,12 @@ def load(dataset: str = "auto", *, subset: int | None = None, seed: int = 0) -> 
 
 
 def _load_hub(repo_id: str) -> DogFood:
-    import datasets
-
     # The HF cache (or the hub, where reachable). Offline mode stops a minute of retries on a
     # closed network.
     _offline_unless_hub_reachable()
     try:
         dd = datasets.load_dataset(repo_id)
     except Exception as e:  # datasets raises many types here; all mean "not available"
-        import huggingface_hub.constants as hfc
-
         where = "the HF cache (hub unreachable or offline)" if hfc.HF_HUB_OFFLINE else "the hub or the HF cache"
         raise DataError(f"dataset {repo_id!r} is not available from {where}: "
                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
@@ -170,11 +167,6 @@ def _load_hub(repo_id: str) -> DogFood:
 
 
 def _offline_unless_hub_reachable() -> None:
-    import socket
-
-    import datasets
-    import huggingface_hub.constants as hfc
-
     if hfc.HF_HUB_OFFLINE:
         return
     try:
@@ -185,8 +177,6 @@ def _offline_unless_hub_reachable() -> None:
 
 
 def _load_local(path: Path) -> DogFood:
-    import datasets
-
     if not path.exists():
         raise DataError(f"dataset path {str(path)!r} does not exist; give an image folder "
                         f"({'/'.join(LABELS)}/ or train/ and test/ of them), a save_to_disk folder, "
@@ -203,8 +193,6 @@ def _load_local(path: Path) -> DogFood:
 
 
 def _verify_images(files) -> None:
-    from PIL import Image, UnidentifiedImageError
-
     for f in sorted(files):
         try:
             with Image.open(f) as im:
@@ -214,8 +202,6 @@ def _verify_images(files) -> None:
 
 
 def _from_dict(dd, source: str) -> DogFood:
-    import datasets
-
     if isinstance(dd, datasets.Dataset):
         dd = datasets.DatasetDict({"train": dd})
     if "label" not in dd["train"].features or "image" not in dd["train"].features:
@@ -247,8 +233,6 @@ def _subset(data: DogFood, subset: int | None, seed: int) -> DogFood:
 # --- preprocessing --------------------------------------------------------------------------------
 def image_processor(image_size: int):
     """The ViT image processor settings of google/vit-base-patch16-224-in21k, at `image_size`."""
-    from transformers import ViTImageProcessor
-
     return ViTImageProcessor(size={"height": image_size, "width": image_size}, do_resize=True,
                              do_rescale=True, do_normalize=True, image_mean=[0.5] * 3,
                              image_std=[0.5] * 3)
@@ -262,8 +246,6 @@ class Preprocessed:
     """
 
     def __init__(self, ds, processor, cache: bool = True):
-        import datasets
-
         self.ds = ds.cast_column("image", datasets.Image(decode=False))
         self.processor = processor
         self._cache = {} if cache else None  # decoded once; later epochs skip PIL entirely
@@ -280,11 +262,6 @@ class Preprocessed:
         return item
 
     def _load(self, i):
-        import io
-
-        import torch
-        from PIL import Image
-
         row = self.ds[int(i)]
         raw = row["image"]
         name = raw.get("path") or f"row {i}"

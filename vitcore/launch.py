@@ -7,6 +7,7 @@ surviving workers are killed so that nothing hangs.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import queue
 import socket
@@ -15,7 +16,12 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from vitcore import VitcoreError
+import colossalai
+import torch
+import torch.distributed as dist
+from colossalai.logging import get_dist_logger
+
+from vitcore import VitcoreError, compat
 
 
 class WorkerError(VitcoreError):
@@ -33,8 +39,6 @@ def backend_for(device: str) -> str:
 
 
 def resolve_device(device: str) -> str:
-    import torch
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -43,31 +47,23 @@ def resolve_device(device: str) -> str:
 
 
 def _quiet_colossalai_logs() -> None:
-    from colossalai.logging import get_dist_logger
-
     get_dist_logger().set_level("ERROR")  # its per-step warnings would drown the progress output
 
 
 def _prepare() -> None:
     """What every process the suite starts does before its process group exists."""
-    from vitcore import compat
-
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast stays off everywhere
     compat.apply()
     _quiet_colossalai_logs()
 
 
 def init_process_group(rank: int, world_size: int, port: int, device: str) -> None:
-    import colossalai
-
     _prepare()
     colossalai.launch(rank=rank, world_size=world_size, host="127.0.0.1", port=port,
                       backend=backend_for(device), local_rank=rank, verbose=False)
 
 
 def destroy_process_group() -> None:
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -81,8 +77,6 @@ def run(fn: Callable[..., Any], *args, world_size: int = 1, device: str = "auto"
     """Run fn(*args) on every rank; return the list of per-rank results (rank order)."""
     device = resolve_device(device)
     if under_torchrun():
-        import colossalai
-
         _prepare()
         colossalai.launch_from_torch(backend=backend_for(device), verbose=False)
         try:
@@ -101,8 +95,6 @@ def run(fn: Callable[..., Any], *args, world_size: int = 1, device: str = "auto"
 def _worker(rank, world_size, port, device, fn, args, results):
     try:
         if device == "cpu":
-            import torch
-
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
         init_process_group(rank, world_size, port, device)
         out = fn(*args)
@@ -139,8 +131,6 @@ def spawn(fn, args, *, world_size: int, device: str, timeout_s: float) -> list[A
 
 
 def _spawn_once(fn, args, *, world_size: int, device: str, timeout_s: float, port: int) -> list[Any]:
-    import multiprocessing as mp
-
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(r, world_size, port, device, fn, args, results),

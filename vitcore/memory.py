@@ -10,7 +10,8 @@ set. Workspace, fragmentation and communication buffers are left out: it is a bo
 
 from __future__ import annotations
 
-from vitcore.model import ModelPreset
+from vitcore import ConfigError, plugins
+from vitcore.model import ModelPreset, get_preset
 
 GIB = 2**30
 
@@ -30,22 +31,15 @@ _STATES = {
 }
 
 
-def lower_bound_gib(*, family: str, precision: str, preset: ModelPreset, batch_size: int,
-                    dp_size: int = 1, grad_checkpoint: bool = False, offload_optimizer: bool = False,
-                    zero_stage: int = 0) -> float:
-    """zero_stage: 1 shards optimizer states, 2 also gradients, 3 also parameters."""
+def lower_bound_gib(*, precision: str, preset: ModelPreset, batch_size: int, state_layout: str = "mixed",
+                    grads_in_param_chunks: bool = False, dp_size: int = 1, grad_checkpoint: bool = False,
+                    offload_optimizer: bool = False, zero_stage: int = 0) -> float:
+    """state_layout, grads_in_param_chunks, zero_stage: as PluginSpec's fields (zero_stage 1 shards
+    optimizer states, 2 also gradients, 3 also parameters); fp32 training is fp32 in any layout."""
     p = param_count(preset)
-    if precision == "fp32":
-        w, g, o = _STATES["fp32"]
-    elif family in ("torch_ddp_fp16",) or (family == "torch_fsdp"):
-        w, g, o = _STATES["amp"]
-    else:
-        w, g, o = _STATES["mixed"]
-        if family == "gemini":
-            # GeminiDDP(reuse_fp16_chunk=master_weights): reduced 16-bit gradients are written into
-            # the parameter's own chunk, so they take no memory of their own (an H100 point,
-            # gemini fp16 bs8 with checkpointing, peaked at 1.339 GiB, below the bound that counted them)
-            g = 0
+    w, g, o = _STATES["fp32" if precision == "fp32" else state_layout]
+    if grads_in_param_chunks and precision != "fp32":
+        g = 0  # written into the 16-bit parameter chunks (Gemini; measured on an H100, see plugins.py)
     n = max(dp_size, 1)
     states = p * (w / (n if zero_stage >= 3 else 1) + g / (n if zero_stage >= 2 else 1)
                   + (0 if offload_optimizer else o / (n if zero_stage >= 1 else 1)))
@@ -57,20 +51,13 @@ def lower_bound_gib(*, family: str, precision: str, preset: ModelPreset, batch_s
 
 
 def for_point(point: dict) -> float | None:
-    """The bound for a bench point, from its recorded plugin entry and settings."""
-    from vitcore import plugins
-    from vitcore.model import get_preset
-
+    """The bound for a bench point, from its plugin entry's family facts and its settings."""
     try:
         spec = plugins.get(point["plugin"])
         preset = get_preset(point["model"])
-    except Exception:  # noqa: BLE001 - the reference or an unknown entry has no bound
+    except (ConfigError, KeyError):  # the reference, an unknown entry or preset, a point without them
         return None
-    opts = spec.options
-    stage = {"low_level_zero": opts.get("stage", 1), "gemini": 3, "torch_fsdp": 3}.get(spec.family, 0)
-    return lower_bound_gib(family=spec.family, precision=point["precision"], preset=preset,
-                           batch_size=point["batch_size"], dp_size=point.get("dp_size") or 1,
-                           grad_checkpoint=bool(point.get("grad_checkpoint")),
-                           # auto placement may keep optimizer chunks on the CPU, as offload does
-                           offload_optimizer=opts.get("offload_optim_frac", 0) > 0
-                           or opts.get("placement_policy") == "auto", zero_stage=stage)
+    return lower_bound_gib(precision=point["precision"], preset=preset, batch_size=point["batch_size"],
+                           state_layout=spec.state_layout, grads_in_param_chunks=spec.grads_in_param_chunks,
+                           dp_size=point.get("dp_size") or 1, grad_checkpoint=bool(point.get("grad_checkpoint")),
+                           offload_optimizer=spec.optimizer_offloaded, zero_stage=spec.zero_stage)

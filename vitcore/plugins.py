@@ -45,6 +45,28 @@ class PluginSpec:
     options: dict = field(default_factory=dict)  # fixed options, for reports
     parallel_sizes: bool = False  # tp/pp sizes may be overridden per run (hybrid_parallel)
     plugin_kernels: bool = False  # has its own fused kernels to switch on (RunConfig.plugin_kernels)
+    # Family facts: vitcore.memory's lower bound and vitcore.reference's twin read these, so a new
+    # entry states them here and nothing else needs an edit.
+    zero_stage: int = 0
+    """What the memory bound shards over data-parallel ranks: 1 optimizer states, 2 also gradients,
+    3 also parameters."""
+    state_layout: str = "mixed"
+    """Model states at 16-bit precisions: "mixed" (16-bit parameters and gradients, fp32 master
+    copy) or "amp" (fp32 parameters and gradients, 16-bit autocast); fp32 training is fp32 throughout."""
+    grads_in_param_chunks: bool = False
+    """Reduced 16-bit gradients are written into the parameters' own chunks (no memory of their own)."""
+    optimizer_offloaded: bool = False
+    """Optimizer states may live on the CPU (offloaded, or placed there by memory pressure)."""
+    twin_precision: str | None = None
+    """Precision of the entry's hand-written twin (vitcore.reference.bare_loop); None: no twin."""
+
+    def __post_init__(self):
+        if self.state_layout not in ("mixed", "amp"):
+            raise ValueError(f"{self.name}: state_layout {self.state_layout!r}; valid: mixed, amp")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"{self.name}: zero_stage {self.zero_stage}; valid: 0-3")
+        if self.twin_precision is not None:
+            self.check_precision(self.twin_precision)
 
     @property
     def uses_pipeline(self) -> bool:
@@ -106,15 +128,13 @@ def select(patterns: list[str] | None) -> list[PluginSpec]:
 
 
 # --- entries -------------------------------------------------------------------------------------
+# Factories import colossalai (and torch) when called: `import colossalai.booster.plugin` took 8.1 s here
+# (measured), and listing, selecting or planning entries needs none of it.
 _CUDA_ONLY = "colossalai {} needs a CUDA accelerator (measured: fails on the CPU accelerator)"
 
 
-def _amp(ctx: BuildContext) -> str | None:
-    return None if ctx.precision == "fp32" else ctx.precision
-
-
 @register("torch_ddp", family="torch_ddp", description="PyTorch DDP, fp32",
-          precisions=("fp32",), cpu_precisions=("fp32",))
+          precisions=("fp32",), cpu_precisions=("fp32",), twin_precision="fp32")
 def _torch_ddp(ctx):
     from colossalai.booster.plugin import TorchDDPPlugin
 
@@ -123,7 +143,8 @@ def _torch_ddp(ctx):
 
 @register("torch_ddp_fp16", family="torch_ddp_fp16",
           description="PyTorch DDP with the Booster's CUDA AMP fp16 (bf16 is not implemented there)",
-          precisions=("fp16",), cpu_reason="the Booster's fp16 is CUDA AMP", booster_amp=True)
+          precisions=("fp16",), cpu_reason="the Booster's fp16 is CUDA AMP", booster_amp=True,
+          state_layout="amp", twin_precision="fp16")
 def _torch_ddp_fp16(ctx):
     from colossalai.booster.plugin import TorchDDPPlugin
 
@@ -135,25 +156,29 @@ for _stage in (1, 2):
               description=f"ZeRO stage {_stage}: optimizer states{' and gradients' if _stage == 2 else ''} "
                           "sharded across data-parallel ranks",
               precisions=("fp16", "bf16"), cpu_reason=_CUDA_ONLY.format("LowLevelZeroPlugin"),
-              options={"stage": _stage})
+              options={"stage": _stage}, zero_stage=_stage)
     def _llz(ctx, _stage=_stage):
         from colossalai.booster.plugin import LowLevelZeroPlugin
 
         return LowLevelZeroPlugin(stage=_stage, precision=ctx.precision, max_norm=ctx.max_norm,
                                   initial_scale=2**5)
 
-_GEMINI = {
-    "gemini": ("static placement, everything on the GPU", dict(placement_policy="static")),
+_GEMINI = {  # name: (description, options, optimizer states possibly on the CPU)
+    "gemini": ("static placement, everything on the GPU", dict(placement_policy="static"), False),
     "gemini_auto": ("auto placement (chunks move between GPU and CPU by memory pressure)",
-                    dict(placement_policy="auto")),
+                    dict(placement_policy="auto"), True),
     "gemini_offload": ("static placement with optimizer states offloaded to the CPU "
                        "(the upstream ViT example's setting)",
-                       dict(placement_policy="static", offload_optim_frac=1.0, pin_memory=True)),
+                       dict(placement_policy="static", offload_optim_frac=1.0, pin_memory=True), True),
 }
-for _name, (_desc, _opts) in _GEMINI.items():
+for _name, (_desc, _opts, _offloaded) in _GEMINI.items():
+    # GeminiDDP(reuse_fp16_chunk=master_weights): reduced 16-bit gradients are written into the
+    # parameter's own chunk (an H100 point, gemini fp16 bs8 with checkpointing, peaked at 1.339 GiB,
+    # below a bound that counted them)
     @register(_name, family="gemini", description=f"Gemini (ZeRO-3 with chunks): {_desc}",
               precisions=("fp16", "bf16"), cpu_reason=_CUDA_ONLY.format("GeminiPlugin"),
-              optimizer="hybrid_adam", options=_opts)
+              optimizer="hybrid_adam", options=_opts, zero_stage=3, grads_in_param_chunks=True,
+              optimizer_offloaded=_offloaded)
     def _gemini(ctx, _opts=_opts):
         from colossalai.booster.plugin import GeminiPlugin
 
@@ -171,7 +196,10 @@ for _name, (_tp, _pp, _zero) in _HYBRID.items():
               cpu_precisions=() if _zero else ("fp32",),
               cpu_reason=_CUDA_ONLY.format("ZeRO") if _zero else "mixed precision needs a CUDA accelerator",
               min_world_size=_tp * _pp * (2 if _zero else 1), tp_size=_tp, pp_size=_pp, parallel_sizes=True,
-              plugin_kernels=True, options={"zero_stage": _zero} if _zero else {})
+              plugin_kernels=True, options={"zero_stage": _zero} if _zero else {},
+              # the memory bound counts no sharding here, neither tp/pp nor the _zero1 entry's ZeRO-1
+              # in the dp groups (kept at 0: the recorded bounds do not change)
+              zero_stage=0)
     def _hybrid(ctx, _zero=_zero):
         from colossalai.booster.plugin import HybridParallelPlugin
 
@@ -208,7 +236,8 @@ def _replicated_head_policy():
 @register("torch_fsdp", family="torch_fsdp",
           description="PyTorch FSDP (full sharding); bf16 through FSDP's own MixedPrecision, "
                       "since the Booster's fp16 setting is silently ignored by this plugin",
-          precisions=("fp32", "bf16"), cpu_reason="FSDP's default settings need CUDA")
+          precisions=("fp32", "bf16"), cpu_reason="FSDP's default settings need CUDA",
+          zero_stage=3, state_layout="amp")
 def _torch_fsdp(ctx):
     import torch
     from colossalai.booster.plugin import TorchFSDPPlugin
@@ -226,7 +255,7 @@ def unrunnable_reason(spec: PluginSpec, precision: str, world_size: int, device:
     if device == "cpu" and spec.needs_cuda(precision):
         return f"needs CUDA ({spec.cpu_reason})"
     if device == "cuda":
-        import torch
+        import torch  # 2.4 s to import (measured); `vitcore plugins` and CPU planning never need it
 
         if torch.cuda.device_count() < world_size:
             return f"needs {world_size} GPUs, {torch.cuda.device_count()} present"

@@ -17,9 +17,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 
-from vitcore import analysis, budgets, points as schema
-from vitcore.analysis import enrich, matrix_points, perf_points
+from vitcore import analysis, budgets
+from vitcore import points as schema
+from vitcore.analysis import enrich, matrix_points
 from vitcore.results import write_atomic, write_atomic_bytes, write_json
+
 
 def _fmt(v, spec=".1f", missing="-"):
     return missing if v is None else format(v, spec)

@@ -1,18 +1,33 @@
-"""Fine-tuning with any registry plugin: setup, train step, evaluation, checkpoints, history.
+"""Fine-tuning with any registry plugin: setup, train step, evaluation, history.
 
 One code path for every plugin; what differs (pipeline steps, which rank owns the loss, which
-ranks share data) is read from the plugin object rather than from its name.
+ranks share data) is read from the plugin object rather than from its name. Saving and loading
+through the Booster, with the fixes a resume needs, is vitcore.checkpoint's.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+import torch.distributed as dist
+from colossalai.booster import Booster
+from colossalai.nn.lr_scheduler import CosineAnnealingWarmupLR
+from colossalai.nn.optimizer import HybridAdam
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
 from vitcore import Diverged
+from vitcore import data as data_mod
+from vitcore import model as model_mod
+from vitcore.checkpoint import innermost_optimizer, load_checkpoint, loss_scale, save_checkpoint
 from vitcore.config import RunConfig
+from vitcore.launch import resolve_device
+from vitcore.plugins import BuildContext, booster_kwargs
 
 
 @dataclass
@@ -25,8 +40,6 @@ class Layout:
 
 
 def layout_of(plugin) -> Layout:
-    import torch.distributed as dist
-
     dp_group = getattr(plugin, "dp_group", None)  # HybridParallelPlugin's process-group mesh
     if dp_group is None:
         return Layout(dist.get_rank(), dist.get_world_size(), True)
@@ -62,11 +75,8 @@ def _criterion(outputs, inputs=None):
 
 
 def make_optimizer(cfg: RunConfig, model, device: str):
-
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.spec.optimizer == "hybrid_adam":
-        from colossalai.nn.optimizer import HybridAdam
-
         return HybridAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, adamw_mode=True)
     return adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_adam(cfg, device))
 
@@ -80,11 +90,7 @@ def adamw(params, *, fused: bool = False, **kw):
     """AdamW maths. On torch >= 2.6 this is Adam(decoupled_weight_decay=True): colossalai's FSDP
     plugin re-creates the optimizer from `optimizer.defaults`, which there include
     `decoupled_weight_decay`, a keyword AdamW itself rejects (measured on torch 2.11).
-    fused: one CUDA kernel for the whole update (see load_checkpoint for its resume quirk)."""
-    import inspect
-
-    import torch
-
+    fused: one CUDA kernel for the whole update (see checkpoint.load_checkpoint for its resume quirk)."""
     if fused:
         kw["fused"] = True
 
@@ -96,14 +102,39 @@ def adamw(params, *, fused: bool = False, **kw):
 def _eval_loader(dataset, batch_size: int, layout: Layout, multiple: int):
     """Each data-parallel shard evaluates a disjoint slice (no DistributedSampler padding, so no
     sample is counted twice); pipelines need each batch to split into whole microbatches."""
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
     idx = list(range(layout.dp_rank, len(dataset), layout.dp_size))
     idx = idx[: len(idx) - len(idx) % multiple]
     bs = max(multiple, batch_size - batch_size % multiple)
     return DataLoader(Subset(dataset, idx), batch_size=bs, shuffle=False,
                       generator=torch.Generator().manual_seed(0))
+
+
+@dataclass
+class _Loaders:
+    """What a session trains and evaluates on (no loaders for the benchmark's synthetic batch)."""
+
+    labels: list[str]
+    source: str
+    train_loader: Any
+    test_loader: Any
+    steps_per_epoch: int
+
+
+def _loaders(cfg: RunConfig, data, plugin, layout: Layout, synthetic_batch: bool) -> _Loaders:
+    if synthetic_batch:
+        return _Loaders(list(data_mod.LABELS), "synthetic-tensors (random pixels on the device)", None, None,
+                     cfg.max_steps_per_epoch or 1)
+    if data is None:
+        data = data_mod.load(cfg.dataset, subset=cfg.subset, seed=0)
+    proc = data_mod.image_processor(cfg.preset.image_size)
+    train_ds, test_ds = data_mod.Preprocessed(data.train, proc), data_mod.Preprocessed(data.test, proc)
+    train_loader = plugin.prepare_dataloader(train_ds, batch_size=cfg.batch_size, shuffle=True,
+                                             seed=cfg.seed, drop_last=True)
+    test_loader = _eval_loader(test_ds, cfg.batch_size, layout, cfg.pp_size)
+    steps_per_epoch = len(train_loader)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    return _Loaders(data.labels, data.source, train_loader, test_loader, steps_per_epoch)
 
 
 def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Session:
@@ -112,40 +143,15 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
     synthetic_batch: the benchmark's input, one random batch already on the device (as the study),
     instead of the dataset.
     """
-    import torch
-    from colossalai.booster import Booster
-    from colossalai.nn.lr_scheduler import CosineAnnealingWarmupLR
-
-    from vitcore import data as data_mod
-    from vitcore import model as model_mod
-    from vitcore.launch import resolve_device
-    from vitcore.plugins import BuildContext, booster_kwargs
-
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    spec, preset = cfg.spec, cfg.preset
+    spec = cfg.spec
     plugin = spec.build(BuildContext(precision=cfg.precision, tp_size=cfg.tp_size, pp_size=cfg.pp_size,
                                      plugin_kernels=cfg.plugin_kernels, max_norm=cfg.max_norm))
     layout = layout_of(plugin)
-    if synthetic_batch:
-        labels, dataset_source = list(data_mod.LABELS), "synthetic-tensors (random pixels on the device)"
-        train_loader = test_loader = None
-        steps_per_epoch = cfg.max_steps_per_epoch or 1
-    else:
-        if data is None:
-            data = data_mod.load(cfg.dataset, subset=cfg.subset, seed=0)
-        labels, dataset_source = data.labels, data.source
-        proc = data_mod.image_processor(preset.image_size)
-        train_ds, test_ds = data_mod.Preprocessed(data.train, proc), data_mod.Preprocessed(data.test, proc)
-        train_loader = plugin.prepare_dataloader(train_ds, batch_size=cfg.batch_size, shuffle=True,
-                                                 seed=cfg.seed, drop_last=True)
-        test_loader = _eval_loader(test_ds, cfg.batch_size, layout, cfg.pp_size)
-        steps_per_epoch = len(train_loader)
-        if cfg.max_steps_per_epoch:
-            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    model, weights_source = model_mod.build_model(preset, labels=labels, attention=cfg.attention,
-                                                  weights=cfg.weights,
-                                                  grad_checkpoint=cfg.grad_checkpoint)
+    d = _loaders(cfg, data, plugin, layout, synthetic_batch)
+    model, weights_source = model_mod.build_model(cfg.preset, labels=d.labels, attention=cfg.attention,
+                                                  weights=cfg.weights, grad_checkpoint=cfg.grad_checkpoint)
     if device == "cuda":
         model = model.cuda()
     if cfg.compile:
@@ -157,48 +163,11 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
     # plugin re-initialises the optimizer from its defaults during boost, which silently reset a
     # schedule made before to the full learning rate for step 1 (measured: FSDP fp32 7% off
     # torch_ddp on an H100).
-    total = max(1, steps_per_epoch * max(cfg.epochs, 1))
+    total = max(1, d.steps_per_epoch * max(cfg.epochs, 1))
     scheduler = CosineAnnealingWarmupLR(innermost_optimizer(optimizer), total_steps=total,
                                         warmup_steps=int(cfg.warmup_ratio * total))
-    return Session(cfg, device, plugin, booster, model, optimizer, scheduler, train_loader,
-                   test_loader, layout, dataset_source, weights_source, steps_per_epoch, total)
-
-
-def restore_param_groups(optimizer) -> None:
-    """colossalai's sharded-optimizer loader writes the saved param_groups (learning rate at the
-    saved step, betas, ...) into `unwrap()`'s instance __dict__. For the Booster's AMP optimizer
-    (torch_ddp_fp16) unwrap() is another OptimizerWrapper whose `param_groups` is a property, so
-    the write is shadowed and lost: the resumed step ran at the fresh schedule's learning rate
-    (measured on an H100: first resumed loss equal, second 1.8% off, loss scale equal). Move the
-    stranded groups' hyperparameters into the optimizer that steps."""
-    inner = innermost_optimizer(optimizer)
-    w = optimizer
-    while w is not inner and hasattr(w, "optim"):
-        stranded = vars(w).pop("param_groups", None)
-        if stranded is not None:
-            for group, saved in zip(inner.param_groups, stranded, strict=True):
-                group.update({k: v for k, v in saved.items() if k != "params"})
-        w = w.optim
-
-
-def _steps_to_param_device(opt) -> None:
-    """colossalai's checkpoint loader leaves Adam's `step` state on the CPU; the fused kernel
-    refuses that after a resume (measured on an H100), so it goes back beside its parameter."""
-    if not any(g.get("fused") for g in opt.param_groups):
-        return
-    for p, st in opt.state.items():
-        step = st.get("step")
-        if step is not None and hasattr(step, "device") and step.device != p.device:
-            st["step"] = step.to(p.device)
-
-
-def innermost_optimizer(optimizer):
-    """The torch Optimizer under the Booster's wrappers (the AMP wrapper wraps a wrapper)."""
-    import torch
-
-    while not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optim"):
-        optimizer = optimizer.optim
-    return optimizer
+    return Session(cfg, device, plugin, booster, model, optimizer, scheduler, d.train_loader,
+                   d.test_loader, layout, d.source, weights_source, d.steps_per_epoch, total)
 
 
 def to_device(batch: dict, device: str) -> dict:
@@ -222,9 +191,6 @@ def train_step(s: Session, batch: dict):
 
 def global_mean(s: Session, value) -> float:
     """Mean over data-parallel shards of a per-shard scalar held by the owning ranks."""
-    import torch
-    import torch.distributed as dist
-
     t = torch.zeros(1, dtype=torch.float64, device=s.device)
     if value is not None and s.layout.owns_output:
         t += value.detach().double()
@@ -234,8 +200,6 @@ def global_mean(s: Session, value) -> float:
 
 def forward_logits(s: Session, batch: dict):
     """Logits and loss of one batch without gradients (None on ranks that do not own them)."""
-    import torch
-
     with torch.no_grad():
         if s.pipelined:
             out = s.booster.execute_pipeline(iter([batch]), s.model, _criterion, None,
@@ -248,9 +212,6 @@ def forward_logits(s: Session, batch: dict):
 
 
 def evaluate(s: Session) -> dict:
-    import torch
-    import torch.distributed as dist
-
     s.model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=s.device)  # loss sum, correct, count
     for batch in s.test_loader:
@@ -266,40 +227,6 @@ def evaluate(s: Session) -> dict:
     loss_sum, correct, count = totals.tolist()
     return {"eval_loss": loss_sum / max(count, 1), "eval_accuracy": correct / max(count, 1),
             "eval_samples": int(count)}
-
-
-def save_checkpoint(s: Session, path) -> None:
-    from pathlib import Path
-
-    path = Path(path)
-    s.booster.save_model(s.model, str(path / "model"), shard=True)
-    s.booster.save_optimizer(s.optimizer, str(path / "optimizer"), shard=True)
-    s.booster.save_lr_scheduler(s.scheduler, str(path / "scheduler.pt"))
-    scaler = getattr(s.optimizer, "scaler", None)
-    if scaler is not None:
-        # The Booster's AMP optimizer (torch_ddp_fp16) does not save its GradScaler, so a resumed
-        # run restarted the loss scale and skipped a step (measured on an H100: 1.3% off).
-        import torch
-        import torch.distributed as dist
-
-        if dist.get_rank() == 0:
-            torch.save(scaler.state_dict(), path / "grad_scaler.pt")
-
-
-def load_checkpoint(s: Session, path) -> None:
-    from pathlib import Path
-
-    path = Path(path)
-    s.booster.load_model(s.model, str(path / "model"))
-    s.booster.load_optimizer(s.optimizer, str(path / "optimizer"))
-    restore_param_groups(s.optimizer)
-    _steps_to_param_device(innermost_optimizer(s.optimizer))
-    s.booster.load_lr_scheduler(s.scheduler, str(path / "scheduler.pt"))
-    scaler = getattr(s.optimizer, "scaler", None)
-    if scaler is not None and (path / "grad_scaler.pt").exists():
-        import torch
-
-        scaler.load_state_dict(torch.load(path / "grad_scaler.pt"))
 
 
 def describe(s: Session) -> dict:
@@ -320,8 +247,6 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
 
     A NaN or inf loss ends the run with status "diverged" and the step where it happened.
     """
-    import torch.distributed as dist
-
     s = setup(cfg, data)
     hist = describe(s) | {"lr": cfg.lr, "epochs_requested": cfg.epochs, "step_loss": [],
                           "epochs": [], "status": "ok"}
@@ -333,20 +258,7 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            if hasattr(s.train_loader.sampler, "set_epoch"):  # a new shuffle per epoch
-                s.train_loader.sampler.set_epoch(epoch)
-            losses = []
-            for i, batch in enumerate(s.train_loader):
-                if i >= s.steps_per_epoch:
-                    break
-                step += 1
-                loss = global_mean(s, train_step(s, to_device(batch, s.device)))
-                if not math.isfinite(loss):
-                    raise Diverged(step, loss)
-                losses.append(loss)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
+            losses, step = _train_epoch(s, epoch, step, bar)
             hist["step_loss"] += losses
             row = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1), **evaluate(s),
                    "seconds": time.perf_counter() - t0}
@@ -368,6 +280,25 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
     return hist
 
 
+def _train_epoch(s: Session, epoch: int, step: int, bar) -> tuple[list[float], int]:
+    """One epoch's steps; returns their losses and the global step reached. Raises Diverged."""
+    if hasattr(s.train_loader.sampler, "set_epoch"):  # a new shuffle per epoch
+        s.train_loader.sampler.set_epoch(epoch)
+    losses = []
+    for i, batch in enumerate(s.train_loader):
+        if i >= s.steps_per_epoch:
+            break
+        step += 1
+        loss = global_mean(s, train_step(s, to_device(batch, s.device)))
+        if not math.isfinite(loss):
+            raise Diverged(step, loss)
+        losses.append(loss)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
+    return losses, step
+
+
 def steps_then_probe(cfg: RunConfig, data, steps: int, probe: dict) -> dict:
     """K optimizer steps on the dataset's batches, then the logits of a fixed probe batch: what
     the parity tests compare against torch_ddp. Runs on every rank."""
@@ -386,8 +317,6 @@ def steps_then_probe(cfg: RunConfig, data, steps: int, probe: dict) -> dict:
 def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path) -> dict:
     """Train `steps`, save through the booster, run two more steps; then a fresh booster loads the
     checkpoint and runs the same two steps. Equal losses mean model and optimizer round-tripped."""
-    import torch.distributed as dist
-
     s = setup(cfg, data)
     batches = []
     for i, batch in enumerate(s.train_loader):
@@ -398,36 +327,26 @@ def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path) -> dict:
         train_step(s, b)
     save_checkpoint(s, path)
     dist.barrier()
-    scales = {"saved": _loss_scale(s)}
+    scales = {"saved": loss_scale(s)}
 
     def continue_from(sess, name):
         losses = []
         for b in batches[steps:]:
             losses.append(global_mean(sess, train_step(sess, b)))
-            scales.setdefault(name, []).append(_loss_scale(sess))
+            scales.setdefault(name, []).append(loss_scale(sess))
         return losses
 
     uninterrupted = continue_from(s, "uninterrupted")
     del s
     fresh = setup(cfg, data)
     load_checkpoint(fresh, path)
-    scales["loaded"] = _loss_scale(fresh)
+    scales["loaded"] = loss_scale(fresh)
     resumed = continue_from(fresh, "resumed")
     return describe(fresh) | {"uninterrupted": uninterrupted, "resumed": resumed, "loss_scale": scales}
 
 
-def _loss_scale(s: Session):
-    """The AMP GradScaler's current scale (None without one): a resumed run must continue it."""
-    scaler = getattr(s.optimizer, "scaler", None)
-    return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
-
-
 def _progress(s: Session, enabled: bool):
-    import torch.distributed as dist
-
     if not enabled or dist.get_rank() != 0:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=s.steps_per_epoch * s.cfg.epochs, desc=f"{s.cfg.plugin} {s.cfg.precision}",
                 unit="step", leave=False)

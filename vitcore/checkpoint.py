@@ -1,0 +1,84 @@
+"""Saving and loading a training session through its Booster, with what a resume needs beyond it.
+
+Each fix below is a colossalai behaviour measured on an H100 that made a resumed run differ from an
+uninterrupted one; train.checkpoint_roundtrip (the GPU tier's checkpoint test) shows they agree.
+This module knows the Session only by its attributes (booster, model, optimizer, scheduler), so
+train imports it and not the other way round.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+
+if TYPE_CHECKING:
+    from vitcore.train import Session
+
+
+def save_checkpoint(s: Session, path) -> None:
+    path = Path(path)
+    s.booster.save_model(s.model, str(path / "model"), shard=True)
+    s.booster.save_optimizer(s.optimizer, str(path / "optimizer"), shard=True)
+    s.booster.save_lr_scheduler(s.scheduler, str(path / "scheduler.pt"))
+    scaler = getattr(s.optimizer, "scaler", None)
+    if scaler is not None:
+        # The Booster's AMP optimizer (torch_ddp_fp16) does not save its GradScaler, so a resumed
+        # run restarted the loss scale and skipped a step (measured on an H100: 1.3% off).
+        if dist.get_rank() == 0:
+            torch.save(scaler.state_dict(), path / "grad_scaler.pt")
+
+
+def load_checkpoint(s: Session, path) -> None:
+    path = Path(path)
+    s.booster.load_model(s.model, str(path / "model"))
+    s.booster.load_optimizer(s.optimizer, str(path / "optimizer"))
+    restore_param_groups(s.optimizer)
+    _steps_to_param_device(innermost_optimizer(s.optimizer))
+    s.booster.load_lr_scheduler(s.scheduler, str(path / "scheduler.pt"))
+    scaler = getattr(s.optimizer, "scaler", None)
+    if scaler is not None and (path / "grad_scaler.pt").exists():
+        scaler.load_state_dict(torch.load(path / "grad_scaler.pt"))
+
+
+def restore_param_groups(optimizer) -> None:
+    """colossalai's sharded-optimizer loader writes the saved param_groups (learning rate at the
+    saved step, betas, ...) into `unwrap()`'s instance __dict__. For the Booster's AMP optimizer
+    (torch_ddp_fp16) unwrap() is another OptimizerWrapper whose `param_groups` is a property, so
+    the write is shadowed and lost: the resumed step ran at the fresh schedule's learning rate
+    (measured on an H100: first resumed loss equal, second 1.8% off, loss scale equal). Move the
+    stranded groups' hyperparameters into the optimizer that steps."""
+    inner = innermost_optimizer(optimizer)
+    w = optimizer
+    while w is not inner and hasattr(w, "optim"):
+        stranded = vars(w).pop("param_groups", None)
+        if stranded is not None:
+            for group, saved in zip(inner.param_groups, stranded, strict=True):
+                group.update({k: v for k, v in saved.items() if k != "params"})
+        w = w.optim
+
+
+def _steps_to_param_device(opt) -> None:
+    """colossalai's checkpoint loader leaves Adam's `step` state on the CPU; the fused kernel
+    refuses that after a resume (measured on an H100), so it goes back beside its parameter."""
+    if not any(g.get("fused") for g in opt.param_groups):
+        return
+    for p, st in opt.state.items():
+        step = st.get("step")
+        if step is not None and hasattr(step, "device") and step.device != p.device:
+            st["step"] = step.to(p.device)
+
+
+def innermost_optimizer(optimizer):
+    """The torch Optimizer under the Booster's wrappers (the AMP wrapper wraps a wrapper)."""
+    while not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optim"):
+        optimizer = optimizer.optim
+    return optimizer
+
+
+def loss_scale(s: Session):
+    """The AMP GradScaler's current scale (None without one): a resumed run must continue it."""
+    scaler = getattr(s.optimizer, "scaler", None)
+    return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None

@@ -1,0 +1,277 @@
+"""How one point is timed: windows, calibration, host interference, the profiler, peak memory.
+
+Warm-up steps first (compilation, allocator growth, kernel JIT), then `repeats` windows of `steps`
+steps each, the device synchronised only at window edges, inputs already on the device. images/s is
+the median over windows and `spread` = (max - min) / median. `measured_fields` turns the windows
+into the point's measured fields (declared in vitcore.points); `unmeasured_fields` is the same
+point with nothing measured (an OOM, an error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+from vitcore import model as model_mod
+from vitcore.env import environment, peak_flops
+from vitcore.results import write_atomic
+
+GIB = 2**30
+
+
+@dataclasses.dataclass(kw_only=True)
+class Timing:
+    warmup: int = 5
+    steps: int = 20
+    repeats: int = 5
+    min_window_s: float = 0.0
+    """Calibration (as pytest-benchmark's min_time): after warm-up, one untimed window sets the
+    steps per window so that each window lasts at least this long. Host jitter (measured: 10-48%
+    between 0.4 s windows of launch-bound runs on an H100 host) averages out over longer windows."""
+    trace_dir: str | None = None
+    """Also profile 5 steps after timing (torch.profiler): the top operators go to a text file
+    there, and the point gets gpu_busy = GPU kernel time / wall time (near 1: GPU-bound; low: the
+    host, i.e. Python and kernel launches, limits the step)."""
+
+
+class Timed(NamedTuple):
+    """What `timed` returns (a tuple: `windows, loss, steps, warm_mem, noise = timed(...)`)."""
+
+    windows: list[float]  # seconds per window
+    loss: object  # the last step's loss
+    steps: int  # steps per window (after calibration)
+    warm_mem: tuple[int, int] | None  # peak (allocated, reserved) bytes over warm-up; None off CUDA
+    noise: list[dict]  # host interference per window (host_noise, plus the SM clock)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def random_batch(preset, batch_size: int, seed: int, device: str) -> dict:
+    """One batch of random pixels and labels, already on the device (the benchmark's input)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    size = preset.image_size
+    return {"pixel_values": torch.randn(batch_size, 3, size, size, generator=g).to(device),
+            "labels": torch.randint(0, 3, (batch_size,), generator=g).to(device)}
+
+
+def release_memory() -> None:
+    """Free what the last point held, so the next one's peak starts from nothing."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --- host interference ----------------------------------------------------------------------------
+_GC_SECONDS = [0.0, 0.0]  # [collector time so far, start of the running collection]
+
+
+def _gc_clock(phase, _info):
+    now = time.perf_counter()
+    if phase == "start":
+        _GC_SECONDS[1] = now
+    else:
+        _GC_SECONDS[0] += now - _GC_SECONDS[1]
+
+
+def host_counters() -> dict | None:
+    """Cumulative host counters, read at a window's edges; None off Linux.
+
+    Host-bound plugins (ZeRO and Gemini bookkeeping, kernel launches) time the CPU, not the GPU, and
+    their windows spread 10-50% on an H100 host. Per window this says where the time went: the
+    hypervisor running someone else on the machine's vCPUs (steal), other threads preempting ours,
+    Python's garbage collector, the timing thread's own CPU time (wall minus it: waiting on the GPU
+    or a lock), and the GPU's SM clock at the window's end. On the lent H100 none of the first four
+    explained the spread and the clock held; the slow windows' own CPU seconds grew with them
+    (README, "Performance tests against the budgets")."""
+    try:
+        cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        on_cpu = int(Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return None
+    jiffies = [int(x) for x in cpu[:8]]  # user nice system idle iowait irq softirq steal
+    return {"steal": jiffies[7], "jiffies": sum(jiffies), "preempted": resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw,
+            "cpu": on_cpu, "gc_s": _GC_SECONDS[0], "thread_s": time.thread_time()}
+
+
+def sm_clock_mhz() -> int | None:
+    try:
+        return torch.cuda.clock_rate() if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - NVML missing or refused: the clock is simply not recorded
+        return None
+
+
+def host_noise(before: dict | None, after: dict | None) -> dict:
+    """One window's host interference from two host_counters() readings."""
+    if before is None or after is None:
+        return {}
+    total = after["jiffies"] - before["jiffies"]
+    return {"steal": (after["steal"] - before["steal"]) / total if total > 0 else 0.0,
+            "preempted": after["preempted"] - before["preempted"], "migrated": before["cpu"] != after["cpu"],
+            "gc_s": after["gc_s"] - before["gc_s"], "thread_s": after["thread_s"] - before["thread_s"]}
+
+
+# --- the timed loop -------------------------------------------------------------------------------
+def timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True) -> Timed:
+    """Warm-up, then `repeats` windows of `steps` steps (see Timed).
+
+    Peak memory is read twice: over warm-up and calibration (first steps: DDP's bucket rebuild,
+    lazily created optimizer states) and over the timed windows alone (steady state). On an H100 the
+    first varied by one fp32 copy of the parameters between runs of the same code (torch_ddp bs32:
+    4.97 / 5.29 GiB), so budgets compare the steady-state peak.
+
+    freeze_gc: the plugins' Python side allocates many short-lived objects, so CPython's automatic
+    collections (full passes over the million objects torch, transformers and colossalai import)
+    land at random inside windows. Collect once, freeze what exists, and keep automatic GC off
+    while timing, as torchtitan's training loop does (its GarbageCollection: gc.disable, then a
+    collection every N steps)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if freeze_gc:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+    gc.callbacks.append(_gc_clock)
+    try:
+        for _ in range(timing.warmup):
+            step(batch)
+        sync(device)
+        steps = calibrated_steps(step, batch, timing, device)
+        warm_mem = None
+        if device == "cuda":
+            warm_mem = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved())
+            torch.cuda.reset_peak_memory_stats()
+        windows, noise = [], []
+        for _ in range(timing.repeats):
+            c0 = host_counters()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                loss = step(batch)
+            sync(device)
+            windows.append(time.perf_counter() - t0)
+            noise.append(host_noise(c0, host_counters()) | {"sm_clock_mhz": sm_clock_mhz()})
+            if freeze_gc:
+                gc.collect(1)  # young generations only, outside the window
+    finally:
+        gc.callbacks.remove(_gc_clock)
+        if freeze_gc:
+            gc.enable()
+            gc.unfreeze()
+    return Timed(windows, loss, steps, warm_mem, noise)
+
+
+def calibrated_steps(step, batch, timing: Timing, device: str) -> int:
+    """timing.steps, or more so that a window lasts timing.min_window_s; every rank agrees (the
+    maximum), since ranks of one group must run the same number of collectives."""
+    n = timing.steps
+    if timing.min_window_s > 0:
+        t0 = time.perf_counter()
+        for _ in range(timing.steps):
+            step(batch)
+        sync(device)
+        per_step = (time.perf_counter() - t0) / timing.steps
+        n = max(n, math.ceil(timing.min_window_s / max(per_step, 1e-9)))
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([n], device=device if device == "cuda" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        n = int(t.item())
+    return n
+
+
+# --- the profiler ---------------------------------------------------------------------------------
+def trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
+    """Profile `steps` steps; returns gpu_busy (None on a CPU) and writes the operator table."""
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    sync(device)
+    with profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step(batch)
+        sync(device)
+        wall = time.perf_counter() - t0
+    avgs = prof.key_averages()
+    busy = None
+    if device == "cuda":
+        busy = kernel_seconds(avgs) / wall
+    if path is not None:
+        sort = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+        head = (f"{steps} steps, wall {wall * 1e3:.1f} ms ({wall / steps * 1e3:.2f} ms/step)"
+                + (f", GPU busy {busy:.1%}" if busy is not None else "") + "\n")
+        write_atomic(path, head + avgs.table(sort_by=sort, row_limit=30))
+    return {"gpu_busy": busy, "trace": str(path) if path else None}
+
+
+def kernel_seconds(avgs) -> float:
+    """GPU kernel time in profiler averages, counted as torch's own table total counts it: device
+    events only. Operator rows (aten::mm) and user annotations (DistributedDataParallel.forward)
+    also carry their kernels' time, so summing every row counted it two or three times."""
+    return sum(e.self_device_time_total for e in avgs
+               if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)) / 1e6
+
+
+def trace_path(timing: Timing, point_name: str) -> Path | None:
+    """Where rank 0 writes a point's operator table; None without --trace and on other ranks."""
+    if not timing.trace_dir or (dist.is_initialized() and dist.get_rank() != 0):
+        return None
+    return Path(timing.trace_dir) / f"trace-{point_name}.txt"
+
+
+# --- memory and the point's measured fields -------------------------------------------------------
+def cuda_mem(warm_mem) -> list[float]:
+    """[peak allocated, peak reserved, steady allocated, steady reserved] in bytes (see timed)."""
+    steady = [torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()]
+    return [max(w, s) for w, s in zip(warm_mem or steady, steady, strict=True)] + steady
+
+
+_MEM_FIELDS = ("peak_mem_allocated_gib", "peak_mem_reserved_gib", "steady_mem_allocated_gib",
+               "steady_mem_reserved_gib")  # in cuda_mem's order
+
+
+def measured_fields(run: Timed, *, images_per_step: float, timing: Timing, preset, mem=None) -> dict:
+    """The point's measured fields from its windows; mem: cuda_mem's four byte counts, or None."""
+    step_times = [w / run.steps for w in run.windows]
+    per_gpu = [images_per_step / t for t in step_times]
+    med = statistics.median(per_gpu)
+    env = environment()
+    flops = model_mod.train_flops_per_image(preset)
+    peak = peak_flops(env["gpu_name"])
+    noise = run.noise
+    return {
+        "status": "ok",
+        "images_per_s": med,  # per GPU
+        "images_per_s_windows": per_gpu,
+        "step_time_s": statistics.median(step_times),
+        "spread": (max(per_gpu) - min(per_gpu)) / med,
+        "repeats": timing.repeats, "steps": run.steps, "warmup": timing.warmup,
+        "min_window_s": timing.min_window_s,
+        **{name: mem[i] / GIB if mem else None for i, name in enumerate(_MEM_FIELDS)},
+        "train_flops_per_image": flops,
+        "mfu": (med * flops / peak) if peak else None,
+        # per window (host_counters): share of the machine's CPU time stolen by the hypervisor,
+        # involuntary context switches, GC seconds, the timing thread's CPU seconds, SM clock
+        **{f"host_{k}_windows": [n.get(k) for n in noise] or None
+           for k in ("steal", "preempted", "gc_s", "thread_s", "sm_clock_mhz")},
+        "host_migrations": sum(bool(n.get("migrated")) for n in noise) if noise else None,
+    } | env
+
+
+def unmeasured_fields(item, *, family: str, **extra) -> dict:
+    """A planned point (anything with the identity attributes) with nothing measured: the record
+    of an OOM or an error, with `extra` (status, error) on top."""
+    return {"plugin": item.plugin, "family": family, "precision": item.precision, "profile": item.profile,
+            "model": item.model, "batch_size": item.batch_size, "world_size": item.world_size,
+            "variant": item.variant, "images_per_s": None, **dict.fromkeys(_MEM_FIELDS), "mfu": None,
+            } | environment() | extra
