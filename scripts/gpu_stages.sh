@@ -133,6 +133,30 @@ EOF
   tail -n 25 reports/gpu/budget-edited-20pct.log
 }
 
+# --- the gate (docs/gate.md): budgets with device time, launches, memory and wall samples for the 9
+# single-GPU entries at bs32 and bs128, then checks of unchanged code and injected regressions.
+# GATE=reports/h100-gate/<date>-<sha> (set by the caller, the same on every call).
+GATE_BENCH=(--batch-sizes 32,128 --no-reference --warmup 5 --steps 10 --repeats 5 --min-window 0.3)
+stage_gate_smoke() {  # one point end to end, fails fast before the long stages
+  timeout 200 $py -m vitcore.cli bench --plugins torch_ddp_fp16 --batch-sizes 32 --no-reference --steps 5 \
+    --repeats 3 --min-window 0 --out "/tmp/gate-smoke" && cat /tmp/gate-smoke/points.csv
+}
+stage_gate_record() {  # the budgets: every point in 2 processes (medians move between processes)
+  timeout 590 $py -m vitcore.cli bench "${GATE_BENCH[@]}" --processes 2 --out "$GATE/record" --resume \
+    --update-budgets fixtures/budgets
+}
+stage_gate_check() {  # unchanged code against the record, a separate process: GATE_RUN names it
+  timeout 400 $py -m vitcore.cli bench "${GATE_BENCH[@]}" --out "$GATE/$GATE_RUN" --compare "$GATE/record/points.jsonl"
+}
+stage_gate_inject_device() {  # +3% GPU kernel time per step: the device-time check must fail on every point
+  timeout 400 $py -m vitcore.cli bench "${GATE_BENCH[@]}" --plugins "${INJECT_PLUGINS:-torch_ddp,torch_ddp_fp16,low_level_zero_s1,gemini,hybrid_parallel,torch_fsdp}" \
+    --inject-device-pct 3 --out "$GATE/inject-device" --compare "$GATE/record/points.jsonl" --allow-missing
+}
+stage_gate_inject_host() {  # +10% host sleep per step: wall may regress, device time must pass
+  timeout 400 $py -m vitcore.cli bench "${GATE_BENCH[@]}" --plugins "${INJECT_PLUGINS:-torch_ddp,torch_ddp_fp16,low_level_zero_s1,gemini,hybrid_parallel,torch_fsdp}" \
+    --inject-host-pct 10 --out "$GATE/inject-host" --compare "$GATE/record/points.jsonl" --allow-missing
+}
+
 export VITCORE_GIT_SHA=${VITCORE_GIT_SHA:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 rc=0
 for s in "$@"; do
@@ -142,6 +166,6 @@ for s in "$@"; do
   "stage_$s" > >(tee "$out/$s.log") 2>&1 || rc=$?
   echo "=== stage $s done in $((SECONDS - t0)) s (rc so far $rc)"
   # after every stage, so a call killed at its limit still returns what finished
-  tar -czf "$out/results.tgz.tmp" reports fixtures/budgets 2>/dev/null && mv "$out/results.tgz.tmp" "$out/results.tgz"
+  tar -czf "$out/results.tgz.tmp" ${GATE:-reports} fixtures/budgets 2>/dev/null && mv "$out/results.tgz.tmp" "$out/results.tgz"
 done
 exit $rc

@@ -9,8 +9,7 @@ from vitcore import VitcoreError, budgets, launch, train
 from vitcore.bench import measure_group
 from vitcore.checks import TOLERANCES, compare, require
 from vitcore.config import RunConfig
-from vitcore.points import key_text
-from vitcore.timing import Timing
+from vitcore.timing import Timing, pool
 
 PARITY_STEPS = 5
 # Parity and checkpoints use the tiny preset at lr 1e-3 (the CPU parity recipe). Measured on an
@@ -45,59 +44,63 @@ def check_parity(label: str, reference: dict, got: dict, precision: str, gpu_res
 MEASURED = pytest.StashKey[dict]()
 
 
-def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str], list[str]]:
-    """Measure `cfgs` in one process group, once per session; with --update-budgets, record each
-    point as this device's budget. Returns the points, the budgets that could not be recorded and
-    the throughput baselines refused (memory recorded alone), each with its reason."""
+def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
+    """Measure `cfgs` in --perf-processes separate process groups, once per session, pooling their
+    windows (timing.pool); with --update-budgets, record each point as this device's budget.
+    Returns the points and the budgets that could not be recorded, with the reason."""
     measured = request.config.stash.setdefault(MEASURED, {})
     key = tuple((c.plugin, c.precision, c.world_size, c.batch_size, c.model) for c in cfgs)
     if key in measured:
         return measured[key]
     c0 = cfgs[0]
-    timing = Timing(warmup=5, steps=request.config.getoption("--perf-steps"),
-                    repeats=request.config.getoption("--perf-repeats"),
-                    min_window_s=request.config.getoption("--perf-min-window"))
-    points = launch.spawn(measure_group, (cfgs, timing, None), world_size=c0.world_size, device="cuda",
-                          timeout_s=900)[0]
-    failed, refused = [], []
+    opt = request.config.getoption
+    timing = Timing(warmup=5, steps=opt("--perf-steps"), repeats=opt("--perf-repeats"),
+                    min_window_s=opt("--perf-min-window"))
+    runs = [launch.spawn(measure_group, (cfgs, timing, None), world_size=c0.world_size, device="cuda",
+                         timeout_s=900)[0] for _ in range(opt("--perf-processes"))]
+    points = [pool(list(same)) for same in zip(*runs, strict=True)]
+    failed = []
     for point in points:
         gpu_results.add("performance", point)
         print(f"{c0.plugin} {c0.precision} ws={c0.world_size} bs={point['batch_size']}: "
-              f"{point.get('images_per_s') or 0:.1f} img/s per GPU "
-              f"(spread {point.get('spread') or 0:.1%}), alloc {point.get('peak_mem_allocated_gib') or 0:.2f} GiB, "
-              f"reserved {point.get('peak_mem_reserved_gib') or 0:.2f} GiB, status {point['status']}")
-        if request.config.getoption("--update-budgets"):
+              f"{point.get('images_per_s') or 0:.1f} img/s per GPU (spread {point.get('spread') or 0:.1%}, "
+              f"{point.get('processes')} processes), device {point.get('device_ms_per_step') or 0:.2f} ms/step, "
+              f"{point.get('launches_per_step') or 0:.0f} launches/step, alloc "
+              f"{point.get('steady_mem_allocated_gib') or 0:.2f} GiB, status {point['status']}")
+        if opt("--update-budgets"):
             try:
-                _, entry = budgets.update(request.config.getoption("--budgets"), point)
-                if entry["images_per_s"] is None:
-                    refused.append(f"{key_text(point)}: throughput not recorded: {entry['throughput_refused']}")
+                budgets.update(opt("--budgets"), point)
             except VitcoreError as e:
                 failed.append(f"budget not recorded: {e}")
-    measured[key] = points, failed, refused
+    measured[key] = points, failed
     return measured[key]
 
 
-def check_budgets(cfgs, request, gpu_results, budget_checks, metric: str) -> None:
-    """Compare every point's `metric` ("memory" or "throughput") with this device's budget; all
-    violations of the test are reported together, and the session's at its end (`budget_checks`,
-    the root conftest's fixture). A point without a budget for `metric` is a skip with the reason,
-    never a pass. With --update-budgets: record, and report what was refused."""
-    points, failed, refused = performance_points(cfgs, request, gpu_results)
+def check_budgets(cfgs, request, gpu_results, budget_checks, groups: tuple[str, ...]) -> None:
+    """Every point's verdicts in the gate `groups` against this device's budget (budgets.check, the
+    rule `vitcore bench --compare` uses too). Regressed fails, all of the test's together, and the
+    session's are listed at its end (`budget_checks`); inconclusive (wall time on a noisy host) and a
+    missing budget are a skip with the reason, never a pass; improved passes, naming the baseline to
+    update. With --update-budgets: record instead."""
+    points, failed = performance_points(cfgs, request, gpu_results)
     if request.config.getoption("--update-budgets"):
         assert not failed, "; ".join(failed)
-        if metric == "throughput" and refused:
-            pytest.skip("; ".join(refused))
         return
     folder = request.config.getoption("--budgets")
-    problems, missing = [], []
+    problems, undecided, notes = [], [], []
     for point in points:
-        try:
-            _, violations = budgets.check(folder, point, metric)
-        except budgets.NoBudget as e:
-            missing.append(str(e))
-            continue
-        budget_checks.record(point, violations, metric)
-        problems += map(str, violations)
+        for group in groups:
+            try:
+                _, verdicts = budgets.check(folder, point, group)
+            except budgets.NoBudget as e:
+                undecided.append(str(e))
+                continue
+            regressed = [v for v in verdicts if v.outcome == "regressed"]
+            budget_checks.record(point, regressed, group)
+            problems += map(str, regressed)
+            undecided += [str(v) for v in verdicts if v.outcome == "inconclusive"]
+            notes += [f"update the baseline: {v}" for v in verdicts if v.outcome == "improved"]
+            print("\n".join(str(v) for v in verdicts))
     assert not problems, "; ".join(problems)
-    if missing:
-        pytest.skip("; ".join(missing))
+    if undecided:
+        pytest.skip("; ".join(undecided + notes))

@@ -1,15 +1,24 @@
-"""The budget comparison on CPU: a 10% slowdown or 5% memory growth fails, noise passes."""
+"""The one regression rule on CPU: device time (2%), launches (exact), memory (3%) by threshold,
+wall throughput statistically over window samples; budget files per device; fail-closed baselines."""
 
 import json
+import math
 
 import pytest
 
 from vitcore import VitcoreError, budgets
 
 
-def point(ips=1000.0, alloc=4.0, reserved=5.0, spread=0.01, **kw):
+def windows(center, n=10, spread=0.01):
+    """n window samples evenly spread +-spread around center (deterministic)."""
+    return [center * (1 + spread * (2 * i / (n - 1) - 1)) for i in range(n)]
+
+
+def point(ips=1000.0, alloc=4.0, reserved=5.0, device_ms=50.0, launches=1285.0, spread=0.01, **kw):
     return {"plugin": "gemini", "precision": "bf16", "profile": "fast", "model": "vit-base",
             "world_size": 1, "batch_size": 128, "status": "ok", "images_per_s": ips, "spread": spread,
+            "images_per_s_windows": windows(ips, spread=spread / 2), "processes": 2,
+            "device_ms_per_step": device_ms, "launches_per_step": launches,
             "peak_mem_allocated_gib": alloc, "peak_mem_reserved_gib": reserved, "repeats": 5,
             "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_count": 1, "torch": "2.11.0+cu130", "cuda": "13.0",
             "date": "2026-11-24", "git_sha": "abc", "dataset": "d", "weights": "w"} | kw
@@ -25,15 +34,45 @@ def ref(folder):
     return budgets.lookup(budgets.load(folder, point()), point())
 
 
-def test_ten_percent_slower_fails(book):
-    v = budgets.compare(point(ips=900.0), ref(book))
-    assert [x.metric for x in v] == ["images/s"]
-    assert "gemini bf16 bs=128: images/s 900 vs budget 1000 (-10.0%)" == str(v[0])
+def outcomes(p, r, **kw):
+    """Each gate group's outcome: the worst of its fields' (memory has allocated and reserved)."""
+    rank = ("regressed", "improved", "inconclusive", "pass")
+    out = {}
+    for v in budgets.judge(p, r, **kw):
+        out[v.group] = min(out.get(v.group, "pass"), v.outcome, key=rank.index)
+    return out
 
 
-def test_five_percent_more_memory_fails(book):
-    v = budgets.compare(point(alloc=4.2), ref(book))
-    assert [x.metric for x in v] == ["peak_mem_allocated_gib"] and v[0].delta == pytest.approx(0.05)
+def test_unchanged_point_passes_every_metric(book):
+    assert outcomes(point(), ref(book)) == {"throughput": "pass", "device_time": "pass", "launches": "pass",
+                                            "memory": "pass"}
+
+
+def test_ten_percent_slower_wall_time_regresses_naming_everything(book):
+    (v,) = budgets.compare(point(ips=900.0), ref(book))
+    assert v.metric == "images/s" and v.group == "throughput"
+    assert str(v).startswith("gemini bf16 bs=128: images/s 900 vs budget 1000 (-10.0%)")
+    assert "99% interval" in str(v)
+
+
+@pytest.mark.parametrize("device_ms,outcome", [(50.9, "pass"), (51.1, "regressed"), (48.9, "improved")])
+def test_device_time_at_the_two_percent_boundary(book, device_ms, outcome):
+    assert outcomes(point(device_ms=device_ms), ref(book))["device_time"] == outcome
+
+
+@pytest.mark.parametrize("launches,outcome", [(1285.0, "pass"), (1286.0, "regressed"), (1284.0, "improved")])
+def test_launches_are_compared_exactly(book, launches, outcome):
+    assert outcomes(point(launches=launches), ref(book))["launches"] == outcome
+
+
+@pytest.mark.parametrize("alloc,outcome", [(4.119, "pass"), (4.121, "regressed"), (3.87, "improved")])
+def test_memory_at_the_three_percent_boundary(book, alloc, outcome):
+    assert outcomes(point(alloc=alloc), ref(book))["memory"] == outcome
+
+
+def test_reserved_memory_is_gated_too(book):
+    (v,) = budgets.compare(point(reserved=5.2), ref(book))
+    assert v.metric == "peak_mem_reserved_gib" and v.delta == pytest.approx(0.04)
 
 
 def test_steady_state_memory_is_compared_where_both_sides_have_it(tmp_path):
@@ -43,49 +82,42 @@ def test_steady_state_memory_is_compared_where_both_sides_have_it(tmp_path):
     assert budgets.compare(point(alloc=4.3, steady_mem_allocated_gib=3.5, steady_mem_reserved_gib=4.5), book) == []
     (v,) = budgets.compare(point(alloc=4.0, steady_mem_allocated_gib=3.7, steady_mem_reserved_gib=4.5), book)
     assert v.metric == "steady_mem_allocated_gib" and v.delta == pytest.approx(3.7 / 3.5 - 1)
-    # a point measured before steady-state peaks existed is compared on the overall peak
-    (v,) = budgets.compare(point(alloc=4.3), book)
+    (v,) = budgets.compare(point(alloc=4.3), book)  # a point from before steady-state peaks existed
     assert v.metric == "peak_mem_allocated_gib"
 
 
-@pytest.mark.parametrize("ips,alloc", [(1000.0, 4.0), (960.0, 4.08), (1200.0, 3.0)])
-def test_noise_and_improvements_pass(book, ips, alloc):
-    assert budgets.compare(point(ips=ips, alloc=alloc), ref(book)) == []
+def test_noisy_windows_are_inconclusive_and_name_the_detectable_change(tmp_path):
+    budgets.update(tmp_path, point(spread=0.3))
+    (v,) = budgets.judge(point(ips=960.0, spread=0.3), ref(tmp_path), groups=("throughput",))
+    assert v.outcome == "inconclusive" and "detects" in v.detail and "windows per side would decide" in v.detail
 
 
-def test_budget_demanding_20_percent_more_fails_naming_everything(book):
-    path = budgets.budget_path(book, point())
-    data = json.loads(path.read_text())
-    for e in data["entries"].values():
-        e["images_per_s"] *= 1.2
-    path.write_text(json.dumps(data))
-    (v,) = budgets.compare(point(), ref(book))
-    assert "gemini bf16 bs=128: images/s 1000 vs budget 1200" in str(v)
+def test_a_one_process_baseline_never_decides_wall_time(tmp_path):
+    budgets.update(tmp_path, point(processes=1))
+    (v,) = budgets.judge(point(ips=500.0), ref(tmp_path), groups=("throughput",))
+    assert v.outcome == "inconclusive" and "re-record with --processes 2" in v.detail
 
 
-def test_noisy_throughput_is_refused_as_baseline_but_its_memory_is_kept(tmp_path):
-    _, entry = budgets.update(tmp_path, point(spread=0.09))
-    assert entry["images_per_s"] is None and entry["observed_images_per_s"] == 1000.0
-    assert "spread 9.0% over 5 repeats exceeds 3.5%; too noisy" in entry["throughput_refused"]
-    book = ref(tmp_path)
-    with pytest.raises(budgets.NoBudget, match="no throughput baseline on this device: spread 9.0%"):
-        budgets.require_throughput(book, point())
-    # memory is still gated, throughput is not compared
-    assert budgets.compare(point(ips=500.0), book) == []
-    (v,) = budgets.compare(point(alloc=4.2), book)
-    assert v.metric == "peak_mem_allocated_gib"
+def test_error_or_oom_point_against_an_ok_budget_is_a_regression(book):
+    for status in ("oom", "error"):
+        (v,) = budgets.compare(point(status=status), ref(book))
+        assert v.group == "status" and v.metric == f"status {status}"
 
 
-def test_failed_or_variant_points_are_not_budgets(tmp_path):
+def test_failed_variant_or_injected_points_are_not_budgets(tmp_path):
     with pytest.raises(VitcoreError, match="status oom cannot be a budget"):
         budgets.update(tmp_path, point(status="oom"))
     with pytest.raises(VitcoreError, match="ablation variant 'compile=True' is not a budget"):
         budgets.update(tmp_path, point(variant="compile=True"))
+    with pytest.raises(VitcoreError, match=r"injected regression \(device\+1ms\) is not a budget"):
+        budgets.update(tmp_path, point(injected="device+1ms"))
 
 
-@pytest.mark.parametrize("groups,expected", [(("memory",), ["peak_mem_allocated_gib"]), (("throughput",), ["images/s"])])
-def test_compare_only_the_metric_asked(book, groups, expected):
-    assert [v.metric for v in budgets.compare(point(ips=800.0, alloc=4.4), ref(book), groups=groups)] == expected
+@pytest.mark.parametrize("groups,expected", [(("memory",), ["peak_mem_allocated_gib"]), (("throughput",), ["images/s"]),
+                                             (("device_time",), ["device ms/step"])])
+def test_compare_only_the_groups_asked(book, groups, expected):
+    got = budgets.compare(point(ips=800.0, alloc=4.4, device_ms=60.0), ref(book), groups=groups)
+    assert [v.metric for v in got] == expected
 
 
 def test_other_device_is_no_budget(book):
@@ -93,41 +125,91 @@ def test_other_device_is_no_budget(book):
         budgets.load(book, point(gpu_name="NVIDIA A100-SXM4-80GB"))
 
 
-def test_budget_records_its_source(book):
+def test_entry_holds_measurements_and_provenance_never_a_tolerance(book):
     entry = ref(book)
-    assert entry["source"]["git_sha"] == "abc" and entry["spread"] == 0.01
-    # the entry holds measurements and provenance, never its own copy of the tolerance
+    assert entry["source"]["git_sha"] == "abc" and entry["processes"] == 2
+    assert entry["images_per_s_windows"] == windows(1000.0, spread=0.005)
+    assert entry["device_ms_per_step"] == 50.0 and entry["launches_per_step"] == 1285.0
     assert not any("allowed" in k or "tol" in k for k in entry)
-    assert budgets.tolerances() == {"throughput": 0.07, "memory": 0.03}
+    assert budgets.tolerances() == {"throughput": 0.05, "device_time": 0.02, "launches": 0.0, "memory": 0.03}
 
 
-def test_one_default_tolerance_and_fail_on_overrides_only_what_it_names(book):
-    assert budgets.compare(point(ips=940.0), ref(book)) == []  # -6%: inside the default 7%
-    (v,) = budgets.compare(point(ips=940.0), ref(book), tol=budgets.parse_fail_on("throughput:5%"))
-    assert v.metric == "images/s"
-    # memory keeps its default 3% when --fail-on names only throughput
-    (v,) = budgets.compare(point(alloc=4.2), ref(book), tol=budgets.parse_fail_on("throughput:5%"))
-    assert v.metric == "peak_mem_allocated_gib"
+def test_fail_on_overrides_only_what_it_names(book):
+    assert outcomes(point(device_ms=51.5), ref(book))["device_time"] == "regressed"
+    tol = budgets.parse_fail_on("device_time:5%")
+    assert outcomes(point(device_ms=51.5), ref(book), tol=tol)["device_time"] == "pass"
+    assert outcomes(point(alloc=4.2), ref(book), tol=tol)["memory"] == "regressed"  # still 3%
 
 
-def test_entry_recorded_noisier_than_todays_limit_is_a_skip_not_a_verdict(book):
-    path = budgets.budget_path(book, point())
-    data = json.loads(path.read_text())
-    (entry,) = data["entries"].values()
-    entry["spread"] = budgets.MAX_BASELINE_SPREAD + 0.01
-    path.write_text(json.dumps(data))
-    with pytest.raises(budgets.NoBudget, match=r"throughput recorded with spread 4\.5%, above the 3\.5%"):
-        budgets.require_throughput(ref(book), point())
+def test_entry_of_an_older_version_without_device_time_is_a_skip(tmp_path):
+    budgets.update(tmp_path, point(device_ms_per_step=None, launches_per_step=None))
+    with pytest.raises(budgets.NoBudget, match="has no device_time .* re-record it"):
+        budgets.check(tmp_path, point(), "device_time")
+
+
+@pytest.mark.parametrize("bad", [0.0, float("nan"), -1.0])
+def test_zero_or_nan_reference_value_is_an_error(bad):
+    with pytest.raises(VitcoreError, match="must be a positive number"):
+        budgets.judge(point(), point(device_ms=bad))
 
 
 def test_budget_table_gives_each_point_the_tests_verdicts(tmp_path):
     from vitcore import report
 
     budgets.update(tmp_path, point(batch_size=32))
-    budgets.update(tmp_path, point(spread=0.2))  # bs128: memory budget only
-    rows = [point(batch_size=32, ips=850.0, test="performance"), point(alloc=4.5, test="performance"),
-            point(batch_size=8, test="performance")]
+    rows = [point(batch_size=32, ips=850.0, test="performance"), point(batch_size=8, test="performance")]
     table = report.budget_table(rows, tmp_path).splitlines()[2:]
     assert "| gemini | bf16 | 8 |" in table[0] and "skip: no budget entry" in table[0]
-    assert "| 1000 | FAIL -15.0% |" in table[1] and table[1].endswith("| pass |")
-    assert "skip (no baseline: spread 20% when recorded)" in table[2] and "FAIL peak_mem_allocated_gib +12.5%" in table[2]
+    assert "| gemini | bf16 | 32 | 850 (1%) | 50.00 | 1285 | regressed (-15.0%) | pass (+0.0%) |" in table[1]
+
+
+# --- the gate: a run against a baseline run, failing closed -------------------------------------
+DEVICE = "nvidia-h100-80gb-hbm3-x1-torch2.11.0-cuda13.0"
+
+
+def test_baseline_of_another_device_is_an_error_naming_both():
+    with pytest.raises(VitcoreError, match="measured on nvidia-a100.*; this run is on nvidia-h100"):
+        budgets.check_baseline([point(gpu_name="NVIDIA A100-SXM4-80GB")], source="b.jsonl", device=DEVICE)
+
+
+def test_empty_or_failed_baseline_is_an_error():
+    for base in ([], [point(status="error")]):
+        with pytest.raises(VitcoreError, match="holds no finished point"):
+            budgets.check_baseline(base, source="b.jsonl", device=DEVICE)
+
+
+@pytest.mark.parametrize("field", ["images_per_s", "device_ms_per_step", "steady_mem_allocated_gib"])
+def test_zero_or_nan_in_a_baseline_is_an_error_up_front(field):
+    for bad in (0.0, float("nan")):
+        with pytest.raises(VitcoreError, match=f"has {field} = "):
+            budgets.check_baseline([point(**{field: bad})], source="b.jsonl", device=DEVICE)
+
+
+def test_baseline_points_the_run_will_not_measure_are_an_error_unless_allowed():
+    base = [point(), point(batch_size=32)]
+    planned = {budgets.points.key(point())}
+    with pytest.raises(VitcoreError, match=r"1 point\(s\) this run does not measure \(gemini\|bf16\|fast\|vit-base\|ws1\|bs32\)"):
+        budgets.check_baseline(base, source="b.jsonl", device=DEVICE, planned=planned)
+    budgets.check_baseline(base, source="b.jsonl", device=DEVICE, planned=planned, allow_missing=True)
+
+
+def test_compare_runs_lists_each_outcome_and_missing_points():
+    base = [point(), point(batch_size=32)]
+    gate = budgets.compare_runs([point(ips=800.0, device_ms=45.0)], base)
+    assert any("images/s 800" in r for r in gate.regressions)
+    assert any("bs32: in the baseline, missing from this run" in r for r in gate.regressions)
+    assert any("device ms/step 45" in i and "improved" in i for i in gate.improvements)
+    assert gate.failed() and not budgets.compare_runs([point()], base, allow_missing=True).failed()
+    improved_only = budgets.compare_runs([point(device_ms=45.0)], [point()])
+    assert not improved_only.failed() and improved_only.failed(strict=True)
+
+
+def test_current_error_against_ok_baseline_fails_the_gate():
+    gate = budgets.compare_runs([point(status="oom", images_per_s=None)], [point()])
+    assert gate.failed() and "status oom" in gate.regressions[0]
+    assert math.isnan(gate.verdicts[budgets.points.key(point())][0].measured)
+
+
+def test_budget_file_round_trip_is_json(book):
+    data = json.loads(budgets.budget_path(book, point()).read_text())
+    assert data["identity"] == DEVICE and list(data["entries"]) == ["gemini|bf16|fast|vit-base|ws1|bs128"]

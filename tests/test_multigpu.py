@@ -71,12 +71,12 @@ def _scaling_cfgs(entry, precision, world_size, request):
 
 
 def test_scaling_performance_memory(entry, precision, world_size, request, gpu_results, budget_checks):
-    """Peak memory per GPU against the budget of this device identity (GPU count included)."""
+    """Peak memory, device time and launches per GPU against the budget of this device identity (GPU count included)."""
     check_budgets(_scaling_cfgs(entry, precision, world_size, request), request, gpu_results, budget_checks,
-                  "memory")
+                  ("memory", "device_time", "launches"))
 
 
 def test_scaling_performance_throughput(entry, precision, world_size, request, gpu_results, budget_checks):
     """Per-GPU images/s against the budget of this device identity."""
     check_budgets(_scaling_cfgs(entry, precision, world_size, request), request, gpu_results, budget_checks,
-                  "throughput")
+                  ("throughput",))

@@ -139,33 +139,63 @@ def test_refuses_to_overwrite_without_resume(bench_dir):
     assert p.returncode == 2 and "exists; pass --resume" in p.stderr
 
 
-def _faster(points, factor):
-    return [p | {"images_per_s": p["images_per_s"] * factor} for p in points]
+def _gpu_like(points, factor=1.0):
+    """The bench's CPU points as a GPU run would record them (10 windows from 2 processes, device time,
+    launches, steady memory), images/s scaled by factor: the gate's inputs without a GPU."""
+    return [p | {"images_per_s": p["images_per_s"] * factor, "processes": 2,
+                 "images_per_s_windows": [p["images_per_s"] * factor * (1 + 0.002 * i) for i in range(10)],
+                 "device_ms_per_step": 10.0, "launches_per_step": 500.0,
+                 "steady_mem_allocated_gib": 1.0, "steady_mem_reserved_gib": 1.5} for p in points]
 
 
-def test_gate_fails_on_a_faster_baseline_and_passes_on_itself(bench_dir, tmp_path):
-    points = read_points(bench_dir / "points.jsonl")
+def _gate_cli(tmp_path, current, baseline, *extra):
+    cur, base = tmp_path / "current.json", tmp_path / "baseline.json"
+    cur.write_text(json.dumps(current))
+    base.write_text(json.dumps(baseline))
+    return subprocess.run([sys.executable, "-m", "vitcore.cli", "report", str(cur), "--out", str(tmp_path / "r"),
+                           "--baseline", str(base), *extra], capture_output=True, text=True, timeout=300)
+
+
+def test_gate_fails_on_a_faster_baseline_and_passes_on_itself(bench_dir):
+    points = _gpu_like(read_points(bench_dir / "points.jsonl"))
     th = budgets.parse_fail_on("throughput:5%,memory:2%")
-    regressions = budgets.compare_runs(points, _faster(points, 1.10), th).regressions
-    assert len(regressions) == len(points) and all("-9.1%" in r for r in regressions)
+    regressions = budgets.compare_runs(points, _gpu_like(read_points(bench_dir / "points.jsonl"), 1.10), th).regressions
+    assert len(regressions) == len(points) and all("images/s" in r and "-9.1%" in r for r in regressions)
     assert budgets.compare_runs(points, points, th).regressions == []
-    improvements = budgets.compare_runs(points, _faster(points, 0.9), th).improvements
-    assert len(improvements) == len(points)
 
 
-def test_gate_cli_exit_codes(bench_dir, tmp_path):
-    points = read_points(bench_dir / "points.jsonl")
-    faster = tmp_path / "faster.json"
-    faster.write_text(json.dumps(_faster(points, 1.10)))
-    cmd = [sys.executable, "-m", "vitcore.cli", "report", str(bench_dir / "points.jsonl"), "--out",
-           str(tmp_path / "r")]
-    bad = subprocess.run(cmd + ["--baseline", str(faster), "--fail-on", "throughput:5%"],
-                         capture_output=True, text=True, timeout=300)
+def test_gate_cli_exit_codes_and_a_verdict_per_metric_in_the_report(bench_dir, tmp_path):
+    points = _gpu_like(read_points(bench_dir / "points.jsonl"))
+    bad = _gate_cli(tmp_path, points, _gpu_like(read_points(bench_dir / "points.jsonl"), 1.10), "--fail-on",
+                    "throughput:5%")
     assert bad.returncode == 1 and "REGRESSIONS" in bad.stderr and "images/s" in bad.stderr
-    good = subprocess.run(cmd + ["--baseline", str(bench_dir / "points.jsonl")], capture_output=True, text=True,
-                          timeout=300)
-    assert good.returncode == 0 and "no regressions" in good.stdout
-    assert (tmp_path / "r" / "report.html").exists()
+    good = _gate_cli(tmp_path, points, points)
+    assert good.returncode == 0 and "no regressions" in good.stdout, good.stderr
+    html = (tmp_path / "r" / "report.html").read_text()
+    cell = "throughput pass (+0.0%); device_time pass (+0.0%); launches pass (+0.0%); memory pass (+0.0%)"
+    assert html.count(cell) == len(points)
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing", "cannot be read: FileNotFoundError"),
+    ("other-device", "this run is on"),
+    ("extra-point", "point(s) this run does not measure"),
+    ("zero", "a baseline value must be a positive number"),
+])
+def test_gate_fails_closed_in_one_line(bench_dir, tmp_path, case, needle):
+    points = _gpu_like(read_points(bench_dir / "points.jsonl"))
+    baseline = {"missing": None, "other-device": [p | {"gpu_name": "NVIDIA A100-SXM4-80GB", "gpu_count": 1}
+                                                  for p in points],
+                "extra-point": points + [points[0] | {"batch_size": 999}],
+                "zero": [points[0] | {"device_ms_per_step": 0.0}] + points[1:]}[case]
+    p = _gate_cli(tmp_path, points, baseline or [])
+    if case == "missing":
+        p = subprocess.run([sys.executable, "-m", "vitcore.cli", "report", str(bench_dir / "points.jsonl"), "--out",
+                            str(tmp_path / "r"), "--baseline", str(tmp_path / "nonexistent.jsonl")],
+                           capture_output=True, text=True, timeout=300)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("vitcore: error:")]
+    assert p.returncode == 2 and len(errors) == 1 and needle in errors[0], p.stderr[-2000:]
+    assert not (tmp_path / "r" / "report.html").exists()
 
 
 @pytest.mark.parametrize("text", ["speed:5%", "throughput:5", "", "memory:x%"])

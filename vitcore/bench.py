@@ -10,6 +10,7 @@ plugin here (`measure`); the plain-PyTorch reference and the twins bring their o
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +26,7 @@ from vitcore.timing import (
     Timing,
     cuda_mem,
     measured_fields,
+    pool,
     random_batch,
     release_memory,
     timed,
@@ -175,10 +177,11 @@ def ablations(base: RunConfig, device: str) -> list[RunConfig]:
 
 
 def run_matrix(groups: list[list], timing: Timing, out_dir, *, resume: bool = False,
-               progress: bool = True) -> list[dict]:
+               progress: bool = True, processes: int = 1) -> list[dict]:
     """Measure every group (RunConfigs, or reference.Reference) in its own process group (fresh
-    memory statistics, and a crash ends only that group). Returns all points in the results file,
-    old (resumed) and new."""
+    memory statistics, and a crash ends only that group), `processes` times in separate processes
+    whose windows are pooled (timing.pool). Returns all points in the results file, old (resumed)
+    and new."""
     path = Path(out_dir) / "points.jsonl"
     if not resume and path.exists():
         raise VitcoreError(f"{path} exists; pass --resume to continue it or choose another --out")
@@ -188,23 +191,54 @@ def run_matrix(groups: list[list], timing: Timing, out_dir, *, resume: bool = Fa
     bar = tqdm(total=sum(len(g) for g in todo), unit="point", desc="bench") if progress else None
     try:
         for group in todo:
-            c0 = group[0]
             if bar is not None:
-                bar.set_postfix_str(f"{c0.plugin} {c0.precision}")
-            try:
-                launch.spawn(measure_group, (group, timing, str(path)), world_size=c0.world_size,
-                             device=launch.resolve_device(c0.device), timeout_s=c0.timeout_s)
-            except VitcoreError as e:
-                finished = {points.key(p) for p in res.read_points(path)}
-                for c in group:
-                    if _key(c) not in finished:
-                        res.append_point(path, measurable(c).skeleton(status="error", error=str(e)[-800:]))
+                bar.set_postfix_str(f"{group[0].plugin} {group[0].precision}")
+            _run_group(group, timing, path, processes)
             if bar is not None:
                 bar.update(len(group))
     finally:
         if bar is not None:
             bar.close()
     return res.read_points(path)
+
+
+def _run_group(group: list, timing: Timing, path: Path, processes: int) -> None:
+    """One process group per process; with one, each point is appended as it finishes (a crash keeps
+    it); with several, the group's points are appended once pooled."""
+    c0 = group[0]
+    runs: list[list[dict]] = []
+    error = None
+    for _ in range(processes):
+        try:
+            runs.append(launch.spawn(measure_group, (group, timing, str(path) if processes == 1 else None),
+                                     world_size=c0.world_size, device=launch.resolve_device(c0.device),
+                                     timeout_s=c0.timeout_s)[0])
+        except VitcoreError as e:
+            error = str(e)[-800:]
+            break
+    if processes > 1 and runs and error is None:
+        for i in range(len(group)):
+            res.append_point(path, pool([r[i] for r in runs]))
+    finished = {points.key(p) for p in res.read_points(path)}
+    for c in group:
+        if _key(c) not in finished:
+            res.append_point(path, measurable(c).skeleton(status="error", error=error or "not measured"))
+
+
+def remeasure(groups: list[list], timing: Timing, out_dir) -> list[dict]:
+    """Measure `groups` in one more process each and pool the new windows into their points in
+    OUT/points.jsonl (rewritten atomically); returns all points."""
+    path = Path(out_dir) / "points.jsonl"
+    by_key = {points.key(p): p for p in res.read_points(path)}
+    for group in groups:
+        c0 = group[0]
+        fresh = launch.spawn(measure_group, (group, timing, None), world_size=c0.world_size,
+                             device=launch.resolve_device(c0.device), timeout_s=c0.timeout_s)[0]
+        for p in fresh:
+            k = points.key(p)
+            by_key[k] = pool([by_key[k], p]) if k in by_key else p
+    res.write_atomic(path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in by_key.values()))
+    return list(by_key.values())
 
 
 def group_key(group) -> tuple:

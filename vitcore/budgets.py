@@ -16,18 +16,15 @@ stored with the reason, which the throughput check reports as its skip.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitcore import ConfigError, VitcoreError, points
+from vitcore import ConfigError, VitcoreError, points, stats
 from vitcore.results import write_json
 
-# (max - min) / median over repeats above this is not a throughput baseline: window noise must sit
-# well inside the allowed regression. Measured on an H100: a low_level_zero entry recorded at 4.6%
-# spread came back 8% slower on the next run of the same code (noise, failing a 7% budget); entries
-# at 0-3% spread (torch_ddp fp32, torch_fsdp bf16) reproduced within 1%.
-MAX_BASELINE_SPREAD = points.THROUGHPUT.tolerance / 2
+OUTCOMES = ("pass", "regressed", "improved", "inconclusive")
 
 
 class NoBudget(VitcoreError):
@@ -35,18 +32,39 @@ class NoBudget(VitcoreError):
 
 
 @dataclass
-class Violation:
+class Verdict:
+    """One gated metric of one point against its reference (a budget entry or a baseline point).
+    outcome: pass | regressed | improved (beyond the tolerance: update the baseline) | inconclusive
+    (statistical metrics whose samples cannot tell; `detail` names the detectable change)."""
+
     plugin: str
     precision: str
     batch_size: int
     metric: str
     measured: float
     budget: float
-    delta: float  # relative, signed: measured / budget - 1
+    delta: float  # relative, signed: measured / budget - 1 (statistical: the Hodges-Lehmann shift)
+    outcome: str = "regressed"
+    group: str = ""
+    detail: str = ""
 
     def __str__(self):
-        return (f"{self.plugin} {self.precision} bs={self.batch_size}: {self.metric} {self.measured:.4g} "
-                f"vs budget {self.budget:.4g} ({self.delta:+.1%})")
+        s = (f"{self.plugin} {self.precision} bs={self.batch_size}: {self.metric} {self.measured:.4g} "
+             f"vs budget {self.budget:.4g} ({self.delta:+.1%})")
+        if self.outcome != "regressed":
+            s += f" {self.outcome}"
+        return s + (f"; {self.detail}" if self.detail else "")
+
+    def short(self) -> str:
+        """The report's cell: `device_time pass (+0.3%)`."""
+        if self.group == "status":
+            return self.metric
+        if self.outcome == "inconclusive":
+            return f"{self.group} inconclusive ({self.detail.rsplit(': ', 1)[-1]})"
+        return f"{self.group} {self.outcome} ({self.delta:+.1%})"
+
+
+Violation = Verdict  # a verdict whose outcome is "regressed"
 
 
 # --- the rule -------------------------------------------------------------------------------------
@@ -78,30 +96,60 @@ def compared_field(field: points.Field, point: dict, ref: dict) -> str:
     return field.name
 
 
-def compare(point: dict, ref: dict, *, tol: dict[str, float] | None = None,
-            groups=None) -> list[Violation]:
-    """The violations of `point` against `ref` (a budget entry or a baseline point) in the gate
-    `groups` (default: all). A field regresses when it moved in its `worse` direction by more than
-    its group's tolerance; improvements never fail; a field `ref` lacks is not compared. A point
-    that did not finish ("oom", "error") is a violation of its own."""
+def _threshold(field: points.Field, got: float, want: float, tol: float) -> str:
+    change = got / want - 1
+    if field.gate.worse == "higher":
+        change = -change
+    return "regressed" if change < -tol else "improved" if change > tol else "pass"
+
+
+def _statistical(field: points.Field, point: dict, ref: dict, tol: float) -> tuple[str, float, str]:
+    """Window samples of both sides (stats.compare_samples): outcome, shift and its description."""
+    cur, base = point.get(field.gate.samples) or [], ref.get(field.gate.samples) or []
+    if not cur or not base:
+        return "inconclusive", 0.0, f"no window samples on the {'baseline' if cur else 'current'} side: detects nothing"
+    shift = stats.compare_samples(cur, base, tol)
+    detail = str(shift)
+    if (ref.get("processes") or 1) < 2:
+        # One process's windows miss the between-process variance (medians moved 10-25% between
+        # processes on the H100): such a baseline never decides.
+        return "inconclusive", shift.estimate, (f"{detail}; baseline windows from one process: re-record with "
+                                                "--processes 2: detects nothing")
+    return shift.verdict, shift.estimate, detail
+
+
+def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups=None) -> list[Verdict]:
+    """Every gated metric of `point` against `ref` (a budget entry or a baseline point) in the gate
+    `groups` (default: all), one Verdict each. A metric `ref` lacks is not judged. A point that did
+    not finish ("oom", "error") is one regressed verdict of its own."""
     tol = tolerances(tol)
+    who = (point["plugin"], point["precision"], point["batch_size"])
     if point.get("status") != "ok":
-        return [Violation(point["plugin"], point["precision"], point["batch_size"],
-                          f"status {point.get('status')}", float("nan"), ref.get("images_per_s") or float("nan"),
-                          float("nan"))]
+        return [Verdict(*who, f"status {point.get('status')}", float("nan"), ref.get("images_per_s") or float("nan"),
+                        float("nan"), group="status")]
     out = []
     for field in points.gated():
-        if groups is not None and field.gate.group not in groups:
+        g = field.gate
+        if groups is not None and g.group not in groups:
             continue
         name = compared_field(field, point, ref)
-        got, want, t = point.get(name), ref.get(name), tol[field.gate.group]
-        if got is None or not want:
+        got, want = point.get(name), ref.get(name)
+        if got is None or want is None:
             continue
-        worse = got < want * (1 - t) if field.gate.worse == "lower" else got > want * (1 + t)
-        if worse:
-            out.append(Violation(point["plugin"], point["precision"], point["batch_size"],
-                                 field.gate.label or name, got, want, got / want - 1))
+        if not (isinstance(want, int | float) and want > 0 and math.isfinite(want)):
+            raise VitcoreError(f"{points.key_text(point)}: reference {name} is {want!r}; a baseline value "
+                               "must be a positive number (re-record it)")
+        if g.samples:
+            outcome, delta, detail = _statistical(field, point, ref, tol[g.group])
+        else:
+            outcome, delta, detail = _threshold(field, got, want, tol[g.group]), got / want - 1, ""
+        out.append(Verdict(*who, g.label or name, got, want, delta, outcome, g.group, detail))
     return out
+
+
+def compare(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups=None) -> list[Verdict]:
+    """The regressions among judge()'s verdicts."""
+    return [v for v in judge(point, ref, tol=tol, groups=groups) if v.outcome == "regressed"]
 
 
 def change(point: dict, ref: dict, field: str = "images_per_s") -> float | None:
@@ -133,45 +181,35 @@ def lookup(book: dict, point: dict) -> dict:
                        "run with --update-budgets to record one") from None
 
 
-def require_throughput(entry: dict, point: dict) -> None:
-    """NoBudget unless `entry` holds a throughput baseline (its memory budget stands either way)."""
-    if entry.get("images_per_s") is None:
-        raise NoBudget(f"{points.key_text(point)}: no throughput baseline on this device: "
-                       f"{entry.get('throughput_refused', 'not recorded')}")
-    if entry.get("spread", 0) > MAX_BASELINE_SPREAD:  # recorded under a looser rule
-        raise NoBudget(f"{points.key_text(point)}: throughput recorded with spread {entry['spread']:.1%}, "
-                       f"above the {MAX_BASELINE_SPREAD:.1%} a baseline may have; re-record it with "
-                       "--update-budgets on a quieter machine")
-
-
-def check(folder, point: dict, group: str) -> tuple[dict, list[Violation]]:
-    """The budget entry of `point` on its device and the violations of one gate group ("memory" or
-    "throughput"); NoBudget where there is no budget for that group (the reason says why)."""
+def check(folder, point: dict, group: str) -> tuple[dict, list[Verdict]]:
+    """The budget entry of `point` on its device and the verdicts of one gate group; NoBudget where
+    the device, the point or that metric has no budget (the reason says why and how to record it)."""
     entry = lookup(load(folder, point), point)
-    if group == "throughput":
-        require_throughput(entry, point)
-    return entry, compare(point, entry, groups=(group,))
+    verdicts = judge(point, entry, groups=(group,))
+    if not verdicts and point.get("status") == "ok":
+        raise NoBudget(f"{points.key_text(point)}: the budget entry on this device has no {group} "
+                       f"(recorded by an older version); re-record it with --update-budgets")
+    return entry, verdicts
 
 
 def make_entry(point: dict) -> dict:
-    """The point's gated values, spread and provenance (throughput only where steady enough)."""
+    """The point's gated values (and the throughput gate's window samples), spread, the number of
+    processes the samples come from, and provenance."""
     if point.get("status") != "ok":
         raise VitcoreError(f"{points.key_text(point)}: status {point.get('status')} cannot be a budget")
     if point.get("variant"):
         raise VitcoreError(f"{points.key_text(point)}: ablation variant {point['variant']!r} is not a budget")
-    names = {n for f in points.gated() for n in (f.name, f.gate.fallback) if n}
-    entry = {n: point.get(n) for n in sorted(names)} | {"spread": point["spread"]}
-    if point["spread"] > MAX_BASELINE_SPREAD:
-        entry |= {"images_per_s": None, "observed_images_per_s": point["images_per_s"],
-                  "throughput_refused": f"spread {point['spread']:.1%} over {point['repeats']} repeats exceeds "
-                                        f"{MAX_BASELINE_SPREAD:.1%}; too noisy to be a baseline (raise "
-                                        "--repeats/steps or quiet the machine)"}
-    return entry | {"source": points.provenance(point)}
+    if point.get("injected"):
+        raise VitcoreError(f"{points.key_text(point)}: a point with an injected regression "
+                           f"({point['injected']}) is not a budget")
+    names = {n for f in points.gated() for n in (f.name, f.gate.fallback, f.gate.samples) if n}
+    entry = {n: point.get(n) for n in sorted(names)}
+    return entry | {"spread": point.get("spread"), "processes": point.get("processes") or 1,
+                    "source": points.provenance(point)}
 
 
 def update(folder, point: dict) -> tuple[Path, dict]:
-    """Record `point` as the budget of its entry on this device (read-modify-write, atomic);
-    returns the file and the entry (its `throughput_refused` says why throughput has none)."""
+    """Record `point` as the budget of its entry on this device (read-modify-write, atomic)."""
     path = budget_path(folder, point)
     book = json.loads(path.read_text()) if path.exists() else {
         "identity": points.device_key(point),
@@ -183,36 +221,71 @@ def update(folder, point: dict) -> tuple[Path, dict]:
 
 
 # --- a run against a baseline run (the merge gate) -------------------------------------------------
+def check_baseline(baseline: list[dict], *, source, device: str, planned=None, allow_missing: bool = False) -> None:
+    """Fail closed before anything is measured: a baseline with no usable point, of another device
+    (named), with a zero or NaN gated value, or with points this run will not measure (unless
+    allow_missing) is an error naming it."""
+    ok = [p for p in baseline if p.get("status") == "ok"]
+    if not ok:
+        raise VitcoreError(f"baseline {source} holds no finished point to compare with")
+    devices = sorted({points.device_key(p) for p in ok})
+    if device not in devices:
+        raise VitcoreError(f"baseline {source} was measured on {', '.join(devices)}; this run is on {device}: "
+                           "record a baseline on this device")
+    mine = [p for p in ok if points.device_key(p) == device]
+    for p in mine:
+        for f in points.gated():
+            v = p.get(f.name)
+            if v is not None and not (isinstance(v, int | float) and v > 0 and math.isfinite(v)):
+                raise VitcoreError(f"baseline {source}: {points.key_text(p)} has {f.name} = {v!r}; a baseline "
+                                   "value must be a positive number")
+    if planned is not None and not allow_missing:
+        absent = [points.key_text(p) for p in mine if points.key(p) not in planned]
+        if absent:
+            raise VitcoreError(f"baseline {source} has {len(absent)} point(s) this run does not measure "
+                               f"({', '.join(absent[:3])}{' ...' if len(absent) > 3 else ''}); measure them "
+                               "or pass --allow-missing")
+
+
 @dataclass
 class GateResult:
+    verdicts: dict  # point key -> [Verdict]
     regressions: list[str]
-    improvements: list[str]
-    missing: list[str]
-    verdicts: dict  # point key -> one-line verdict for the report
+    improvements: list[str]  # beyond the tolerance in the good direction: update the baseline
+    inconclusive: list[str]
+    new: list[str]  # current points the baseline does not have
+
+    def failed(self, strict: bool = False) -> bool:
+        return bool(self.regressions or (strict and self.improvements))
 
 
-def compare_runs(current: list[dict], baseline: list[dict], tol: dict[str, float] | None = None) -> GateResult:
-    """Every current point against the baseline point of the same identity on the same device."""
+def compare_runs(current: list[dict], baseline: list[dict], tol: dict[str, float] | None = None, *,
+                 allow_missing: bool = False) -> GateResult:
+    """Every current point against the baseline point of the same identity on the same device; a
+    baseline point of this device that the run lacks is a regression unless allow_missing."""
     base = {(points.device_key(p), points.key(p)): p for p in baseline if p.get("status") == "ok"}
-    res = GateResult([], [], [], {})
+    res = GateResult({}, [], [], [], [])
+    seen = set()
     for p in current:
-        k = points.key(p)
+        k, dev = points.key(p), points.device_key(p)
+        seen.add((dev, k))
         name = " ".join(map(str, k))
-        ref = base.get((points.device_key(p), k))
+        ref = base.get((dev, k))
         if ref is None:
-            res.missing.append(f"{name}: not in the baseline (on {points.device_key(p)})")
+            res.new.append(f"{name}: not in the baseline (on {dev})")
             continue
-        if p.get("status") != "ok":
-            res.regressions.append(f"{name}: status {p.get('status')} (baseline ok)")
-            res.verdicts[k] = f"FAIL: {p.get('status')}"
-            continue
-        violations = compare(p, ref, tol=tol)
-        delta = change(p, ref)
-        if violations:
-            res.regressions += map(str, violations)
-            res.verdicts[k] = "FAIL " + "; ".join(f"{v.metric} {v.delta:+.1%}" for v in violations)
-        else:
-            res.verdicts[k] = "ok" if delta is None else f"ok (images/s {delta:+.1%})"
-            if delta and delta > 0:
-                res.improvements.append(f"{name}: images/s {delta:+.1%}")
+        res.verdicts[k] = verdicts = judge(p, ref, tol=tol)
+        for v in verdicts:
+            line = f"{name}: {v}" if v.group == "status" else str(v)
+            {"regressed": res.regressions, "improved": res.improvements,
+             "inconclusive": res.inconclusive}.get(v.outcome, []).append(line)
+    devices = {dev for dev, _ in seen}
+    for (dev, k), p in base.items():
+        if dev in devices and (dev, k) not in seen and not allow_missing:
+            res.regressions.append(f"{points.key_text(p)}: in the baseline, missing from this run")
     return res
+
+
+def verdict_cell(verdicts: list[Verdict]) -> str:
+    """One report cell: each metric's outcome."""
+    return "; ".join(v.short() for v in verdicts) if verdicts else "no budget"

@@ -90,11 +90,6 @@ def _bench_parser(b: argparse.ArgumentParser) -> None:
     b.add_argument("--finetune", action="store_true",
                    help="also fine-tune (gemini on a GPU, as the study; torch_ddp on a CPU) and chart loss/accuracy")
     b.add_argument("--finetune-epochs", type=int, default=None, help="default: the preset's recipe (10, as the study)")
-    b.add_argument("--compare", metavar="BASELINE", default=None,
-                   help="baseline results (points.jsonl / points.json) to gate against")
-    b.add_argument("--fail-on", default=None,
-                   help="regression tolerances for --compare, e.g. throughput:5%%,memory:2%% (default: the point schema's, "
-                        "throughput:7%%,memory:3%%)")
     b.add_argument("--ablate", action="store_true",
                    help="also measure the profile with each option flipped, one at a time "
                         "(attention, grad_checkpoint, compile, fused_optimizer, plugin_kernels, "
@@ -102,18 +97,46 @@ def _bench_parser(b: argparse.ArgumentParser) -> None:
     b.add_argument("--option", dest="options", action="append", default=[], metavar="NAME=VALUE",
                    help="set a profile option for every point, e.g. freeze_gc=true or attention=eager "
                         "(repeatable; the points are labelled with it, as ablation variants are)")
+    b.add_argument("--processes", type=int, default=1,
+                   help="measure every group this many times in separate processes and pool their windows "
+                        "(a throughput baseline needs 2: medians move between processes)")
     b.add_argument("--update-budgets", metavar="FOLDER", default=None,
-                   help="record each measured point as this device's budget in FOLDER "
-                        "(memory always; throughput only where the spread is small enough to be a baseline)")
+                   help="record each measured point as this device's budget in FOLDER (gated values, the window "
+                        "samples and provenance; see docs/gate.md)")
+    b.add_argument("--budgets", metavar="FOLDER", default="fixtures/budgets",
+                   help="budget folder whose verdicts the report shows per point (default: fixtures/budgets)")
+    _gate_options(b, "--compare")
+    t = b.add_argument_group("test only: injected regressions (docs/gate.md; such points are never budgets)")
+    t.add_argument("--inject-device-pct", type=float, default=0.0,
+                   help="after every step, a GPU spin of this percentage of the step's device time")
+    t.add_argument("--inject-host-pct", type=float, default=0.0,
+                   help="after every step, a host sleep of this percentage of the step's wall time")
+
+
+def _gate_options(p: argparse.ArgumentParser, name: str) -> None:
+    g = p.add_argument_group("the gate (docs/gate.md)")
+    g.add_argument(name, metavar="BASELINE", default=None,
+                   help="baseline results (points.jsonl / points.json) of this device to gate against; a missing or "
+                        "unreadable file, another device, or a baseline point this run lacks is an error")
+    g.add_argument("--fail-on", default=None,
+                   help="override tolerances, e.g. device_time:2%%,memory:3%% (groups: "
+                        + ", ".join(f"{k}:{v:.0%}" for k, v in budgets.tolerances().items()).replace("%", "%%")
+                        + " by default)")
+    g.add_argument("--allow-missing", action="store_true", help="accept baseline points this run does not measure")
+    g.add_argument("--strict", action="store_true",
+                   help="also fail on improvements beyond the tolerance (the baseline is out of date)")
+    if name == "--compare":
+        g.add_argument("--until-decided", type=int, default=0, metavar="N",
+                       help="re-measure points whose throughput verdict is inconclusive in up to N more processes, "
+                            "pooling their windows")
 
 
 def _report_parser(r: argparse.ArgumentParser) -> None:
     r.add_argument("results", nargs="+", help="points.jsonl / points.json / gpu-results.json files")
     r.add_argument("--out", required=True)
-    r.add_argument("--baseline", default=None, help="overlay and compare with these results")
-    r.add_argument("--fail-on", default=None,
-                   help="regression tolerances for --baseline, e.g. throughput:5%%,memory:2%% (default: the point "
-                        "schema's, throughput:7%%,memory:3%%)")
+    r.add_argument("--budgets", metavar="FOLDER", default="fixtures/budgets",
+                   help="budget folder whose verdicts the report shows per point")
+    _gate_options(r, "--baseline")
     r.add_argument("--history", default=None, help="a fine-tuning history JSON (vitcore train --out)")
     r.add_argument("--markdown", action="store_true", help="also print the Markdown tables")
 
@@ -196,23 +219,33 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
-def cmd_bench(args) -> int:
-    from vitcore import bench, launch, reference  # torch and colossalai: see the note at the top
-    from vitcore.timing import Timing
-
+def _check_bench_args(args) -> list[str]:
+    """Bad values end here, before anything is measured; returns the profiles."""
     profiles = _names(args.profile)
     for prof in profiles or [""]:
         if prof not in PROFILES:
             raise VitcoreError(f"unknown profile {prof!r}; valid: {', '.join(PROFILES)}")
     if any(b < 1 for b in args.batch_sizes) or not args.batch_sizes:
         raise VitcoreError(f"batch sizes {args.batch_sizes} must be positive integers")
-    for name, v in (("warmup", args.warmup), ("steps", args.steps), ("repeats", args.repeats)):
+    for name, v in (("warmup", args.warmup), ("steps", args.steps), ("repeats", args.repeats),
+                    ("processes", args.processes)):
         if v < (0 if name == "warmup" else 1):
             raise VitcoreError(f"{name} {v} is out of range")
-    device = launch.resolve_device(args.device)
-    model = _default_model(args)
     if not args.nproc or any(n < 1 for n in args.nproc):
         raise VitcoreError(f"--nproc {args.nproc} must be positive integers")
+    if args.min_window < 0:
+        raise VitcoreError(f"--min-window {args.min_window} must be >= 0 seconds")
+    for name in ("inject_device_pct", "inject_host_pct"):
+        if getattr(args, name) < 0:
+            raise VitcoreError(f"--{name.replace('_', '-')} {getattr(args, name)} must be >= 0")
+    if args.fail_on:
+        budgets.parse_fail_on(args.fail_on)
+    return profiles
+
+
+def _plan_bench(args, profiles, device, model):
+    from vitcore import bench, reference  # torch and colossalai: see the note at the top
+
     groups, skipped, seen = [], [], set()
     for prof in profiles:
         for nproc in args.nproc:
@@ -227,22 +260,66 @@ def cmd_bench(args) -> int:
         ref_groups, ref_skipped = reference.plan(args.batch_sizes, model=model, device=device,
                                                  twins_of=selected if "fast" in profiles else ())
         groups, skipped = ref_groups + groups, ref_skipped + skipped
+    return groups, skipped
+
+
+def _load_baseline(args, planned=None, device=None) -> list[dict] | None:
+    """The --compare/--baseline file, checked before anything is measured (budgets.check_baseline);
+    device: the device the compared points come from (default: this machine's)."""
+    path = getattr(args, "compare", None) or getattr(args, "baseline", None)
+    if not path:
+        return None
+    try:
+        baseline = results.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VitcoreError(f"baseline {path} cannot be read: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    device = device or points.device_key(environment())
+    budgets.check_baseline(baseline, source=path, device=device, planned=planned, allow_missing=args.allow_missing)
+    return baseline
+
+
+def cmd_bench(args) -> int:
+    from vitcore import bench, launch  # torch and colossalai: see the note at the top
+    from vitcore.timing import Timing
+
+    profiles = _check_bench_args(args)
+    device = launch.resolve_device(args.device)
+    model = _default_model(args)
+    groups, skipped = _plan_bench(args, profiles, device, model)
+    baseline = _load_baseline(args, planned={bench.group_key([c])[0] for g in groups for c in g})
     for s in skipped:
         print(f"[vitcore] skipped {s['plugin']} {s['precision'] or ''}: {s['reason']}", file=sys.stderr)
-    if args.min_window < 0:
-        raise VitcoreError(f"--min-window {args.min_window} must be >= 0 seconds")
     timing = Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window,
-                    trace_dir=os.path.join(args.out, "traces") if args.trace else None)
+                    trace_dir=os.path.join(args.out, "traces") if args.trace else None,
+                    inject_device_pct=args.inject_device_pct, inject_host_pct=args.inject_host_pct)
     before = {points.key(p) for p in results.read_points(os.path.join(args.out, "points.jsonl"))}
-    measured = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True)
-
+    measured = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True, processes=args.processes)
+    if baseline is not None and args.until_decided:
+        measured = _until_decided(args, groups, timing, measured, baseline)
     results.write_json(os.path.join(args.out, "skipped.json"), skipped)
     _print_points(measured)
     print(f"[vitcore] {len(measured)} points in {os.path.join(args.out, 'points.jsonl')}")
     if args.update_budgets:  # only what this run measured: resumed points keep the budgets they had
         _update_budgets(args.update_budgets, [p for p in measured if points.key(p) not in before])
     history = _finetune(args, device, model) if args.finetune else None
-    return _report_and_gate(args.out, measured, skipped, history, args.compare, args.fail_on)
+    return _report_and_gate(args, measured, skipped, history, baseline)
+
+
+def _until_decided(args, groups, timing, measured, baseline) -> list[dict]:
+    """Re-measure the groups holding a point with an inconclusive throughput verdict, one more
+    process at a time, pooling windows, until decided or N more processes."""
+    from vitcore import bench
+
+    tol = budgets.tolerances(budgets.parse_fail_on(args.fail_on) if args.fail_on else None)
+    for _ in range(args.until_decided):
+        gate = budgets.compare_runs(measured, baseline, tol, allow_missing=True)
+        open_keys = {k for k, vs in gate.verdicts.items() if any(v.outcome == "inconclusive" for v in vs)}
+        todo = [g for g in groups if open_keys & set(bench.group_key(g))]
+        if not todo:
+            break
+        print(f"[vitcore] {len(open_keys)} inconclusive point(s): one more process each", file=sys.stderr)
+        measured = bench.remeasure(todo, timing, args.out)
+    return measured
 
 
 def _finetune(args, device, model):
@@ -263,29 +340,47 @@ def _finetune(args, device, model):
     return hist
 
 
-def _report_and_gate(out, rows, skipped, history, baseline_path, fail_on) -> int:
+def _report_and_gate(args, rows, skipped, history, baseline) -> int:
     rows = analysis.enrich(rows)
-    baseline, verdicts, rc = None, None, 0
-    if baseline_path:
-        tol = budgets.tolerances(budgets.parse_fail_on(fail_on) if fail_on else None)
+    verdicts, notes, rc = budget_verdicts(args.budgets, rows)
+    if baseline is not None:
+        path = getattr(args, "compare", None) or getattr(args, "baseline", None)
+        tol = budgets.tolerances(budgets.parse_fail_on(args.fail_on) if args.fail_on else None)
         rule = ",".join(f"{g}:{t:.0%}" for g, t in tol.items())
-        baseline = results.load(baseline_path)
-        gate = budgets.compare_runs(rows, baseline, tol)
-        verdicts = gate.verdicts
-        for line in gate.improvements:
-            print(f"[vitcore] improved: {line}")
-        for line in gate.missing:
-            print(f"[vitcore] not compared: {line}")
-        if gate.regressions:
-            print(f"[vitcore] REGRESSIONS against {baseline_path} ({rule}):", file=sys.stderr)
-            for line in gate.regressions:
+        gate = budgets.compare_runs(rows, baseline, tol, allow_missing=args.allow_missing)
+        verdicts = {k: budgets.verdict_cell(v) for k, v in gate.verdicts.items()}
+        notes = [f"verdicts against the baseline {path} ({rule})"]
+        for what, lines in (("update the baseline", gate.improvements), ("inconclusive", gate.inconclusive),
+                            ("not in the baseline", gate.new)):
+            for line in lines:
+                print(f"[vitcore] {what}: {line}")
+        if gate.failed(args.strict):
+            print(f"[vitcore] REGRESSIONS against {path} ({rule}):", file=sys.stderr)
+            for line in gate.regressions + (gate.improvements if args.strict else []):
                 print(f"  {line}", file=sys.stderr)
             rc = 1
         else:
-            print(f"[vitcore] no regressions against {baseline_path} ({rule})")
-    path = report.write_all(out, rows, skipped=skipped, history=history, verdicts=verdicts, baseline=baseline)
+            print(f"[vitcore] no regressions against {path} ({rule}); {len(gate.inconclusive)} inconclusive")
+    path = report.write_all(args.out, rows, skipped=skipped, history=history, verdicts=verdicts, baseline=baseline,
+                            notes=notes)
     print(f"[vitcore] report: {path} (+ points.json, points.csv)")
     return rc
+
+
+def budget_verdicts(folder, rows) -> tuple[dict, list[str], int]:
+    """Each point's verdicts against this device's budget entry, for the report (the exit code is the
+    gate's alone); where the device has no budget file, a note says how to record one."""
+    verdicts, notes = {}, []
+    for p in rows:
+        try:
+            entry = budgets.lookup(budgets.load(folder, p), p)
+        except budgets.NoBudget as e:
+            verdicts[points.key(p)] = "no budget"
+            if "no budget file" in str(e) and str(e) not in notes:
+                notes.append(str(e))
+            continue
+        verdicts[points.key(p)] = budgets.verdict_cell(budgets.judge(p, entry))
+    return verdicts, notes or [f"verdicts against the budgets in {folder}"], 0
 
 
 def cmd_report(args) -> int:
@@ -296,17 +391,18 @@ def cmd_report(args) -> int:
         if os.path.exists(side):
             skipped += json.loads(Path(side).read_text())
     history = json.loads(Path(args.history).read_text()) if args.history else None
+    baseline = _load_baseline(args, planned={points.key(p) for p in rows},
+                              device=points.device_key(rows[0]) if rows else None)
     if args.markdown:
         print(report.summary_markdown(rows))
-    return _report_and_gate(args.out, rows, skipped, history, args.baseline, args.fail_on)
+    return _report_and_gate(args, rows, skipped, history, baseline)
 
 
 def _update_budgets(folder, rows) -> None:
     for p in rows:
         try:
-            path, entry = budgets.update(folder, p)
-            note = f" (memory only; throughput refused: {entry['throughput_refused']})" if entry["images_per_s"] is None else ""
-            print(f"[vitcore] budget {points.key_text(p)} -> {path}{note}")
+            path, _ = budgets.update(folder, p)
+            print(f"[vitcore] budget {points.key_text(p)} -> {path}")
         except VitcoreError as e:
             print(f"[vitcore] budget refused: {e}", file=sys.stderr)
 

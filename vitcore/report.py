@@ -132,28 +132,21 @@ def correctness_table(points: list[dict]) -> str:
 
 def budget_table(points: list[dict], folder) -> str:
     """The performance tests' verdicts, recomputed from their result rows and a budget folder by
-    the tests' own rule (budgets.check): one row per point."""
-    head = ["plugin", "precision", "bs", "img/s (spread)", "budget img/s", "throughput", "steady peak alloc / reserved GiB",
-            "budget GiB", "memory"]
+    the tests' own rule (budgets.check): one row per point, one column per gate group."""
+    groups = schema.gate_groups()
+    head = ["plugin", "precision", "bs", "img/s (spread)", "device ms/step", "launches/step"] + groups
     rows = []
     for p in sorted((p for p in points if p.get("test") == "performance"), key=lambda p: (p["plugin"], p["batch_size"])):
-        try:
-            entry, mem = budgets.check(folder, p, "memory")
-        except budgets.NoBudget as e:
-            rows.append([p["plugin"], p["precision"], p["batch_size"], "", "-", f"skip: {e}", "", "-", "skip"])
-            continue
-        try:
-            _, tput = budgets.check(folder, p, "throughput")
-            t_verdict = f"FAIL {tput[0].delta:+.1%}" if tput else "pass"
-            t_budget = _fmt(entry["images_per_s"], ".0f")
-        except budgets.NoBudget:
-            t_verdict, t_budget = f"skip (no baseline: spread {entry['spread']:.0%} when recorded)", "-"
-        kind = [budgets.compared_field(f, p, entry) for f in schema.gated("memory")]
+        cells = []
+        for g in groups:
+            try:
+                _, verdicts = budgets.check(folder, p, g)
+                cells.append("; ".join(v.short().split(" ", 1)[1] for v in verdicts))
+            except budgets.NoBudget as e:
+                cells.append(f"skip: {e}")
         rows.append([p["plugin"], p["precision"], p["batch_size"],
-                     f"{_fmt(p.get('images_per_s'), '.0f')} ({_fmt(p.get('spread'), '.0%')})", t_budget, t_verdict,
-                     " / ".join(_fmt(p.get(k), ".2f") for k in kind),
-                     " / ".join(_fmt(entry.get(k), ".2f") for k in kind),
-                     "; ".join(f"FAIL {v.metric} {v.delta:+.1%}" for v in mem) or "pass"])
+                     f"{_fmt(p.get('images_per_s'), '.0f')} ({_fmt(p.get('spread'), '.0%')})",
+                     _fmt(p.get("device_ms_per_step"), ".2f"), _fmt(p.get("launches_per_step"), ".0f")] + cells)
     return "\n".join(_md_table(head, rows))
 
 
@@ -276,7 +269,7 @@ def _points_html(points, verdicts) -> str:
         v = verdicts.get(schema.key(p), "no budget")
         body.append(f"<tr class='point'>{cells}<td>{_esc(v)}</td></tr>")
     return (f"<h2>Points ({len(points)})</h2>\n<table id=\"points\"><thead><tr>"
-            f"{''.join(f'<th>{f.title}</th>' for f in cols)}<th>verdict (delta)</th></tr></thead>\n"
+            f"{''.join(f'<th>{f.title}</th>' for f in cols)}<th>verdicts (change)</th></tr></thead>\n"
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
@@ -310,7 +303,7 @@ def glossary_html() -> str:
     return f"<h2>Glossary</h2><table id='glossary'><tr><th>field</th><th>unit</th><th>meaning</th></tr>{rows}</table>"
 
 
-def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=None,
+def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=None, notes=(),
                 title="vitcore benchmark") -> str:
     """One self-contained page: charts as embedded PNG, every point in a table with its verdict."""
     skipped_html = "".join(f"<li>{_esc(s['plugin'])} {_esc(s.get('precision') or '')}: {_esc(s['reason'])}</li>"
@@ -323,6 +316,7 @@ def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=Non
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px}}img.chart{{max-width:100%}}</style></head><body>
 <h1>{_esc(title)}</h1>
+{"".join(f"<p class='note'>{_esc(n)}</p>" for n in notes)}
 <h2>Environment</h2><table>{_env_html(points, history)}</table>
 {figs}
 {_points_html(points, verdicts or {})}
@@ -369,7 +363,7 @@ def _write_chart_files(out: Path, points) -> None:
             write_atomic_bytes(out / name, base64.b64decode(src.split(",", 1)[1]))
 
 
-def write_all(out_dir, points, *, skipped=(), history=None, verdicts=None, baseline=None) -> Path:
+def write_all(out_dir, points, *, skipped=(), history=None, verdicts=None, baseline=None, notes=()) -> Path:
     """report.html, points.json and points.csv of the same points, each written atomically."""
     out = Path(out_dir)
     write_json(out / "points.json", points)
@@ -377,5 +371,5 @@ def write_all(out_dir, points, *, skipped=(), history=None, verdicts=None, basel
     write_atomic(out / "summary.md", summary_markdown(points))
     _write_chart_files(out, points)
     write_atomic(out / "report.html", html_report(points, skipped=skipped, history=history,
-                                                  verdicts=verdicts, baseline=baseline))
+                                                  verdicts=verdicts, baseline=baseline, notes=notes))
     return out / "report.html"

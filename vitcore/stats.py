@@ -120,6 +120,7 @@ def compare_samples(current: list[float], baseline: list[float], tol: float,
     if verdict == "inconclusive":
         # The interval's width falls as 1/sqrt(windows); it decides once its half-width is below the
         # distance between the estimate and -tol.
-        gap = abs(est + tol)
-        more = max(n, m) + 1 if gap == 0 else math.ceil(max(n, m) * (half / gap) ** 2)
+        gap = abs(math.log1p(est) - math.log1p(-tol)) if tol < 1 else 0.0
+        need = max(n, m) * (half / gap) ** 2 if gap > 1e-9 else math.inf
+        more = math.ceil(need) if need < 1e6 else None  # None: the estimate sits on the boundary
     return Shift(verdict, est, low, high, p, n, m, half, more)

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from vitcore import VitcoreError
 from vitcore import model as model_mod
 from vitcore.env import environment, peak_flops
 from vitcore.results import write_atomic
@@ -39,6 +40,14 @@ class Timing:
     """Calibration (as pytest-benchmark's min_time): after warm-up, one untimed window sets the
     steps per window so that each window lasts at least this long. Host jitter (measured: 10-48%
     between 0.4 s windows of launch-bound runs on an H100 host) averages out over longer windows."""
+    device_steps: int = 5
+    """Steps profiled after the timed windows for device time and launches per step (CUDA only)."""
+    inject_device_pct: float = 0.0
+    """Test only: after every step, a GPU spin kernel lasting this percentage of the step's own device
+    time (measured after warm-up): an injected device regression."""
+    inject_host_pct: float = 0.0
+    """Test only: after every step, the host sleeps this percentage of the step's wall time (measured
+    after warm-up): an injected host regression."""
     trace_dir: str | None = None
     """Also profile 5 steps after timing (torch.profiler): the top operators go to a text file
     there, and the point gets gpu_busy = GPU kernel time / wall time (near 1: GPU-bound; low: the
@@ -53,6 +62,8 @@ class Timed(NamedTuple):
     steps: int  # steps per window (after calibration)
     warm_mem: tuple[int, int] | None  # peak (allocated, reserved) bytes over warm-up; None off CUDA
     noise: list[dict]  # host interference per window (host_noise, plus the SM clock)
+    device: dict  # device_window's fields: device ms and launches per step (None off CUDA)
+    injected: str  # the injected regression, in ms per step ("" without one)
 
 
 def sync(device: str) -> None:
@@ -149,6 +160,7 @@ def timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True) -
         for _ in range(timing.warmup):
             step(batch)
         sync(device)
+        step, label = injected(step, batch, timing, device)
         steps = calibrated_steps(step, batch, timing, device)
         warm_mem = None
         if device == "cuda":
@@ -170,7 +182,7 @@ def timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True) -
         if freeze_gc:
             gc.enable()
             gc.unfreeze()
-    return Timed(windows, loss, steps, warm_mem, noise)
+    return Timed(windows, loss, steps, warm_mem, noise, device_window(step, batch, device, timing.device_steps), label)
 
 
 def calibrated_steps(step, batch, timing: Timing, device: str) -> int:
@@ -214,12 +226,74 @@ def trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
     return {"gpu_busy": busy, "trace": str(path) if path else None}
 
 
+def device_window(step, batch, device: str, steps: int) -> dict:
+    """Device time and launches per step over `steps` profiled steps, after the timed windows so the
+    profiler never perturbs their wall time. On the H100 the sum of kernel durations per step
+    reproduced to 0.2-0.6% across processes while wall time moved 8-50%, and launches per step were
+    identical in every window: what the host cannot perturb, the gate compares tightly."""
+    if device != "cuda" or steps < 1:
+        return {"device_ms_per_step": None, "launches_per_step": None}
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step(batch)
+        sync(device)
+    avgs = prof.key_averages()
+    launches = sum(e.count for e in avgs if _is_device_event(e))
+    return {"device_ms_per_step": kernel_seconds(avgs) * 1e3 / steps, "launches_per_step": launches / steps}
+
+
+def _is_device_event(e) -> bool:
+    return e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+
+
+def injected(step, batch, timing: Timing, device: str):
+    """`step` followed by the test-only injected work, sized from the warmed-up step itself: a GPU
+    spin (one kernel on the current stream, so it adds exactly that device time) and a host sleep.
+    Returns the step and a label with the amounts in ms."""
+    if not (timing.inject_device_pct or timing.inject_host_pct):
+        return step, ""
+    if timing.inject_device_pct and device != "cuda":
+        raise VitcoreError("--inject-device-pct needs a CUDA device (it adds GPU kernel time)")
+    device_ms = device_window(step, batch, device, 3)["device_ms_per_step"] if timing.inject_device_pct else 0.0
+    t0 = time.perf_counter()
+    for _ in range(3):
+        step(batch)
+    sync(device)
+    wall_ms = (time.perf_counter() - t0) / 3 * 1e3
+    spin_ms, sleep_ms = device_ms * timing.inject_device_pct / 100, wall_ms * timing.inject_host_pct / 100
+    cycles = int(spin_ms * _spin_cycles_per_ms()) if spin_ms else 0
+
+    def step_with_regression(b):
+        out = step(b)
+        if cycles:
+            torch.cuda._sleep(cycles)
+        if sleep_ms:
+            time.sleep(sleep_ms / 1e3)
+        return out
+
+    label = ",".join(f"{what}+{pct:g}% ({ms:.2f} ms)" for what, pct, ms in
+                     (("device", timing.inject_device_pct, spin_ms), ("host", timing.inject_host_pct, sleep_ms)) if pct)
+    return step_with_regression, label
+
+
+def _spin_cycles_per_ms() -> float:
+    """torch.cuda._sleep spins for GPU clock cycles: time a long spin once to convert ms."""
+    n = 20_000_000
+    torch.cuda._sleep(n // 10)  # load the kernel
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(n)
+    end.record()
+    end.synchronize()
+    return n / start.elapsed_time(end)
+
+
 def kernel_seconds(avgs) -> float:
     """GPU kernel time in profiler averages, counted as torch's own table total counts it: device
     events only. Operator rows (aten::mm) and user annotations (DistributedDataParallel.forward)
     also carry their kernels' time, so summing every row counted it two or three times."""
-    return sum(e.self_device_time_total for e in avgs
-               if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)) / 1e6
+    return sum(e.self_device_time_total for e in avgs if _is_device_event(e)) / 1e6
 
 
 def trace_path(timing: Timing, point_name: str) -> Path | None:
@@ -249,11 +323,16 @@ def measured_fields(run: Timed, *, images_per_step: float, timing: Timing, prese
     flops = model_mod.train_flops_per_image(preset)
     peak = peak_flops(env["gpu_name"])
     noise = run.noise
+    dev_ms = run.device.get("device_ms_per_step")
     return {
         "status": "ok",
         "images_per_s": med,  # per GPU
         "images_per_s_windows": per_gpu,
         "step_time_s": statistics.median(step_times),
+        **run.device,
+        "host_ms_per_step": statistics.median(step_times) * 1e3 - dev_ms if dev_ms is not None else None,
+        "processes": 1,
+        "injected": run.injected,
         "spread": (max(per_gpu) - min(per_gpu)) / med,
         "repeats": timing.repeats, "steps": run.steps, "warmup": timing.warmup,
         "min_window_s": timing.min_window_s,
@@ -266,6 +345,29 @@ def measured_fields(run: Timed, *, images_per_step: float, timing: Timing, prese
            for k in ("steal", "preempted", "gc_s", "thread_s", "sm_clock_mhz")},
         "host_migrations": sum(bool(n.get("migrated")) for n in noise) if noise else None,
     } | env
+
+
+def pool(runs: list[dict]) -> dict:
+    """One point from the same point measured in several processes: windows pooled (median and
+    spread over all of them), device time averaged, launches and memory at their maximum."""
+    ok = [p for p in runs if p.get("status") == "ok"]
+    if len(ok) < len(runs) or len(runs) == 1:
+        return next((p for p in runs if p.get("status") != "ok"), runs[0]) | {"processes": len(ok) or 1}
+    windows = [w for p in ok for w in p["images_per_s_windows"]]
+    med = statistics.median(windows)
+    out = ok[0] | {"images_per_s_windows": windows, "images_per_s": med, "spread": (max(windows) - min(windows)) / med,
+                   "processes": sum(p.get("processes") or 1 for p in ok),
+                   "step_time_s": statistics.median(p["step_time_s"] for p in ok)}
+    out["mfu"] = ok[0]["mfu"] and ok[0]["mfu"] * med / ok[0]["images_per_s"]
+    if ok[0].get("images_per_s_total") is not None:
+        out["images_per_s_total"] = med * ok[0]["world_size"]
+    for name in ("device_ms_per_step", "host_ms_per_step"):
+        vals = [p[name] for p in ok if p.get(name) is not None]
+        out[name] = statistics.fmean(vals) if vals else None
+    for name in ("launches_per_step", *_MEM_FIELDS):
+        vals = [p[name] for p in ok if p.get(name) is not None]
+        out[name] = max(vals) if vals else None
+    return out
 
 
 def unmeasured_fields(item, *, family: str, **extra) -> dict:
