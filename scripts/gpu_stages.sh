@@ -142,11 +142,11 @@ stage_gate_smoke() {  # one point end to end, fails fast before the long stages
     --repeats 3 --min-window 0 --out "/tmp/gate-smoke" && cat /tmp/gate-smoke/points.csv
 }
 stage_gate_record() {  # the budgets: every point in 2 processes (medians move between processes)
-  timeout 590 $py -m vitcore.cli bench "${GATE_BENCH[@]}" --processes 2 --out "$GATE/record" --resume \
+  timeout "${GATE_T:-590}" $py -m vitcore.cli bench "${GATE_BENCH[@]}" --processes 2 --out "$GATE/record" --resume \
     --update-budgets fixtures/budgets
 }
 stage_gate_check() {  # unchanged code against the record, a separate process: GATE_RUN names it
-  timeout 400 $py -m vitcore.cli bench "${GATE_BENCH[@]}" --out "$GATE/$GATE_RUN" --compare "$GATE/record/points.jsonl"
+  timeout "${GATE_T:-400}" $py -m vitcore.cli bench "${GATE_BENCH[@]}" --out "$GATE/$GATE_RUN" --compare "$GATE/record/points.jsonl"
 }
 stage_gate_inject_device() {  # +3% GPU kernel time per step: the device-time check must fail on every point
   timeout 400 $py -m vitcore.cli bench "${GATE_BENCH[@]}" --plugins "${INJECT_PLUGINS:-torch_ddp,torch_ddp_fp16,low_level_zero_s1,gemini,hybrid_parallel,torch_fsdp}" \
