@@ -146,7 +146,7 @@ stage_gate_record() {  # the budgets: every point in 2 processes (medians move b
     --update-budgets fixtures/budgets
 }
 stage_gate_check() {  # unchanged code against the record, a separate process: GATE_RUN names it
-  timeout "${GATE_T:-400}" $py -m vitcore.cli bench "${GATE_BENCH[@]}" --out "$GATE/$GATE_RUN" --compare "$GATE/record/points.jsonl"
+  timeout "${GATE_T:-400}" $py -m vitcore.cli bench "${GATE_BENCH[@]}" --out "$GATE/$GATE_RUN" --resume --compare "$GATE/record/points.jsonl"
 }
 stage_gate_inject_device() {  # +3% GPU kernel time per step: the device-time check must fail on every point
   timeout 400 $py -m vitcore.cli bench "${GATE_BENCH[@]}" --plugins "${INJECT_PLUGINS:-torch_ddp,torch_ddp_fp16,low_level_zero_s1,gemini,hybrid_parallel,torch_fsdp}" \

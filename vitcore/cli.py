@@ -299,8 +299,10 @@ def cmd_bench(args) -> int:
     results.write_json(os.path.join(args.out, "skipped.json"), skipped)
     _print_points(measured)
     print(f"[vitcore] {len(measured)} points in {os.path.join(args.out, 'points.jsonl')}")
-    if args.update_budgets:  # only what this run measured: resumed points keep the budgets they had
-        _update_budgets(args.update_budgets, [p for p in measured if points.key(p) not in before])
+    if args.update_budgets:  # what this run measured, and resumed points the budget file lacks (an
+        # interrupted recording); resumed points keep the budgets they had
+        _update_budgets(args.update_budgets, [p for p in measured if points.key(p) not in before
+                                              or not _has_budget(args.update_budgets, p)])
     history = _finetune(args, device, model) if args.finetune else None
     return _report_and_gate(args, measured, skipped, history, baseline)
 
@@ -396,6 +398,14 @@ def cmd_report(args) -> int:
     if args.markdown:
         print(report.summary_markdown(rows))
     return _report_and_gate(args, rows, skipped, history, baseline)
+
+
+def _has_budget(folder, point) -> bool:
+    try:
+        budgets.lookup(budgets.load(folder, point), point)
+        return True
+    except budgets.NoBudget:
+        return False
 
 
 def _update_budgets(folder, rows) -> None:
