@@ -9,15 +9,15 @@ import pytest
 from vitcore import VitcoreError, budgets
 
 
-def windows(center, n=10, spread=0.01):
-    """n window samples evenly spread +-spread around center (deterministic)."""
+def windows(center, n=6, spread=0.01):
+    """n samples (per-process medians) evenly spread +-spread around center (deterministic)."""
     return [center * (1 + spread * (2 * i / (n - 1) - 1)) for i in range(n)]
 
 
 def point(ips=1000.0, alloc=4.0, reserved=5.0, device_ms=50.0, launches=1285.0, spread=0.01, **kw):
     return {"plugin": "gemini", "precision": "bf16", "profile": "fast", "model": "vit-base",
             "world_size": 1, "batch_size": 128, "status": "ok", "images_per_s": ips, "spread": spread,
-            "images_per_s_windows": windows(ips, spread=spread / 2), "processes": 2,
+            "images_per_s_process_medians": windows(ips, spread=spread / 2), "processes": 6,
             "device_ms_per_step": device_ms, "launches_per_step": launches,
             "peak_mem_allocated_gib": alloc, "peak_mem_reserved_gib": reserved, "repeats": 5,
             "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_count": 1, "torch": "2.11.0+cu130", "cuda": "13.0",
@@ -89,13 +89,24 @@ def test_steady_state_memory_is_compared_where_both_sides_have_it(tmp_path):
 def test_noisy_windows_are_inconclusive_and_name_the_detectable_change(tmp_path):
     budgets.update(tmp_path, point(spread=0.3))
     (v,) = budgets.judge(point(ips=960.0, spread=0.3), ref(tmp_path), groups=("throughput",))
-    assert v.outcome == "inconclusive" and "detects" in v.detail and "windows per side would decide" in v.detail
+    assert v.outcome == "inconclusive" and "detects" in v.detail and "processes per side would decide" in v.detail
 
 
-def test_a_one_process_baseline_never_decides_wall_time(tmp_path):
-    budgets.update(tmp_path, point(processes=1))
-    (v,) = budgets.judge(point(ips=500.0), ref(tmp_path), groups=("throughput",))
-    assert v.outcome == "inconclusive" and "re-record with --processes 2" in v.detail
+def test_fewer_than_five_processes_a_side_never_decide_wall_time(tmp_path):
+    # windows of one process are not independent samples: the process is (docs/gate.md)
+    budgets.update(tmp_path, point(images_per_s_process_medians=windows(1000.0, n=4)))
+    few = point(ips=500.0, images_per_s_process_medians=windows(500.0, n=4))
+    (v,) = budgets.judge(few, ref(tmp_path), groups=("throughput",))
+    assert v.outcome == "inconclusive" and "too few processes to decide at 99% (5 a side suffice" in v.detail
+    assert budgets.MIN_PROCESSES == 5
+
+
+def test_process_medians_of_points_recorded_with_pooled_windows_only():
+    from vitcore.points import process_medians
+
+    old = {"images_per_s": 2.0, "images_per_s_windows": [1, 2, 3, 10, 20, 30], "repeats": 3, "processes": 2}
+    assert process_medians(old) == [2, 20]
+    assert process_medians(old | {"processes": 1}) == [2.0]  # windows do not split into processes
 
 
 def test_error_or_oom_point_against_an_ok_budget_is_a_regression(book):
@@ -127,8 +138,8 @@ def test_other_device_is_no_budget(book):
 
 def test_entry_holds_measurements_and_provenance_never_a_tolerance(book):
     entry = ref(book)
-    assert entry["source"]["git_sha"] == "abc" and entry["processes"] == 2
-    assert entry["images_per_s_windows"] == windows(1000.0, spread=0.005)
+    assert entry["source"]["git_sha"] == "abc" and entry["processes"] == 6
+    assert entry["images_per_s_process_medians"] == windows(1000.0, spread=0.005)
     assert entry["device_ms_per_step"] == 50.0 and entry["launches_per_step"] == 1285.0
     assert not any("allowed" in k or "tol" in k for k in entry)
     assert budgets.tolerances() == {"throughput": 0.05, "device_time": 0.02, "launches": 0.0, "memory": 0.03}

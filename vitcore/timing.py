@@ -26,6 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 from vitcore import VitcoreError
 from vitcore import model as model_mod
 from vitcore.env import environment, peak_flops
+from vitcore.points import process_medians
 from vitcore.results import write_atomic
 
 GIB = 2**30
@@ -227,20 +228,28 @@ def trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
 
 
 def device_window(step, batch, device: str, steps: int) -> dict:
-    """Device time and launches per step over `steps` profiled steps, after the timed windows so the
-    profiler never perturbs their wall time. On the H100 the sum of kernel durations per step
-    reproduced to 0.2-0.6% across processes while wall time moved 8-50%, and launches per step were
-    identical in every window: what the host cannot perturb, the gate compares tightly."""
+    """Kernel time, copy time and launches per step over `steps` profiled steps, after the timed
+    windows so the profiler never perturbs their wall time. On the H100 the sum of kernel durations
+    per step reproduced to 0.2-0.6% across processes while wall time moved 8-50%, and launches per
+    step were identical in every window: what the host cannot perturb, the gate compares tightly.
+    Host<->device copies are counted apart: their duration depends on the host (gemini_offload's
+    device time, copies included, moved 3.7% between processes of unchanged code)."""
     if device != "cuda" or steps < 1:
-        return {"device_ms_per_step": None, "launches_per_step": None}
+        return {"device_ms_per_step": None, "copy_ms_per_step": None, "launches_per_step": None}
     sync(device)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             step(batch)
         sync(device)
-    avgs = prof.key_averages()
-    launches = sum(e.count for e in avgs if _is_device_event(e))
-    return {"device_ms_per_step": kernel_seconds(avgs) * 1e3 / steps, "launches_per_step": launches / steps}
+    events = [e for e in prof.key_averages() if _is_device_event(e)]
+    copies = [e for e in events if _is_copy(e)]
+    return {"device_ms_per_step": kernel_seconds([e for e in events if not _is_copy(e)]) * 1e3 / steps,
+            "copy_ms_per_step": kernel_seconds(copies) * 1e3 / steps,
+            "launches_per_step": sum(e.count for e in events) / steps}
+
+
+def _is_copy(e) -> bool:
+    return e.key.startswith(("Memcpy", "Memset"))
 
 
 def _is_device_event(e) -> bool:
@@ -324,13 +333,15 @@ def measured_fields(run: Timed, *, images_per_step: float, timing: Timing, prese
     peak = peak_flops(env["gpu_name"])
     noise = run.noise
     dev_ms = run.device.get("device_ms_per_step")
+    copy_ms = run.device.get("copy_ms_per_step") or 0.0
     return {
         "status": "ok",
         "images_per_s": med,  # per GPU
         "images_per_s_windows": per_gpu,
         "step_time_s": statistics.median(step_times),
         **run.device,
-        "host_ms_per_step": statistics.median(step_times) * 1e3 - dev_ms if dev_ms is not None else None,
+        "images_per_s_process_medians": [med],
+        "host_ms_per_step": statistics.median(step_times) * 1e3 - dev_ms - copy_ms if dev_ms is not None else None,
         "processes": 1,
         "injected": run.injected,
         "spread": (max(per_gpu) - min(per_gpu)) / med,
@@ -356,12 +367,13 @@ def pool(runs: list[dict]) -> dict:
     windows = [w for p in ok for w in p["images_per_s_windows"]]
     med = statistics.median(windows)
     out = ok[0] | {"images_per_s_windows": windows, "images_per_s": med, "spread": (max(windows) - min(windows)) / med,
+                   "images_per_s_process_medians": [m for p in ok for m in process_medians(p)],
                    "processes": sum(p.get("processes") or 1 for p in ok),
                    "step_time_s": statistics.median(p["step_time_s"] for p in ok)}
     out["mfu"] = ok[0]["mfu"] and ok[0]["mfu"] * med / ok[0]["images_per_s"]
     if ok[0].get("images_per_s_total") is not None:
         out["images_per_s_total"] = med * ok[0]["world_size"]
-    for name in ("device_ms_per_step", "host_ms_per_step"):
+    for name in ("device_ms_per_step", "copy_ms_per_step", "host_ms_per_step"):
         vals = [p[name] for p in ok if p.get(name) is not None]
         out[name] = statistics.fmean(vals) if vals else None
     for name in ("launches_per_step", *_MEM_FIELDS):
