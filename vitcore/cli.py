@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from vitcore import VitcoreError, analysis, budgets, plugins, points, report, results
+from vitcore import VitcoreError, analysis, budgets, gating, plugins, points, report, results
 from vitcore.config import OPTIONS, PROFILES, RunConfig
 from vitcore.env import environment
 from vitcore.model import ATTENTION, get_preset
@@ -263,21 +263,6 @@ def _plan_bench(args, profiles, device, model):
     return groups, skipped
 
 
-def _load_baseline(args, planned=None, device=None) -> list[dict] | None:
-    """The --compare/--baseline file, checked before anything is measured (budgets.check_baseline);
-    device: the device the compared points come from (default: this machine's)."""
-    path = getattr(args, "compare", None) or getattr(args, "baseline", None)
-    if not path:
-        return None
-    try:
-        baseline = results.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise VitcoreError(f"baseline {path} cannot be read: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    device = device or points.device_key(environment())
-    budgets.check_baseline(baseline, source=path, device=device, planned=planned, allow_missing=args.allow_missing)
-    return baseline
-
-
 def cmd_bench(args) -> int:
     from vitcore import bench, launch  # torch and colossalai: see the note at the top
     from vitcore.timing import Timing
@@ -286,7 +271,7 @@ def cmd_bench(args) -> int:
     device = launch.resolve_device(args.device)
     model = _default_model(args)
     groups, skipped = _plan_bench(args, profiles, device, model)
-    baseline = _load_baseline(args, planned={bench.group_key([c])[0] for g in groups for c in g})
+    baseline = gating.load_baseline(args, planned={bench.group_key([c])[0] for g in groups for c in g})
     for s in skipped:
         print(f"[vitcore] skipped {s['plugin']} {s['precision'] or ''}: {s['reason']}", file=sys.stderr)
     timing = Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window,
@@ -295,33 +280,16 @@ def cmd_bench(args) -> int:
     before = {points.key(p) for p in results.read_points(os.path.join(args.out, "points.jsonl"))}
     measured = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True, processes=args.processes)
     if baseline is not None and args.until_decided:
-        measured = _until_decided(args, groups, timing, measured, baseline)
+        measured = gating.until_decided(args, groups, timing, measured, baseline)
     results.write_json(os.path.join(args.out, "skipped.json"), skipped)
     _print_points(measured)
     print(f"[vitcore] {len(measured)} points in {os.path.join(args.out, 'points.jsonl')}")
     if args.update_budgets:  # what this run measured, and resumed points the budget file lacks (an
         # interrupted recording); resumed points keep the budgets they had
-        _update_budgets(args.update_budgets, [p for p in measured if points.key(p) not in before
-                                              or not _has_budget(args.update_budgets, p)])
+        gating.update_budgets(args.update_budgets, [p for p in measured if points.key(p) not in before
+                                              or not gating.has_budget(args.update_budgets, p)])
     history = _finetune(args, device, model) if args.finetune else None
-    return _report_and_gate(args, measured, skipped, history, baseline)
-
-
-def _until_decided(args, groups, timing, measured, baseline) -> list[dict]:
-    """Re-measure the groups holding a point with an inconclusive throughput verdict, one more
-    process at a time, pooling windows, until decided or N more processes."""
-    from vitcore import bench
-
-    tol = budgets.tolerances(budgets.parse_fail_on(args.fail_on) if args.fail_on else None)
-    for _ in range(args.until_decided):
-        gate = budgets.compare_runs(measured, baseline, tol, allow_missing=True)
-        open_keys = {k for k, vs in gate.verdicts.items() if any(v.outcome == "inconclusive" for v in vs)}
-        todo = [g for g in groups if open_keys & set(bench.group_key(g))]
-        if not todo:
-            break
-        print(f"[vitcore] {len(open_keys)} inconclusive point(s): one more process each", file=sys.stderr)
-        measured = bench.remeasure(todo, timing, args.out)
-    return measured
+    return gating.report_and_gate(args, measured, skipped, history, baseline)
 
 
 def _finetune(args, device, model):
@@ -342,49 +310,6 @@ def _finetune(args, device, model):
     return hist
 
 
-def _report_and_gate(args, rows, skipped, history, baseline) -> int:
-    rows = analysis.enrich(rows)
-    verdicts, notes, rc = budget_verdicts(args.budgets, rows)
-    if baseline is not None:
-        path = getattr(args, "compare", None) or getattr(args, "baseline", None)
-        tol = budgets.tolerances(budgets.parse_fail_on(args.fail_on) if args.fail_on else None)
-        rule = ",".join(f"{g}:{t:.0%}" for g, t in tol.items())
-        gate = budgets.compare_runs(rows, baseline, tol, allow_missing=args.allow_missing)
-        verdicts = {k: budgets.verdict_cell(v) for k, v in gate.verdicts.items()}
-        notes = [f"verdicts against the baseline {path} ({rule})"]
-        for what, lines in (("update the baseline", gate.improvements), ("inconclusive", gate.inconclusive),
-                            ("not in the baseline", gate.new)):
-            for line in lines:
-                print(f"[vitcore] {what}: {line}")
-        if gate.failed(args.strict):
-            print(f"[vitcore] REGRESSIONS against {path} ({rule}):", file=sys.stderr)
-            for line in gate.regressions + (gate.improvements if args.strict else []):
-                print(f"  {line}", file=sys.stderr)
-            rc = 1
-        else:
-            print(f"[vitcore] no regressions against {path} ({rule}); {len(gate.inconclusive)} inconclusive")
-    path = report.write_all(args.out, rows, skipped=skipped, history=history, verdicts=verdicts, baseline=baseline,
-                            notes=notes)
-    print(f"[vitcore] report: {path} (+ points.json, points.csv)")
-    return rc
-
-
-def budget_verdicts(folder, rows) -> tuple[dict, list[str], int]:
-    """Each point's verdicts against this device's budget entry, for the report (the exit code is the
-    gate's alone); where the device has no budget file, a note says how to record one."""
-    verdicts, notes = {}, []
-    for p in rows:
-        try:
-            entry = budgets.lookup(budgets.load(folder, p), p)
-        except budgets.NoBudget as e:
-            verdicts[points.key(p)] = "no budget"
-            if "no budget file" in str(e) and str(e) not in notes:
-                notes.append(str(e))
-            continue
-        verdicts[points.key(p)] = budgets.verdict_cell(budgets.judge(p, entry))
-    return verdicts, notes or [f"verdicts against the budgets in {folder}"], 0
-
-
 def cmd_report(args) -> int:
     rows = analysis.perf_points([p for f in args.results for p in results.load(f)])
     skipped = []
@@ -393,28 +318,11 @@ def cmd_report(args) -> int:
         if os.path.exists(side):
             skipped += json.loads(Path(side).read_text())
     history = json.loads(Path(args.history).read_text()) if args.history else None
-    baseline = _load_baseline(args, planned={points.key(p) for p in rows},
+    baseline = gating.load_baseline(args, planned={points.key(p) for p in rows},
                               device=points.device_key(rows[0]) if rows else None)
     if args.markdown:
         print(report.summary_markdown(rows))
-    return _report_and_gate(args, rows, skipped, history, baseline)
-
-
-def _has_budget(folder, point) -> bool:
-    try:
-        budgets.lookup(budgets.load(folder, point), point)
-        return True
-    except budgets.NoBudget:
-        return False
-
-
-def _update_budgets(folder, rows) -> None:
-    for p in rows:
-        try:
-            path, _ = budgets.update(folder, p)
-            print(f"[vitcore] budget {points.key_text(p)} -> {path}")
-        except VitcoreError as e:
-            print(f"[vitcore] budget refused: {e}", file=sys.stderr)
+    return gating.report_and_gate(args, rows, skipped, history, baseline)
 
 
 def _print_points(rows) -> None:

@@ -1,0 +1,102 @@
+"""The command line's gate flow: load and check a baseline before measuring, re-measure undecided
+points, judge every point, print the verdicts and write the report. The rule itself is
+vitcore.budgets; the statistics vitcore.stats."""
+
+from __future__ import annotations
+
+import sys
+
+from vitcore import VitcoreError, analysis, budgets, points, report, results
+from vitcore.env import environment
+
+
+def load_baseline(args, planned=None, device=None) -> list[dict] | None:
+    """The --compare/--baseline file, checked before anything is measured (budgets.check_baseline);
+    device: the device the compared points come from (default: this machine's)."""
+    path = getattr(args, "compare", None) or getattr(args, "baseline", None)
+    if not path:
+        return None
+    try:
+        baseline = results.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VitcoreError(f"baseline {path} cannot be read: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    device = device or points.device_key(environment())
+    budgets.check_baseline(baseline, source=path, device=device, planned=planned, allow_missing=args.allow_missing)
+    return baseline
+
+
+def until_decided(args, groups, timing, measured, baseline) -> list[dict]:
+    """Re-measure the groups holding a point with an inconclusive throughput verdict, one more
+    process at a time, pooling windows, until decided or N more processes."""
+    from vitcore import bench  # torch and colossalai (10 s): only when re-measuring
+
+    tol = budgets.tolerances(budgets.parse_fail_on(args.fail_on) if args.fail_on else None)
+    for _ in range(args.until_decided):
+        gate = budgets.compare_runs(measured, baseline, tol, allow_missing=True)
+        open_keys = {k for k, vs in gate.verdicts.items() if any(v.outcome == "inconclusive" for v in vs)}
+        todo = [g for g in groups if open_keys & set(bench.group_key(g))]
+        if not todo:
+            break
+        print(f"[vitcore] {len(open_keys)} inconclusive point(s): one more process each", file=sys.stderr)
+        measured = bench.remeasure(todo, timing, args.out)
+    return measured
+
+
+def report_and_gate(args, rows, skipped, history, baseline) -> int:
+    rows = analysis.enrich(rows)
+    verdicts, notes, rc = budget_verdicts(args.budgets, rows)
+    if baseline is not None:
+        path = getattr(args, "compare", None) or getattr(args, "baseline", None)
+        tol = budgets.tolerances(budgets.parse_fail_on(args.fail_on) if args.fail_on else None)
+        rule = ",".join(f"{g}:{t:.0%}" for g, t in tol.items())
+        gate = budgets.compare_runs(rows, baseline, tol, allow_missing=args.allow_missing)
+        verdicts = {k: budgets.verdict_cell(v) for k, v in gate.verdicts.items()}
+        notes = [f"verdicts against the baseline {path} ({rule})"]
+        for what, lines in (("update the baseline", gate.improvements), ("inconclusive", gate.inconclusive),
+                            ("not in the baseline", gate.new)):
+            for line in lines:
+                print(f"[vitcore] {what}: {line}")
+        if gate.failed(args.strict):
+            print(f"[vitcore] REGRESSIONS against {path} ({rule}):", file=sys.stderr)
+            for line in gate.regressions + (gate.improvements if args.strict else []):
+                print(f"  {line}", file=sys.stderr)
+            rc = 1
+        else:
+            print(f"[vitcore] no regressions against {path} ({rule}); {len(gate.inconclusive)} inconclusive")
+    path = report.write_all(args.out, rows, skipped=skipped, history=history, verdicts=verdicts, baseline=baseline,
+                            notes=notes)
+    print(f"[vitcore] report: {path} (+ points.json, points.csv)")
+    return rc
+
+
+def budget_verdicts(folder, rows) -> tuple[dict, list[str], int]:
+    """Each point's verdicts against this device's budget entry, for the report (the exit code is the
+    gate's alone); where the device has no budget file, a note says how to record one."""
+    verdicts, notes = {}, []
+    for p in rows:
+        try:
+            entry = budgets.lookup(budgets.load(folder, p), p)
+        except budgets.NoBudget as e:
+            verdicts[points.key(p)] = "no budget"
+            if "no budget file" in str(e) and str(e) not in notes:
+                notes.append(str(e))
+            continue
+        verdicts[points.key(p)] = budgets.verdict_cell(budgets.judge(p, entry))
+    return verdicts, notes or [f"verdicts against the budgets in {folder}"], 0
+
+
+def has_budget(folder, point) -> bool:
+    try:
+        budgets.lookup(budgets.load(folder, point), point)
+        return True
+    except budgets.NoBudget:
+        return False
+
+
+def update_budgets(folder, rows) -> None:
+    for p in rows:
+        try:
+            path, _ = budgets.update(folder, p)
+            print(f"[vitcore] budget {points.key_text(p)} -> {path}")
+        except VitcoreError as e:
+            print(f"[vitcore] budget refused: {e}", file=sys.stderr)
