@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 
 import pytest
 import torch
 
-from vitcore import plugins
+from vitcore import VitcoreError, plugins, preflight
 from vitcore.config import profile_precision
+from vitcore.model import get_preset
 from vitcore.points import key_text
 
 
@@ -39,20 +41,26 @@ def budget_checks(pytestconfig) -> BudgetChecks:
     return pytestconfig.stash[BUDGET_CHECKS]
 
 
+BUDGETS_DEFAULT = "fixtures/budgets"
+
+
 def pytest_addoption(parser):
     g = parser.getgroup("vitcore", "vitcore benchmark suite")
     g.addoption("--plugin", default=None,
                 help="comma-separated registry names or families (e.g. gemini); default: all")
     g.addoption("--model", default=None, help="model preset for GPU tests (default vit-base)")
     g.addoption("--dataset", default="auto", help="auto | embedded | lewtun/dog_food | PATH")
-    g.addoption("--budgets", default="fixtures/budgets", help="folder of per-device budget files")
+    g.addoption("--budgets", default=BUDGETS_DEFAULT, help="folder of per-device budget files")
     g.addoption("--update-budgets", action="store_true",
                 help="write measured performance as the new budget for this device")
     g.addoption("--perf-batch-sizes", default="32,128", help="batch sizes of the performance tests (comma-separated)")
     g.addoption("--perf-steps", type=int, default=20, help="steps per timed window (performance tests)")
     g.addoption("--perf-min-window", type=float, default=1.0,
                 help="seconds each timed window lasts at least (steps are added when they are fast)")
-    g.addoption("--perf-repeats", type=int, default=5, help="timed windows; median and spread over them")
+    g.addoption("--perf-repeats", type=int, default=5, help="timed windows per process")
+    g.addoption("--perf-processes", type=int, default=1,
+                help="separate processes per performance measurement, pooled (wall-time verdicts need 5 a side; "
+                     "record budgets with 5)")
     g.addoption("--world-sizes", default="2,4,8",
                 help="multigpu tier: world sizes (comma-separated); sizes above the GPU count skip with the reason")
     g.addoption("--results-out", default=None, help="write GPU-tier results JSON into this folder")
@@ -109,6 +117,35 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "plugin_names(*names): registry entries a test exercises")
     config.addinivalue_line("markers", "profile(name): parametrize with the precision this profile picks per entry")
     config.stash[BUDGET_CHECKS] = BudgetChecks()
+    _check_options(config)
+
+
+def _check_options(config) -> None:
+    """Bad option values end the session at its start as a usage error (exit code 4, one line),
+    never as an INTERNALERROR during collection or a failure after the GPU tier has run."""
+    try:
+        _selected(config)
+        if config.getoption("--model"):
+            get_preset(config.getoption("--model"))
+        for flag in ("--perf-batch-sizes", "--world-sizes"):
+            _int_list(flag, config.getoption(flag))
+        budgets_dir = config.getoption("--budgets")
+        if (not config.getoption("--update-budgets") and budgets_dir != BUDGETS_DEFAULT
+                and not os.path.isdir(budgets_dir)):
+            raise VitcoreError(f"--budgets {budgets_dir!r} is not a folder; give the folder of per-device "
+                               "budget files (default fixtures/budgets)")
+        preflight.check_budget_folder(budgets_dir, "--budgets")
+    except VitcoreError as e:
+        raise pytest.UsageError(f"vitcore: {e}") from None
+
+
+def _int_list(flag: str, text: str) -> None:
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise VitcoreError(f"{flag} {text!r}: expected positive integers, comma-separated (e.g. 32,128)")
 
 
 def pytest_runtest_setup(item):

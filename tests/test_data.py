@@ -139,3 +139,58 @@ def test_decode_error_names_the_file(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(DataError, match="cannot decode image .*x.png"):
         data.Preprocessed(ds, data.image_processor(32))[0]
+
+
+@pytest.fixture
+def decode_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITCORE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / data.DECODED_CACHE
+
+
+def test_truncated_jpeg_passes_verify_and_is_caught_up_front(tmp_path, decode_cache):
+    root = _image_folder(tmp_path / "df")
+    bad = root / "muffin" / "cut.jpg"
+    data.embedded_image(2, "train", 0).resize((256, 256)).save(bad, "JPEG")
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # a download cut off half-way
+    with Image.open(bad) as im:
+        im.verify()  # what the up-front check used to rely on: it passes
+    with pytest.raises(DataError, match=r"corrupt image file '.*cut.jpg': image file is truncated"):
+        data.load(str(root))
+    with pytest.raises(DataError, match="cut.jpg"):
+        data.split_sizes(str(root))  # what `vitcore train` checks before it starts
+
+
+def test_each_image_is_decoded_once_then_remembered_by_size_and_mtime(tmp_path, decode_cache, monkeypatch):
+    root = _image_folder(tmp_path / "df")
+    decoded = []
+    real = data._decode_fully
+    monkeypatch.setattr(data, "_decode_fully", lambda src, name: decoded.append(name) or real(src, name))
+    data.split_sizes(str(root))
+    assert len(decoded) == 12 and decode_cache.exists()
+    decoded.clear()
+    data.load(str(root))
+    assert decoded == []  # a re-run is instant
+    touched = root / "dog" / "0.png"
+    data.embedded_image(1, "train", 7).save(touched)
+    data.load(str(root))
+    assert decoded == [str(touched)]
+
+
+def test_rows_of_a_saved_dataset_are_decoded_and_named(tmp_path, decode_cache):
+    src = data.load("embedded", subset=15)
+    rows = {"image": [{"bytes": b"\xff\xd8 not really a jpeg", "path": "x.jpg"}] + list(src.train["image"]),
+            "label": [0] + list(src.train["label"])}
+    train = datasets.Dataset.from_dict(rows, features=src.train.features)
+    datasets.DatasetDict({"train": train, "test": src.test}).save_to_disk(str(tmp_path / "disk"))
+    with pytest.raises(DataError, match=r"corrupt image file 'local-disk:.*disk train row 0 \(x.jpg\)'"):
+        data.load(str(tmp_path / "disk"))
+
+
+@pytest.mark.parametrize("subset,sizes", [(None, (2250, 750)), (30, (30, 10)), (2250, (2250, 750))])
+def test_split_sizes_of_the_embedded_data_without_drawing_it(subset, sizes):
+    assert data.split_sizes("embedded", subset=subset) == sizes
+
+
+def test_split_sizes_checks_the_subset():
+    with pytest.raises(DataError, match=r"subset 2251 is out of range; valid: 1..2250"):
+        data.split_sizes("embedded", subset=2251)

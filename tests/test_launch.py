@@ -1,15 +1,21 @@
+import signal
 import socket
+import sys
 import time
 
 import pytest
 
 from tests import workers
 from vitcore import launch
+from vitcore.config import RunConfig
 from vitcore.launch import WorkerError
 
 
-def test_two_gloo_processes_return_per_rank_results():
-    assert launch.run(workers.rank_and_world, world_size=2, device="cpu", timeout_s=120) == [(0, 2), (1, 2)]
+def test_two_gloo_processes_return_per_rank_results_and_die_with_their_parent():
+    got = launch.run(workers.lifeline, world_size=2, device="cpu", timeout_s=120)
+    if sys.platform.startswith("linux"):  # named for ps, and the kernel kills them when this process dies
+        assert got == [(0, "vitcore-rank0", signal.SIGKILL), (1, "vitcore-rank1", signal.SIGKILL)]
+    assert [r for r, _, _ in got] == [0, 1]
 
 
 def test_killed_worker_ends_the_run_with_an_error_within_the_timeout():
@@ -19,9 +25,18 @@ def test_killed_worker_ends_the_run_with_an_error_within_the_timeout():
     assert time.monotonic() - t0 < 120
 
 
-def test_failing_worker_reports_its_traceback():
-    with pytest.raises(WorkerError, match=r"(?s)worker rank 1 failed:.*ValueError: boom in rank 1"):
-        launch.run(workers.rank1_raises, world_size=2, device="cpu", timeout_s=120)
+def test_a_failure_is_one_line_naming_the_cause_and_its_log_holds_every_traceback(tmp_path):
+    cfg = RunConfig(plugin="torch_ddp", model="vit-tiny", batch_size=8, device="cpu")
+    with pytest.raises(WorkerError) as e:
+        # rank 0's "connection closed" arrives first; the cause is rank 1's error
+        launch.spawn(workers.rank0_symptom_first, (), world_size=2, device="cpu", timeout_s=120,
+                     label=launch._label([cfg]), log_dir=tmp_path)
+    log = next(tmp_path.glob("*.log"))
+    assert str(e.value) == ("worker rank 1 failed in torch_ddp fp32 bs8: ValueError: boom in rank 1; "
+                            f"every rank's traceback: {log}")
+    text = log.read_text()
+    assert "--- rank 1: ValueError: boom in rank 1" in text and "second line of the message" in text
+    assert "--- rank 0: RuntimeError: [gloo] Connection closed by peer" in text and "Traceback" in text
 
 
 def test_hanging_workers_time_out():

@@ -1,18 +1,127 @@
 import json
+import os
+import subprocess
 import sys
 import time
 
+import pytest
+
 from vitcore import results
+from vitcore.results import ResultsError
 from vitcore.timing import Timing, host_noise, timed
 
 
-def test_append_is_line_atomic_and_partial_lines_are_ignored(tmp_path):
+def _point(bs, status="ok", **kw):
+    return {"plugin": "torch_ddp", "precision": "fp32", "profile": "fast", "model": "vit-tiny", "world_size": 1,
+            "batch_size": bs, "status": status, **kw}
+
+
+def test_append_is_line_atomic_and_a_torn_line_is_named_never_trusted(tmp_path):
     path = tmp_path / "points.jsonl"
-    results.append_point(path, {"a": 1})
-    results.append_point(path, {"a": 2})
+    results.append_point(path, _point(1))
+    results.append_point(path, _point(2))
     with open(path, "a") as f:
-        f.write('{"a": 3, "trunc')  # a write cut off by a crash
-    assert results.read_points(path) == [{"a": 1}, {"a": 2}]
+        f.write('{"plugin": "torch_ddp", "trunc')  # a write cut off by a crash
+    good, bad = results.read(path)
+    assert [p["batch_size"] for p in good] == [1, 2]
+    assert [str(b) for b in bad] == [f"{path}:3: torn last line (a write cut off at column 25, by a crash mid-write)"]
+
+
+def test_a_point_appended_after_a_torn_line_stays_whole(tmp_path):
+    # the issue's case: --resume appended onto the partial line, which then held two objects
+    path = tmp_path / "points.jsonl"
+    results.append_point(path, _point(1))
+    with open(path, "a") as f:
+        f.write('{"plugin": "torch_ddp", "batch_')
+    results.append_point(path, _point(2))
+    good, bad = results.read(path)
+    assert [p["batch_size"] for p in good] == [1, 2] and [b.line for b in bad] == [2]
+
+
+def test_foreign_lines_are_named_by_file_and_line(tmp_path):
+    path = tmp_path / "points.jsonl"
+    path.write_text("\n".join([json.dumps(_point(1)), "42", "garbage", '{"a": 1}', json.dumps(_point(2))]) + "\n")
+    good, bad = results.read(path)
+    assert len(good) == 2
+    assert [(b.line, b.reason.split(":")[0]) for b in bad] == [
+        (2, "JSON int '42' is not a point"), (3, "not JSON (Expecting value, column 1)"), (4, "JSON object without a 'plugin' field is not a point")]
+    with pytest.raises(ResultsError, match=rf"^{path}:2: JSON int '42' is not a point \(and 2 more\); "
+                                           r"`vitcore report --skip-bad` reports the rest$"):
+        results.load(path)
+    assert len(results.load(path, skip_bad=True)) == 2
+
+
+@pytest.mark.parametrize("name,content,needle", [
+    ("missing.jsonl", None, "results file '{p}' does not exist"),
+    ("missing.json", None, "results file '{p}' does not exist"),
+    ("bad.json", '{"results": [', "{p}:1: not valid JSON (Expecting value)"),
+    ("scalar.json", "42", "{p}: JSON int without a list of points"),
+    ("items.json", '[{"plugin": "x"}, 7]', "{p}:1: item 1 (7) is not a point"),
+    ("empty.jsonl", "", "results file '{p}' holds no points"),
+    ("empty.json", "[]", "results file '{p}' holds no points"),
+])
+def test_unreadable_results_files_are_one_line_errors_naming_the_file(tmp_path, name, content, needle):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ResultsError) as e:
+        results.load(path)
+    assert needle.format(p=path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_prepare_resume_sets_aside_bad_lines_and_failed_points(tmp_path):
+    path = tmp_path / "points.jsonl"
+    for p in (_point(1), _point(2, "error", error="WorkerError: timed out after 9s"), _point(4, "oom")):
+        results.append_point(path, p)
+    with open(path, "a") as f:
+        f.write("42\n{\"plugin\": \"torch_ddp\", \"tru")
+    before = path.read_text().splitlines()
+    assert results.finished_keys(path) == {results.points.key(_point(1)), results.points.key(_point(4))}
+    bad, retried = results.prepare_resume(path)
+    assert [b.line for b in bad] == [4, 5] and [p["batch_size"] for p in retried] == [2]
+    assert path.read_text().splitlines() == [before[0], before[2]]  # finished points kept byte for byte
+    set_aside = [json.loads(x) for x in (tmp_path / "points.jsonl.bad").read_text().splitlines()]
+    assert [(x["line"], x["text"]) for x in set_aside] == [(4, "42"), (5, '{"plugin": "torch_ddp", "tru')]
+    assert results.read_points(tmp_path / "points.jsonl.retried")[0]["batch_size"] == 2
+    assert results.prepare_resume(path) == ([], [])  # nothing left to set aside
+
+
+HOLDER = """import fcntl, json, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({"pid": os.getpid(), "since": "then"}).encode())
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(results.fcntl is None, reason="the --out lock needs fcntl (POSIX)")
+def test_out_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
+    lock = tmp_path / results.LOCK_NAME
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ResultsError, match=rf"--out '{tmp_path}' is in use by another vitcore run "
+                                               rf"\(pid {holder.pid}, since then\)"):
+            results.lock_out(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder was killed: its pid stays in the file, the kernel released the flock
+    note = results.lock_out(tmp_path)
+    assert note == f"took over the lock of {tmp_path} from pid {holder.pid}, since then, which ended without releasing it"
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert results.lock_out(tmp_path) is None  # re-entrant in one process
+    results.unlock_out(tmp_path)
+    assert not lock.exists()
+
+
+def test_cache_dir_is_the_users_never_the_repository(monkeypatch, tmp_path):
+    monkeypatch.delenv("VITCORE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert results.cache_dir("logs") == tmp_path / "vitcore" / "logs"
+    monkeypatch.setenv("VITCORE_CACHE_DIR", str(tmp_path / "c"))
+    assert results.cache_dir() == tmp_path / "c"
 
 
 def test_write_atomic_leaves_no_temp_files(tmp_path):
@@ -25,11 +134,10 @@ def test_calibration_lengthens_windows_of_fast_steps_only():
     def step(_):
         time.sleep(0.002)
 
-    windows, _, steps, _, _ = timed(step, None, Timing(warmup=1, steps=3, repeats=2, min_window_s=0.05), "cpu",
-                                 freeze_gc=False)
-    assert steps >= 20 and all(w >= 0.04 for w in windows)  # 0.05 s of 2 ms steps
-    _, _, steps, _, _ = timed(step, None, Timing(warmup=1, steps=3, repeats=2), "cpu", freeze_gc=False)
-    assert steps == 3  # no minimum: exactly --steps
+    run = timed(step, None, Timing(warmup=1, steps=3, repeats=2, min_window_s=0.05), "cpu", freeze_gc=False)
+    assert run.steps >= 20 and all(w >= 0.04 for w in run.windows)  # 0.05 s of 2 ms steps
+    run = timed(step, None, Timing(warmup=1, steps=3, repeats=2), "cpu", freeze_gc=False)
+    assert run.steps == 3  # no minimum: exactly --steps
 
 
 def test_each_window_records_host_interference():
@@ -43,7 +151,8 @@ def test_each_window_records_host_interference():
             a = []
             a.append(a)
 
-    windows, _, _, _, noise = timed(garbage, None, Timing(warmup=1, steps=3, repeats=3), "cpu", freeze_gc=False)
+    run = timed(garbage, None, Timing(warmup=1, steps=3, repeats=3), "cpu", freeze_gc=False)
+    windows, noise = run.windows, run.noise
     assert len(noise) == 3
     if sys.platform == "linux":
         assert all(0.0 <= n["steal"] <= 1.0 and n["preempted"] >= 0 for n in noise)

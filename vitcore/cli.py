@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from vitcore import VitcoreError, analysis, budgets, gating, plugins, points, report, results
-from vitcore.config import OPTIONS, PROFILES, RunConfig
+from vitcore import VitcoreError, analysis, budgets, gating, plugins, points, preflight, report, results
+from vitcore.config import OPTIONS, RunConfig
 from vitcore.env import environment
 from vitcore.model import ATTENTION, get_preset
 
@@ -38,7 +38,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="vitcore", description=__doc__)
+    ap = preflight.ArgumentParser(prog="vitcore", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     _train_parser(sub.add_parser("train", help="fine-tune ViT on dog_food with one plugin"))
     _bench_parser(sub.add_parser("bench", help="throughput and peak memory over plugins x batch sizes"))
@@ -83,7 +83,10 @@ def _bench_parser(b: argparse.ArgumentParser) -> None:
     b.add_argument("--out", default="reports/latest")
     b.add_argument("--trace", action="store_true",
                    help="also profile 5 steps per point: OUT/traces/trace-*.txt (top operators) and gpu_busy per point")
-    b.add_argument("--resume", action="store_true", help="keep finished points in --out and measure the rest")
+    b.add_argument("--resume", action="store_true",
+                   help="keep finished points in --out and measure the rest; an OOM is a recorded result and "
+                        "is kept, error and timeout points are measured again (the run exits 1 if any point "
+                        "ends in error)")
     b.add_argument("--timeout", type=float, default=1800.0)
     b.add_argument("--no-reference", dest="reference", action="store_false",
                    help="skip the plain-PyTorch reference (bf16 autocast, SDPA, fused AdamW, +torch.compile)")
@@ -137,6 +140,9 @@ def _report_parser(r: argparse.ArgumentParser) -> None:
     r.add_argument("--budgets", metavar="FOLDER", default="fixtures/budgets",
                    help="budget folder whose verdicts the report shows per point")
     _gate_options(r, "--baseline")
+    r.add_argument("--skip-bad", action="store_true",
+                   help="leave out lines of a results file that are not points, each named on stderr "
+                        "(default: such a line is an error)")
     r.add_argument("--history", default=None, help="a fine-tuning history JSON (vitcore train --out)")
     r.add_argument("--markdown", action="store_true", help="also print the Markdown tables")
 
@@ -176,6 +182,7 @@ def cmd_train(args) -> int:
                     world_size=args.nproc, device=args.device, checkpoint_dir=args.checkpoint_dir,
                     timeout_s=args.timeout)
     _check_runnable(cfg)
+    preflight.check_train(args, cfg)
     hist = launch.run(train.finetune, cfg, None, sys.stderr.isatty(), world_size=cfg.world_size,
                       device=cfg.device, timeout_s=cfg.timeout_s)[0]
     hist["environment"] = environment()
@@ -219,30 +226,6 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
-def _check_bench_args(args) -> list[str]:
-    """Bad values end here, before anything is measured; returns the profiles."""
-    profiles = _names(args.profile)
-    for prof in profiles or [""]:
-        if prof not in PROFILES:
-            raise VitcoreError(f"unknown profile {prof!r}; valid: {', '.join(PROFILES)}")
-    if any(b < 1 for b in args.batch_sizes) or not args.batch_sizes:
-        raise VitcoreError(f"batch sizes {args.batch_sizes} must be positive integers")
-    for name, v in (("warmup", args.warmup), ("steps", args.steps), ("repeats", args.repeats),
-                    ("processes", args.processes)):
-        if v < (0 if name == "warmup" else 1):
-            raise VitcoreError(f"{name} {v} is out of range")
-    if not args.nproc or any(n < 1 for n in args.nproc):
-        raise VitcoreError(f"--nproc {args.nproc} must be positive integers")
-    if args.min_window < 0:
-        raise VitcoreError(f"--min-window {args.min_window} must be >= 0 seconds")
-    for name in ("inject_device_pct", "inject_host_pct"):
-        if getattr(args, name) < 0:
-            raise VitcoreError(f"--{name.replace('_', '-')} {getattr(args, name)} must be >= 0")
-    if args.fail_on:
-        budgets.parse_fail_on(args.fail_on)
-    return profiles
-
-
 def _plan_bench(args, profiles, device, model):
     from vitcore import bench, reference  # torch and colossalai: see the note at the top
 
@@ -264,19 +247,22 @@ def _plan_bench(args, profiles, device, model):
 
 
 def cmd_bench(args) -> int:
+    preflight.check_bench(args)
     from vitcore import bench, launch  # torch and colossalai: see the note at the top
     from vitcore.timing import Timing
 
-    profiles = _check_bench_args(args)
+    profiles = _names(args.profile)
     device = launch.resolve_device(args.device)
     model = _default_model(args)
     groups, skipped = _plan_bench(args, profiles, device, model)
+    preflight.check_plan(groups, skipped)
     baseline = gating.load_baseline(args, planned={bench.group_key([c])[0] for g in groups for c in g})
     for s in skipped:
         print(f"[vitcore] skipped {s['plugin']} {s['precision'] or ''}: {s['reason']}", file=sys.stderr)
     timing = Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window,
                     trace_dir=os.path.join(args.out, "traces") if args.trace else None,
                     inject_device_pct=args.inject_device_pct, inject_host_pct=args.inject_host_pct)
+    preflight.claim_out(args.out, resume=args.resume)
     before = {points.key(p) for p in results.read_points(os.path.join(args.out, "points.jsonl"))}
     measured = bench.run_matrix(groups, timing, args.out, resume=args.resume, progress=True, processes=args.processes)
     if baseline is not None and args.until_decided:
@@ -289,7 +275,12 @@ def cmd_bench(args) -> int:
         gating.update_budgets(args.update_budgets, [p for p in measured if points.key(p) not in before
                                               or not gating.has_budget(args.update_budgets, p)])
     history = _finetune(args, device, model) if args.finetune else None
-    return gating.report_and_gate(args, measured, skipped, history, baseline)
+    rc = gating.report_and_gate(args, measured, skipped, history, baseline)
+    failed = [p for p in measured if p.get("status") not in ("ok", "oom")]
+    for p in failed:  # an OOM is a result; an error is not
+        print(f"vitcore: error: {points.key_text(p)}: {(p.get('error') or p['status']).splitlines()[-1][:300]}",
+              file=sys.stderr)
+    return rc or (1 if failed else 0)
 
 
 def _finetune(args, device, model):
@@ -311,7 +302,8 @@ def _finetune(args, device, model):
 
 
 def cmd_report(args) -> int:
-    rows = analysis.perf_points([p for f in args.results for p in results.load(f)])
+    preflight.check_report(args)
+    rows = analysis.perf_points([p for f in args.results for p in results.load(f, skip_bad=args.skip_bad)])
     skipped = []
     for f in args.results:
         side = os.path.join(os.path.dirname(f), "skipped.json")

@@ -3,14 +3,19 @@
 Every loader returns a DogFood whose `source` string says exactly what was used; it goes into every
 result and report. Asking for the real dataset never falls back silently: `auto` falls back to the
 embedded data with a warning and says so in `source`; an explicit id or path that is unavailable is
-an error naming what was tried.
+an error naming what was tried. Every image of a real dataset is decoded in full once when it is
+loaded (a truncated JPEG passes PIL's verify() and fails only when its pixels are read), and the
+files that decoded are remembered by path, size and mtime in the user cache, so a re-run is instant.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import logging
 import math
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +24,11 @@ import datasets
 import huggingface_hub.constants as hfc
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from transformers import ViTImageProcessor
 
 from vitcore import DataError
+from vitcore.results import cache_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +169,7 @@ def _load_hub(repo_id: str) -> DogFood:
         where = "the HF cache (hub unreachable or offline)" if hfc.HF_HUB_OFFLINE else "the hub or the HF cache"
         raise DataError(f"dataset {repo_id!r} is not available from {where}: "
                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    return _from_dict(dd, f"hf:{repo_id}")
+    return _checked(dd, f"hf:{repo_id}")
 
 
 def _offline_unless_hub_reachable() -> None:
@@ -183,22 +189,32 @@ def _load_local(path: Path) -> DogFood:
                         f"'embedded' or '{HUB_ID}'")
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         dd = datasets.load_from_disk(str(path))
-        return _from_dict(dd, f"local-disk:{path}")
+        return _checked(dd, f"local-disk:{path}")
     files = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS]
     if not files:
         raise DataError(f"dataset path {str(path)!r} holds no images and no save_to_disk dataset")
     _verify_images(files)
-    dd = datasets.load_dataset("imagefolder", data_dir=str(path))
+    with _no_progress_bars():  # an error after it would not be the one line on stderr
+        dd = datasets.load_dataset("imagefolder", data_dir=str(path))
     return _from_dict(dd, f"local-imagefolder:{path}")
 
 
-def _verify_images(files) -> None:
-    for f in sorted(files):
-        try:
-            with Image.open(f) as im:
-                im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise DataError(f"corrupt image file {str(f)!r}: {e}") from None
+@contextlib.contextmanager
+def _no_progress_bars():
+    was = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was:
+            datasets.enable_progress_bars()
+
+
+def _checked(dd, source: str) -> DogFood:
+    """A DatasetDict (or Dataset) as DogFood, its schema checked, then every image decoded once."""
+    data = _from_dict(dd, source)
+    _verify_rows(dd if isinstance(dd, datasets.DatasetDict) else {"train": dd}, source)
+    return data
 
 
 def _from_dict(dd, source: str) -> DogFood:
@@ -228,6 +244,105 @@ def _subset(data: DogFood, subset: int | None, seed: int) -> DogFood:
     n_test = test_subset_size(subset, len(data.test), len(data.labels))
     te = stratified_indices(data.test["label"], n_test, seed)
     return DogFood(data.train.select(tr), data.test.select(te), data.labels, data.source + _subset_tag(subset))
+
+
+# --- every image decoded once ----------------------------------------------------------------------
+DECODED_CACHE = "decoded-images.json"  # in the user cache: files whose every image decoded in full
+
+
+class _Decoded:
+    """Files (image files, or a dataset's Arrow files) whose every image decoded in full, by path
+    with size and mtime: a changed file is decoded again."""
+
+    def __init__(self):
+        self.path = cache_dir(DECODED_CACHE)
+        try:
+            self.known = json.loads(self.path.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.known = {}
+        self.new = {}
+
+    def ok(self, f) -> bool:
+        return self.known.get(os.path.abspath(f)) == _stamp(f)
+
+    def add(self, f) -> None:
+        self.new[os.path.abspath(f)] = _stamp(f)
+
+    def save(self) -> None:
+        if self.new:  # entries of files since removed (test folders) are dropped
+            kept = {f: v for f, v in self.known.items() if os.path.exists(f)}
+            write_json(self.path, {"files": kept | self.new})
+
+
+def _stamp(f) -> list[int]:
+    st = os.stat(f)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _decode_fully(src, name: str) -> None:
+    """verify() (structure, PNG checksums), then load() (every pixel: a truncated JPEG fails here)."""
+    try:
+        with Image.open(src) as im:
+            im.verify()
+        if hasattr(src, "seek"):
+            src.seek(0)
+        with Image.open(src) as im:
+            im.load()
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for a bad file; all mean "corrupt"
+        raise DataError(f"corrupt image file {name!r}: {e}") from None
+
+
+def _verify_images(files) -> None:
+    decoded = _Decoded()
+    try:
+        for f in sorted(files):
+            if not decoded.ok(f):
+                _decode_fully(f, str(f))
+                decoded.add(f)
+    finally:
+        decoded.save()
+
+
+def _verify_rows(dd, source: str) -> None:
+    """Every image of every split, unless the split's Arrow files decoded in full before."""
+    decoded = _Decoded()
+    try:
+        for split, ds in dd.items():
+            files = [c["filename"] for c in ds.cache_files]
+            if files and all(decoded.ok(f) for f in files):
+                continue
+            for i, row in enumerate(ds.cast_column("image", datasets.Image(decode=False))):
+                img = row["image"] or {}
+                where = f" ({img['path']})" if img.get("path") else ""
+                _decode_fully(io.BytesIO(img["bytes"]) if img.get("bytes") else img.get("path"),
+                              f"{source} {split} row {i}{where}")
+            for f in files:
+                decoded.add(f)
+    finally:
+        decoded.save()
+
+
+def split_sizes(dataset: str = "auto", *, subset: int | None = None) -> tuple[int, int]:
+    """The (train, test) sizes `load` gives, checked as `load` checks them (every image of a real
+    dataset decoded once), for checks made before a run starts. The embedded data is not drawn;
+    `auto` without the hub dataset answers for the embedded one quietly (the run warns when it loads)."""
+    if dataset == "auto":
+        try:
+            data = _load_hub(HUB_ID)
+        except DataError:
+            dataset = EMBEDDED
+        else:
+            d = _subset(data, subset, 0)
+            return len(d.train), len(d.test)
+    if dataset == EMBEDDED:
+        n_train, n_test = SPLIT_SIZES["train"], SPLIT_SIZES["test"]
+        if subset is None:
+            return n_train, n_test
+        if not 1 <= subset <= n_train:
+            raise DataError(f"subset {subset} is out of range; valid: 1..{n_train}")
+        return subset, test_subset_size(subset, n_test, len(LABELS))
+    d = load(dataset, subset=subset)
+    return len(d.train), len(d.test)
 
 
 # --- preprocessing --------------------------------------------------------------------------------

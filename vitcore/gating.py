@@ -86,11 +86,13 @@ def budget_verdicts(folder, rows) -> tuple[dict, list[str], int]:
 
 
 def has_budget(folder, point) -> bool:
+    """Whether this device's budget file holds an entry for `point` with every gated value the point
+    measured (an entry of an older version lacks device time)."""
     try:
-        budgets.lookup(budgets.load(folder, point), point)
-        return True
+        entry = budgets.lookup(budgets.load(folder, point), point)
     except budgets.NoBudget:
         return False
+    return all(entry.get(f.name) is not None for f in points.gated() if point.get(f.name) is not None)
 
 
 def update_budgets(folder, rows) -> None:

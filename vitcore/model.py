@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from vitcore import ConfigError
 
@@ -71,6 +73,29 @@ PRESETS = {
     )
 }
 ATTENTION = ("eager", "sdpa")
+WEIGHTS_FORMS = ("auto (the preset's pretrained weights from the HF cache, else random init), random, "
+                 "a local folder written by save_pretrained (with config.json), or a hub id already in the HF "
+                 "cache (weights load offline), e.g. google/vit-base-patch16-224-in21k")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+
+
+def check_weights(weights: str) -> None:
+    """Before a run starts: `weights` is one of WEIGHTS_FORMS, else a ConfigError naming it."""
+    if weights in ("auto", "random"):
+        return
+    path = Path(weights).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"weights folder {weights!r} holds no config.json; valid: {WEIGHTS_FORMS}")
+        return
+    if weights.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(weights):
+        raise ConfigError(f"weights path {weights!r} does not exist; valid: {WEIGHTS_FORMS}")
+    # huggingface_hub adds a few tenths of a second; the CLI imports this module at startup.
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(weights, "config.json"), str):
+        raise ConfigError(f"weights {weights!r}: no such folder, and not in the HF cache "
+                          f"({constants.HF_HUB_CACHE}); valid: {WEIGHTS_FORMS}")
 
 
 def get_preset(name: str) -> ModelPreset:
@@ -91,6 +116,7 @@ def build_model(preset: ModelPreset, *, labels: list[str], attention: str = "sdp
 
     if attention not in ATTENTION:
         raise ConfigError(f"unknown attention {attention!r}; valid: {', '.join(ATTENTION)}")
+    check_weights(weights)
     id2label = dict(enumerate(labels))
     config = preset.hf_config(num_labels=len(labels), id2label=id2label, attention=attention)
     if weights == "random" or (weights == "auto" and preset.pretrained_id is None):
@@ -105,8 +131,8 @@ def build_model(preset: ModelPreset, *, labels: list[str], attention: str = "sdp
             source = f"pretrained:{target}"
         except (OSError, ValueError) as e:
             if weights != "auto":
-                raise ConfigError(f"weights {weights!r} not found as a local path or in the HF cache "
-                                  f"(offline): {str(e).splitlines()[0]}") from None
+                raise ConfigError(f"weights {weights!r} cannot be loaded ({str(e).splitlines()[0]}); "
+                                  f"valid: {WEIGHTS_FORMS}") from None
             model = ViTForImageClassification(config)
             source = f"random-init ({target} not in the HF cache)"
             log.warning("WEIGHTS: %s not found locally or in the HF cache; using the same "

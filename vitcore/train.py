@@ -21,13 +21,14 @@ from colossalai.nn.optimizer import HybridAdam
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from vitcore import Diverged
+from vitcore import DataError, Diverged
 from vitcore import data as data_mod
 from vitcore import model as model_mod
 from vitcore.checkpoint import innermost_optimizer, load_checkpoint, loss_scale, save_checkpoint
 from vitcore.config import RunConfig
 from vitcore.launch import resolve_device
 from vitcore.plugins import BuildContext, booster_kwargs
+from vitcore.preflight import zero_steps_message
 
 
 @dataclass
@@ -132,6 +133,8 @@ def _loaders(cfg: RunConfig, data, plugin, layout: Layout, synthetic_batch: bool
                                              seed=cfg.seed, drop_last=True)
     test_loader = _eval_loader(test_ds, cfg.batch_size, layout, cfg.pp_size)
     steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0 and cfg.epochs > 0:
+        raise DataError(zero_steps_message(len(train_ds), cfg.batch_size, layout.dp_size))
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     return _Loaders(data.labels, data.source, train_loader, test_loader, steps_per_epoch)

@@ -1,0 +1,240 @@
+"""Checks made before anything is trained or measured, and the claim on an output folder.
+
+Every option, output path, budget folder, baseline or history file and (for training) every image
+of the chosen dataset is checked first; each problem is one VitcoreError line naming the value and
+the valid choices, which `vitcore.cli.main` prints as `vitcore: error: ...` with exit code 2. Only
+then is `--out` locked against a second run and, for `--resume`, cleaned of torn lines and of
+points that ended in error (measured again). The CLI imports this module at startup, so it stays
+light: vitcore.data (torch, datasets) is imported only where a dataset is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from vitcore import ConfigError, DataError, VitcoreError, budgets, plugins, points, results
+from vitcore.config import PROFILES, RunConfig
+from vitcore.model import PRESETS, check_weights
+
+DEVICES = ("auto", "cuda", "cpu")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the suite's error format: one line, exit code 2 (argparse prints the usage
+    block first; `--help` still shows it). Subparsers are made of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"vitcore: error: {message} (see `{self.prog} --help`)\n")
+
+
+# --- commands ---------------------------------------------------------------------------------------
+def check_bench(args) -> None:
+    """`vitcore bench`: options, output and budget folders, the fine-tuning dataset."""
+    _choices("--profile", [x.strip() for x in args.profile.split(",")], PROFILES)
+    _common(args)
+    if args.plugins is not None:
+        if not args.plugins:
+            raise ConfigError(f"--plugins names no plugin; valid: {_plugin_choices()} (or leave it out for all)")
+        plugins.select(args.plugins)
+    if args.precisions is not None:
+        _choices("--precisions", args.precisions or [""], plugins.PRECISIONS)
+    _positive_ints("--batch-sizes", args.batch_sizes)
+    _positive_ints("--nproc", args.nproc)
+    for flag, value, low in (("--warmup", args.warmup, 0), ("--steps", args.steps, 1), ("--repeats", args.repeats, 1),
+                             ("--processes", getattr(args, "processes", 1), 1),
+                             ("--until-decided", getattr(args, "until_decided", 0), 0),
+                             ("--finetune-epochs", args.finetune_epochs, 1)):
+        if value is not None:
+            _at_least(flag, value, low)
+    _non_negative("--min-window", args.min_window, "seconds")
+    for flag in ("--inject-device-pct", "--inject-host-pct"):
+        _non_negative(flag, getattr(args, flag[2:].replace("-", "_"), 0.0), "percent")
+    _positive("--timeout", args.timeout, "seconds")
+    if getattr(args, "fail_on", None):
+        budgets.parse_fail_on(args.fail_on)
+    check_out_folder(args.out, "--out")
+    check_budget_folder(getattr(args, "budgets", None), "--budgets")
+    check_budget_folder(args.update_budgets, "--update-budgets")
+    if args.finetune:
+        _data().split_sizes("auto")
+
+
+def check_plan(groups: list[list], skipped: list[dict]) -> None:
+    """`vitcore bench`, once planned: at least one plugin entry to measure (the reference alone is no
+    benchmark); the error names every skip with its reason."""
+    if not any(isinstance(c, RunConfig) for g in groups for c in g):
+        why = "; ".join(f"{s['plugin']} {s['precision'] or ''}: {s['reason']}" for s in skipped) or "none selected"
+        raise VitcoreError(f"nothing to measure: every selected plugin entry is skipped ({why}); CPU-capable: "
+                           f"{_cpu_capable()}")
+
+
+def claim_out(out, *, resume: bool) -> None:
+    """Lock `out` for this process (a stale lock of a killed run is taken over, and said so); with
+    resume: lines of points.jsonl that are not points go to points.jsonl.bad, and points that ended
+    in error or timeout to points.jsonl.retried, so that they are measured again; each said on stderr."""
+    note = results.lock_out(out)
+    if note:
+        print(f"[vitcore] {note}", file=sys.stderr)
+    if not resume:
+        return
+    path = Path(out) / "points.jsonl"
+    bad, retried = results.prepare_resume(path)
+    for b in bad:
+        print(f"[vitcore] --resume: set aside {b} (kept in {path}.bad)", file=sys.stderr)
+    if retried:
+        names = ", ".join(f"{points.key_text(p)} ({p.get('status')}: {str(p.get('error'))[:80]})" for p in retried)
+        print(f"[vitcore] --resume: measuring again {len(retried)} point(s) that ended in error or timeout: {names}",
+              file=sys.stderr)
+
+
+def check_train(args, cfg: RunConfig) -> None:
+    """`vitcore train`, once its RunConfig is valid: processes, paths, weights, the dataset (every
+    image decoded once) and at least one optimizer step per epoch."""
+    _at_least("--nproc", args.nproc, 1)
+    _positive("--timeout", args.timeout, "seconds")
+    if args.out:
+        check_out_file(args.out, "--out")
+    if args.checkpoint_dir:
+        check_out_folder(args.checkpoint_dir, "--checkpoint-dir")
+    check_weights(cfg.weights)
+    train_n, _ = _data().split_sizes(cfg.dataset, subset=cfg.subset)
+    if cfg.epochs > 0 and math.ceil(train_n / cfg.dp_size) < cfg.batch_size:
+        raise DataError(zero_steps_message(train_n, cfg.batch_size, cfg.dp_size))
+
+
+def check_report(args) -> None:
+    """`vitcore report`: output folder, history, skipped.json beside each input, budgets, --fail-on.
+    (The results and baseline files are read strictly by results.load, which names a bad line.)"""
+    check_out_folder(args.out, "--out")
+    if args.history:
+        check_json_file(args.history, "--history", dict)
+    for f in args.results:
+        side = Path(f).parent / "skipped.json"
+        if side.is_file():
+            check_json_file(side, "skipped list", list)
+    check_budget_folder(getattr(args, "budgets", None), "--budgets")
+    if getattr(args, "fail_on", None):
+        budgets.parse_fail_on(args.fail_on)
+
+
+def zero_steps_message(train_n: int, batch_size: int, dp_size: int) -> str:
+    """An epoch without an optimizer step is an error, never a train_loss of 0 (drop_last=True)."""
+    per_rank = math.ceil(train_n / dp_size)  # DistributedSampler pads the shards to equal sizes
+    return (f"the train split has {train_n} images, {per_rank} per data-parallel rank ({dp_size} ranks): less "
+            f"than one batch of --batch-size {batch_size}, so an epoch would run no optimizer step (the last "
+            f"partial batch is dropped); use --batch-size <= {per_rank} or a larger --subset")
+
+
+# --- files and folders ------------------------------------------------------------------------------
+def check_out_folder(out, flag: str) -> None:
+    """A folder that exists or can be created, and is writable."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {str(out)!r} is a file; give a folder (it is created if missing)")
+    _writable_ancestor(path, out, flag)
+
+
+def check_out_file(out, flag: str) -> None:
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{flag} {str(out)!r} is a folder; give a file path for the JSON")
+    _writable_ancestor(path.parent, out, flag)
+
+
+def _writable_ancestor(path: Path, out, flag: str) -> None:
+    anc = path
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"{flag} {str(out)!r} cannot be created: {str(anc)!r} is a file")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {str(out)!r} cannot be written: {str(anc)!r} is not writable")
+
+
+def check_json_file(path, what: str, kind: type) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                          "give a JSON file")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path}:{getattr(e, 'lineno', 1)} is not valid JSON ({getattr(e, 'msg', e)})") from None
+    if not isinstance(obj, kind):
+        raise ConfigError(f"{what} {path} holds a JSON {type(obj).__name__}; expected a JSON "
+                          f"{'object' if kind is dict else 'list'}")
+
+
+def check_budget_folder(folder, flag: str) -> None:
+    """Every budget file in `folder` read now (a missing folder holds no budgets): valid JSON with
+    an "entries" object, else an error naming the file, before anything is measured."""
+    if folder is None:
+        return
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {str(folder)!r} is a file; give the folder of per-device budget files")
+    for f in sorted(path.glob("*.json")):
+        try:
+            book = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"budget file {f}:{getattr(e, 'lineno', 1)} is not valid JSON "
+                              f"({getattr(e, 'msg', e)}); repair it or record it again with --update-budgets") from None
+        if not isinstance(book, dict) or not isinstance(book.get("entries"), dict):
+            raise ConfigError(f'budget file {f} has no "entries" object; it is not a vitcore budget file '
+                              "(record one with --update-budgets)")
+
+
+# --- values -----------------------------------------------------------------------------------------
+def _common(args) -> None:
+    if args.model is not None:
+        _choices("--model", [args.model], PRESETS)
+    _choices("--device", [args.device], DEVICES)
+
+
+def _choices(flag: str, values, valid) -> None:
+    for v in values:
+        if v not in valid:
+            raise ConfigError(f"{flag}: unknown value {v!r}; valid: {', '.join(map(str, valid))}")
+
+
+def _positive_ints(flag: str, values) -> None:
+    if not values or any(v < 1 for v in values):
+        raise ConfigError(f"{flag} {','.join(map(str, values)) or repr('')}: expected positive integers, "
+                          "comma-separated (e.g. 8,32)")
+
+
+def _at_least(flag: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{flag} {value} is out of range; valid: an integer >= {low}")
+
+
+def _positive(flag: str, value: float, unit: str) -> None:
+    if not value > 0:
+        raise ConfigError(f"{flag} {value} must be > 0 {unit}")
+
+
+def _non_negative(flag: str, value: float, unit: str) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{flag} {value} must be >= 0 {unit}")
+
+
+def _plugin_choices() -> str:
+    families = sorted({s.family for s in plugins.REGISTRY.values()})
+    return f"names {', '.join(plugins.REGISTRY)}; families {', '.join(families)}"
+
+
+def _cpu_capable() -> str:
+    return ", ".join(f"{s.name} ({'/'.join(s.cpu_precisions)})" for s in plugins.REGISTRY.values()
+                     if s.cpu_precisions)
+
+
+def _data():
+    """vitcore.data, imported when a dataset is checked: it brings torch and datasets (7 s here)."""
+    from vitcore import data
+
+    return data
