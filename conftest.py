@@ -129,6 +129,9 @@ def _check_options(config) -> None:
             get_preset(config.getoption("--model"))
         for flag in ("--perf-batch-sizes", "--world-sizes"):
             _int_list(flag, config.getoption(flag))
+        for flag in ("--perf-processes", "--perf-repeats", "--perf-steps"):
+            if config.getoption(flag) < 1:
+                raise VitcoreError(f"{flag} {config.getoption(flag)} must be an integer >= 1")
         budgets_dir = config.getoption("--budgets")
         if (not config.getoption("--update-budgets") and budgets_dir != BUDGETS_DEFAULT
                 and not os.path.isdir(budgets_dir)):

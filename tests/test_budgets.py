@@ -224,3 +224,34 @@ def test_current_error_against_ok_baseline_fails_the_gate():
 def test_budget_file_round_trip_is_json(book):
     data = json.loads(budgets.budget_path(book, point()).read_text())
     assert data["identity"] == DEVICE and list(data["entries"]) == ["gemini|bf16|fast|vit-base|ws1|bs128"]
+
+
+@pytest.mark.parametrize("bad", [0.0, float("nan"), None])
+def test_a_gated_value_the_run_did_not_measure_is_a_regression(book, bad):
+    (v,) = budgets.compare(point(device_ms=bad), ref(book), groups=("device_time",))
+    assert v.outcome == "regressed" and f"this run measured device_ms_per_step = {bad!r}" in v.detail
+
+
+def test_device_time_recorded_with_copies_faces_kernels_plus_copies(book):
+    # the book's entry predates the split (copy_ms_per_step None): 49 ms kernels + 1.5 ms copies = +1%
+    assert outcomes(point(device_ms=49.0, copy_ms_per_step=1.5), ref(book))["device_time"] == "pass"
+    assert outcomes(point(device_ms=50.0, copy_ms_per_step=1.5), ref(book))["device_time"] == "regressed"
+
+
+def test_split_entries_compare_kernels_only(tmp_path):
+    budgets.update(tmp_path, point(copy_ms_per_step=3.0))
+    assert outcomes(point(device_ms=50.5, copy_ms_per_step=9.0), ref(tmp_path))["device_time"] == "pass"
+
+
+def test_inconclusive_report_cell_names_what_it_can_detect(tmp_path):
+    budgets.update(tmp_path, point(spread=0.3))
+    (v,) = budgets.judge(point(ips=960.0, spread=0.3), ref(tmp_path), groups=("throughput",))
+    assert v.short().startswith("throughput inconclusive (detects ") and v.short().endswith("%)")
+    few = point(images_per_s_process_medians=[1000.0])
+    (v,) = budgets.judge(few, ref(tmp_path), groups=("throughput",))
+    assert v.short() == "throughput inconclusive (1 vs 6 processes: too few)"
+
+
+def test_baseline_fallback_memory_of_zero_is_refused_up_front():
+    with pytest.raises(VitcoreError, match="has peak_mem_allocated_gib = 0.0"):
+        budgets.check_baseline([point(alloc=0.0)], source="b.jsonl", device=DEVICE)

@@ -232,12 +232,17 @@ def remeasure(groups: list[list], timing: Timing, out_dir) -> list[dict]:
     by_key = {points.key(p): p for p in res.read_points(path)}
     for group in groups:
         c0 = group[0]
-        fresh = launch.spawn(measure_group, (group, timing, None), world_size=c0.world_size,
-                             device=launch.resolve_device(c0.device), timeout_s=c0.timeout_s)[0]
+        try:
+            fresh = launch.spawn(measure_group, (group, timing, None), world_size=c0.world_size,
+                                 device=launch.resolve_device(c0.device), timeout_s=c0.timeout_s)[0]
+        except VitcoreError as e:  # the points keep what they had; the failure is said, not lost
+            print(f"[vitcore] re-measuring {c0.plugin} {c0.precision} failed: {str(e).splitlines()[0]}")
+            continue
         for p in fresh:
             k = points.key(p)
-            by_key[k] = pool([by_key[k], p]) if k in by_key else p
-    res.write_atomic(path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in by_key.values()))
+            if p.get("status") == "ok" or k not in by_key:  # a failed extra process never replaces a result
+                by_key[k] = pool([by_key[k], p]) if k in by_key and by_key[k].get("status") == "ok" else p
+        res.write_atomic(path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in by_key.values()))
     return list(by_key.values())
 
 

@@ -5,12 +5,9 @@ the merge gate (`vitcore bench --compare` / `vitcore report --baseline`: a run a
 run). Which fields are gated, in which direction and with which default tolerance is declared in
 the point schema (vitcore.points: Field.gate); `--fail-on group:N%` overrides a group's tolerance.
 
-A budget entry is a measured point's gated values with its spread and provenance, never a number
-typed in, and never a private copy of the tolerance: changing a default changes every verdict.
-Only `--update-budgets` writes entries. Peak memory is deterministic (the steady-state peak
-reproduced to the byte between runs on an H100), so every measured point gets a memory budget;
-throughput gets one only where its windows are steady enough to be a baseline, and a refused one is
-stored with the reason, which the throughput check reports as its skip.
+A budget entry is a measured point's gated values, its per-process wall samples and provenance,
+never a number typed in, and never a private copy of the tolerance: changing a default changes
+every verdict. Only `--update-budgets` writes entries. docs/gate.md says how each metric is judged.
 """
 
 from __future__ import annotations
@@ -49,6 +46,7 @@ class Verdict:
     outcome: str = "regressed"
     group: str = ""
     detail: str = ""
+    note: str = ""  # the report cell's words for an inconclusive verdict (what it can detect)
 
     def __str__(self):
         s = (f"{self.plugin} {self.precision} bs={self.batch_size}: {self.metric} {self.measured:.4g} "
@@ -62,7 +60,7 @@ class Verdict:
         if self.group == "status":
             return self.metric
         if self.outcome == "inconclusive":
-            return f"{self.group} inconclusive ({self.detail.rsplit(': ', 1)[-1]})"
+            return f"{self.group} inconclusive ({self.note})"
         return f"{self.group} {self.outcome} ({self.delta:+.1%})"
 
 
@@ -105,7 +103,7 @@ def _threshold(field: points.Field, got: float, want: float, tol: float) -> str:
     return "regressed" if change < -tol else "improved" if change > tol else "pass"
 
 
-def _statistical(field: points.Field, point: dict, ref: dict, tol: float) -> tuple[str, float, str]:
+def _statistical(field: points.Field, point: dict, ref: dict, tol: float) -> tuple[str, float, str, str]:
     """Per-process medians of both sides (stats.compare_samples): outcome, shift, description.
 
     The process is the sample, not the window: on the H100, windows of one process agree with each
@@ -115,13 +113,28 @@ def _statistical(field: points.Field, point: dict, ref: dict, tol: float) -> tup
     needs 5 processes a side to decide anything (`--processes`, `--until-decided`)."""
     cur, base = process_medians(point), process_medians(ref)
     if not cur or not base:
-        return "inconclusive", 0.0, f"no samples on the {'baseline' if cur else 'current'} side: detects nothing"
+        side = "baseline" if cur else "current"
+        return "inconclusive", 0.0, f"no samples on the {side} side", f"no {side} samples"
     shift = stats.compare_samples(cur, base, tol)
     detail = str(shift).replace("windows", "processes")
     if shift.low is None:
         return "inconclusive", shift.estimate, (f"{detail}; too few processes to decide at 99% ({MIN_PROCESSES} a "
-                                                "side suffice: --processes, --until-decided)")
-    return shift.verdict, shift.estimate, detail
+                                                "side suffice: --processes, --until-decided)"), \
+            f"{shift.n} vs {shift.m} processes: too few"
+    return shift.verdict, shift.estimate, detail, f"detects {shift.detectable:.1%}"
+
+
+def valid_value(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and math.isfinite(v)
+
+
+def _measured(name: str, point: dict, ref: dict):
+    """The point's value of a gated field, comparable with ref's: device time recorded before copies
+    were split off (ref without copy_ms_per_step) included them, so kernels + copies face it."""
+    got = point.get(name)
+    if name == "device_ms_per_step" and got is not None and ref.get("copy_ms_per_step") is None:
+        got += point.get("copy_ms_per_step") or 0.0
+    return got
 
 
 def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups=None) -> list[Verdict]:
@@ -139,17 +152,22 @@ def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups
         if groups is not None and g.group not in groups:
             continue
         name = compared_field(field, point, ref)
-        got, want = point.get(name), ref.get(name)
-        if got is None or want is None:
+        got, want = _measured(name, point, ref), ref.get(name)
+        if want is None:
             continue
-        if not (isinstance(want, int | float) and want > 0 and math.isfinite(want)):
+        if not valid_value(want):
             raise VitcoreError(f"{points.key_text(point)}: reference {name} is {want!r}; a baseline value "
                                "must be a positive number (re-record it)")
+        if not valid_value(got):  # the reference measured it, this run did not (or measured nonsense)
+            out.append(Verdict(*who, g.label or name, float("nan"), want, float("nan"), "regressed", g.group,
+                               f"this run measured {name} = {got!r}"))
+            continue
+        note = ""
         if g.samples:
-            outcome, delta, detail = _statistical(field, point, ref, tol[g.group])
+            outcome, delta, detail, note = _statistical(field, point, ref, tol[g.group])
         else:
             outcome, delta, detail = _threshold(field, got, want, tol[g.group]), got / want - 1, ""
-        out.append(Verdict(*who, g.label or name, got, want, delta, outcome, g.group, detail))
+        out.append(Verdict(*who, g.label or name, got, want, delta, outcome, g.group, detail, note))
     return out
 
 
@@ -241,10 +259,10 @@ def check_baseline(baseline: list[dict], *, source, device: str, planned=None, a
                            "record a baseline on this device")
     mine = [p for p in ok if points.device_key(p) == device]
     for p in mine:
-        for f in points.gated():
-            v = p.get(f.name)
-            if v is not None and not (isinstance(v, int | float) and v > 0 and math.isfinite(v)):
-                raise VitcoreError(f"baseline {source}: {points.key_text(p)} has {f.name} = {v!r}; a baseline "
+        for name in (n for f in points.gated() for n in (f.name, f.gate.fallback) if n):
+            v = p.get(name)
+            if v is not None and not valid_value(v):
+                raise VitcoreError(f"baseline {source}: {points.key_text(p)} has {name} = {v!r}; a baseline "
                                    "value must be a positive number")
     if planned is not None and not allow_missing:
         absent = [points.key_text(p) for p in mine if points.key(p) not in planned]

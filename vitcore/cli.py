@@ -200,12 +200,7 @@ def _check_runnable(cfg) -> None:
 
     reason = plugins.unrunnable_reason(cfg.spec, cfg.precision, cfg.world_size, launch.resolve_device(cfg.device))
     if reason:
-        raise VitcoreError(f"plugin {cfg.plugin!r} with {cfg.precision} {reason}; CPU-capable: {_cpu_capable()}")
-
-
-def _cpu_capable() -> str:
-    return ", ".join(f"{s.name} ({'/'.join(s.cpu_precisions)})" for s in plugins.REGISTRY.values()
-                     if s.cpu_precisions)
+        raise VitcoreError(f"plugin {cfg.plugin!r} with {cfg.precision} {reason}; CPU-capable: {preflight.cpu_capable()}")
 
 
 def _options(pairs: list[str]) -> dict:

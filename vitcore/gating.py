@@ -17,7 +17,7 @@ def load_baseline(args, planned=None, device=None) -> list[dict] | None:
     if not path:
         return None
     try:
-        baseline = results.load(path)
+        baseline = analysis.perf_points(results.load(path))  # as the compared rows are
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise VitcoreError(f"baseline {path} cannot be read: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     device = device or points.device_key(environment())

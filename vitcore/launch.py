@@ -248,7 +248,9 @@ def _spawn_once(fn, args, *, world_size: int, device: str, timeout_s: float, por
             died = {r: p.exitcode for r, p in enumerate(procs)
                     if r not in done and r not in errors and p.exitcode not in (None, 0)}
             if errors or died:
-                raise _failure(procs, results_q, errors, done, label, log_dir)
+                failure = _failure(procs, results_q, errors, done, label, log_dir)
+                if failure is not None:
+                    raise failure
             if time.monotonic() > deadline:
                 missing = sorted(set(range(world_size)) - set(done))
                 where = f" in {label}" if label else ""
@@ -267,7 +269,7 @@ PEER_SYMPTOM = re.compile(r"connection (closed|reset) by peer|broken pipe|commun
                           r"socket timeout|DistNetworkError|DistBackendError|connection refused", re.I)
 
 
-def _failure(procs, results_q, errors, done, label, log_dir, grace_s: float = 2.0) -> WorkerError:
+def _failure(procs, results_q, errors, done, label, log_dir, grace_s: float = 2.0) -> WorkerError | None:
     """One line naming the root cause, every rank's traceback in a log file. A worker killed by a
     signal (or one that raised) makes its peers fail with connection errors a moment later, so wait
     briefly, then prefer a killed rank, then an error that is not a peer's symptom, in order of arrival."""
@@ -280,6 +282,8 @@ def _failure(procs, results_q, errors, done, label, log_dir, grace_s: float = 2.
             pass
     died = {r: p.exitcode for r, p in enumerate(procs) if r not in done and r not in errors
             and p.exitcode not in (None, 0)}
+    if not died and not errors:
+        return None  # the ranks that exited had delivered their results (e.g. a crash at teardown)
     log = _write_log(label, errors, died, log_dir)
     where = f" in {label}" if label else ""
     killed = [r for r, code in sorted(died.items()) if code < 0]

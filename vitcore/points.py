@@ -110,7 +110,7 @@ FIELDS: list[Field] = [
           "processes pooled", csv=False),
     Field(name="images_per_s_process_medians", unit="images/s", description="the median images/s of each "
           "process: the throughput gate's samples (processes, not windows, are independent)", csv=False),
-    Field(name="device_ms_per_step", unit="ms", description="sum of GPU kernel (and copy) durations per step, "
+    Field(name="device_ms_per_step", unit="ms", description="sum of GPU kernel durations per step (copies apart), "
           "profiled over a short window after the timed ones; the host cannot perturb it", fmt=".2f",
           table=True, console=9, short="dev ms", gate=DEVICE_TIME),
     Field(name="copy_ms_per_step", unit="ms", description="host<->device copies and memsets per step in that "

@@ -57,6 +57,11 @@ def check_bench(args) -> None:
     _positive("--timeout", args.timeout, "seconds")
     if getattr(args, "fail_on", None):
         budgets.parse_fail_on(args.fail_on)
+    if getattr(args, "until_decided", 0) and not getattr(args, "compare", None):
+        raise ConfigError(f"--until-decided {args.until_decided} needs --compare BASELINE (it re-measures the "
+                          "points whose verdict against it is inconclusive)")
+    if getattr(args, "inject_device_pct", 0) and args.device == "cpu":
+        raise ConfigError("--inject-device-pct needs --device cuda or auto on a GPU (it adds GPU kernel time)")
     check_out_folder(args.out, "--out")
     check_budget_folder(getattr(args, "budgets", None), "--budgets")
     check_budget_folder(args.update_budgets, "--update-budgets")
@@ -70,7 +75,7 @@ def check_plan(groups: list[list], skipped: list[dict]) -> None:
     if not any(isinstance(c, RunConfig) for g in groups for c in g):
         why = "; ".join(f"{s['plugin']} {s['precision'] or ''}: {s['reason']}" for s in skipped) or "none selected"
         raise VitcoreError(f"nothing to measure: every selected plugin entry is skipped ({why}); CPU-capable: "
-                           f"{_cpu_capable()}")
+                           f"{cpu_capable()}")
 
 
 def claim_out(out, *, resume: bool) -> None:
@@ -228,7 +233,7 @@ def _plugin_choices() -> str:
     return f"names {', '.join(plugins.REGISTRY)}; families {', '.join(families)}"
 
 
-def _cpu_capable() -> str:
+def cpu_capable() -> str:
     return ", ".join(f"{s.name} ({'/'.join(s.cpu_precisions)})" for s in plugins.REGISTRY.values()
                      if s.cpu_precisions)
 
