@@ -251,7 +251,8 @@ def cmd_bench(args) -> int:
     model = _default_model(args)
     groups, skipped = _plan_bench(args, profiles, device, model)
     preflight.check_plan(groups, skipped)
-    baseline = gating.load_baseline(args, planned={bench.group_key([c])[0] for g in groups for c in g})
+    planned = {bench.group_key([c])[0] for g in groups for c in g}
+    baseline = gating.load_baseline(args, planned=planned)
     for s in skipped:
         print(f"[vitcore] skipped {s['plugin']} {s['precision'] or ''}: {s['reason']}", file=sys.stderr)
     timing = Timing(warmup=args.warmup, steps=args.steps, repeats=args.repeats, min_window_s=args.min_window,
@@ -265,10 +266,10 @@ def cmd_bench(args) -> int:
     results.write_json(os.path.join(args.out, "skipped.json"), skipped)
     _print_points(measured)
     print(f"[vitcore] {len(measured)} points in {os.path.join(args.out, 'points.jsonl')}")
-    if args.update_budgets:  # what this run measured, and resumed points the budget file lacks (an
-        # interrupted recording); resumed points keep the budgets they had
-        gating.update_budgets(args.update_budgets, [p for p in measured if points.key(p) not in before
-                                              or not gating.has_budget(args.update_budgets, p)])
+    if args.update_budgets:  # this run's planned points: measured now, or resumed and missing from the
+        # budget file (an interrupted recording); resumed points keep the budgets they had
+        gating.update_budgets(args.update_budgets, [p for p in measured if points.key(p) in planned and (
+            points.key(p) not in before or not gating.has_budget(args.update_budgets, p))])
     history = _finetune(args, device, model) if args.finetune else None
     rc = gating.report_and_gate(args, measured, skipped, history, baseline)
     failed = [p for p in measured if p.get("status") not in ("ok", "oom")]
