@@ -265,10 +265,18 @@ class _Options:
 
     def __init__(self, **given):
         self.values = {"--plugin": None, "--model": None, "--perf-batch-sizes": "32,128", "--world-sizes": "2,4,8",
-                       "--budgets": "fixtures/budgets", "--update-budgets": False} | given
+                       "--budgets": "fixtures/budgets", "--update-budgets": False,
+                       "--perf-processes": 1, "--perf-repeats": 5, "--perf-steps": 20} | given
 
     def getoption(self, name):
         return self.values[name]
+
+
+def test_pytest_perf_counts_must_be_positive():
+    root_conftest = sys.modules["conftest"]
+    for flag in ("--perf-processes", "--perf-repeats", "--perf-steps"):
+        with pytest.raises(pytest.UsageError, match=f"vitcore: {flag} 0 must be an integer >= 1"):
+            root_conftest._check_options(_Options(**{flag: 0}))
 
 
 @pytest.mark.parametrize("given,needle", [
