@@ -102,7 +102,7 @@ def _bench_parser(b: argparse.ArgumentParser) -> None:
                         "(repeatable; the points are labelled with it, as ablation variants are)")
     b.add_argument("--processes", type=int, default=1,
                    help="measure every group this many times in separate processes and pool their windows "
-                        "(a throughput baseline needs 2: medians move between processes)")
+                        "(the wall rule compares process medians and decides only with 5 a side: docs/gate.md)")
     b.add_argument("--update-budgets", metavar="FOLDER", default=None,
                    help="record each measured point as this device's budget in FOLDER (gated values, the window "
                         "samples and provenance; see docs/gate.md)")
