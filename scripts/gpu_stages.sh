@@ -141,8 +141,8 @@ stage_gate_smoke() {  # one point end to end, fails fast before the long stages
   timeout 200 $py -m vitcore.cli bench --plugins torch_ddp_fp16 --batch-sizes 32 --no-reference --steps 5 \
     --repeats 3 --min-window 0 --out "/tmp/gate-smoke" && cat /tmp/gate-smoke/points.csv
 }
-stage_gate_record() {  # the budgets: every point in GATE_PROCS processes (default 1: ~4 minutes for 18 points)
-  timeout "${GATE_T:-590}" $py -m vitcore.cli bench "${GATE_BENCH[@]}" --processes "${GATE_PROCS:-1}" --out "$GATE/record" --resume \
+stage_gate_record() {  # the budgets: every point in GATE_PROCS processes (default 2: memory budgets take the maximum over processes, and gemini bs128 has two states; ~10 minutes of device time for 18 points in one process)
+  timeout "${GATE_T:-590}" $py -m vitcore.cli bench "${GATE_BENCH[@]}" --processes "${GATE_PROCS:-2}" --out "$GATE/record" --resume \
     --update-budgets fixtures/budgets
 }
 stage_gate_check() {  # unchanged code against the record, a separate process: GATE_RUN names it
@@ -161,10 +161,10 @@ stage_gate_inject_host() {  # +10% host sleep per step: wall may regress, device
 HOST_BENCH=(--plugins "${HOST_POINT:-low_level_zero_s1}" --batch-sizes 32 --no-reference --warmup 5 --steps 10 --repeats 5
             --min-window 0.3 --processes 5)
 stage_gate_host_record() {
-  timeout 200 $py -m vitcore.cli bench "${HOST_BENCH[@]}" --out "$GATE/host-record" --resume
+  timeout "${GATE_T:-280}" $py -m vitcore.cli bench "${HOST_BENCH[@]}" --out "$GATE/host-record" --resume
 }
 stage_gate_host_inject() {  # HOST_PCT (10, 30): the verdicts go to the log; the run exits 1 on a regression
-  timeout 200 $py -m vitcore.cli bench "${HOST_BENCH[@]}" --inject-host-pct "${HOST_PCT:-10}" \
+  timeout "${GATE_T:-280}" $py -m vitcore.cli bench "${HOST_BENCH[@]}" --inject-host-pct "${HOST_PCT:-10}" \
     --out "$GATE/host-inject-${HOST_PCT:-10}" --compare "$GATE/host-record/points.jsonl"
 }
 stage_gate_host_inject30() { HOST_PCT=30 stage_gate_host_inject; }
