@@ -26,8 +26,12 @@ for req in "${binary[@]}"; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$pyver" \
     --implementation cp "${plats[@]}" -d "$dest" "$req"
 done
-# Pure-Python sdists: build wheels here without pulling torch (BUILD_EXT=0 defers kernels to JIT).
-BUILD_EXT=0 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$dest" colossalai==0.5.0 contexttimer==0.3.3
+# Pure-Python sdists: build wheels here without pulling torch (BUILD_EXT=0 defers kernels to JIT;
+# colossalai's setup.py imports torch only to build kernels). pip builds each in an isolated
+# environment with the build backend it fetches itself (setuptools and wheel), so this needs
+# nothing but python3 and pip: an installed setuptools without bdist_wheel, and no `wheel`, broke
+# the earlier --no-build-isolation build ("invalid command 'bdist_wheel'").
+BUILD_EXT=0 python3 -m pip wheel -q --no-deps -w "$dest" colossalai==0.5.0 contexttimer==0.3.3
 if [ "$cuda" != all ]; then
   python3 - "$dest" "${cuda//./}" <<'EOF'
 import pathlib, re, sys, zipfile
