@@ -49,7 +49,7 @@ def error_line(rc: int, err: str) -> str:
 def d(tmp_path_factory) -> Path:
     """A folder of bad inputs, built once."""
     d = tmp_path_factory.mktemp("bad")
-    point = (ROOT / "reports/h100/points.jsonl").read_text().splitlines()[0]
+    point = (ROOT / "reports/h100/2026-11-24-0abb0f6/points.jsonl").read_text().splitlines()[0]
     (d / "ok.jsonl").write_text(point + "\n")
     (d / "foreign.jsonl").write_text(point + "\n42\n")
     (d / "torn.jsonl").write_text(point + '\n{"plugin": "torch_ddp", "batch_')
