@@ -7,11 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from vitcore import ConfigError, analysis, budgets, gating, report
+from vitcore import ConfigError, analysis, budgets, report
 from vitcore.points import key as point_key
 from vitcore.results import load, read_points
 
@@ -87,96 +86,32 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-# The probe is the test's, not the report's: after load it measures the laid-out page at 1400x900
-# and writes what it saw into the DOM, which --dump-dom prints.
-PROBE = """<script>window.addEventListener('load', () => {
-  const box = el => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
-  const figs = [...document.querySelectorAll('figure.chart')];
-  const out = {width: window.innerWidth, height: window.innerHeight,
-    page_width: document.documentElement.scrollWidth,
-    summary: box(document.getElementById('summary-table')),
-    verdict_head: box(document.querySelector('#points th.verdict')),
-    verdict_cells: [...document.querySelectorAll('#points td.verdict')].map(box),
-    points_box: box(document.querySelector('#points').parentElement),
-    charts: figs.map(f => ({xlabels: JSON.parse(f.dataset.xlabels), ylabels: JSON.parse(f.dataset.ylabels),
-      axes: JSON.parse(f.dataset.axes), legend: JSON.parse(f.dataset.legend),
-      decoded: f.querySelector('img').complete && f.querySelector('img').naturalWidth > 100})),
-    rows: document.querySelectorAll('#points tbody tr').length,
-    banner: !!document.getElementById('cpu-banner')};
-  const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
-  document.body.appendChild(pre);
-});</script>"""
-
-
-def _render(report_html, tmp_path) -> dict:
-    """What headless Chromium laid out for a report at a 1400x900 window (the probe's JSON)."""
+def test_report_renders_in_headless_chromium(bench_dir, tmp_path):
     browser = _chromium()
     if not browser:
         pytest.skip("needs Chromium (Debian package `chromium`; .ci/run installs it)")
-    import html as html_mod
-    import re
-
-    page = tmp_path / "probed.html"
-    page.write_text(report_html.replace("</body>", PROBE + "</body>"))
+    # The probe is the test's, not the report's: after load it records what Chromium decoded.
+    probe = """<script>window.addEventListener('load', () => {
+      const imgs = [...document.querySelectorAll('img.chart')];
+      document.body.setAttribute('data-charts', imgs.length);
+      document.body.setAttribute('data-charts-ok', imgs.filter(i => i.complete && i.naturalWidth > 100).length);
+      document.body.setAttribute('data-rows', document.querySelectorAll('#points tbody tr').length);
+    });</script>"""
+    page = tmp_path / "report.html"
+    page.write_text((bench_dir / "report.html").read_text().replace("</body>", probe + "</body>"))
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                          "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-                          "--window-size=1400,900", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
-    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
-    assert found, f"no probe result in the DOM: {dom[:500]}"
-    return json.loads(html_mod.unescape(found.group(1)))
+    import re
 
-
-def _assert_readable_at_1400x900(seen, n_points):
-    assert (seen["width"], seen["height"]) == (1400, 900)
-    assert seen["page_width"] <= seen["width"], "the page scrolls sideways: something overflows its box"
-    left, top, right, bottom = seen["summary"]
-    assert 0 <= top and bottom <= seen["height"], f"summary table not in the first screen: {seen['summary']}"
-    assert seen["rows"] == len(seen["verdict_cells"]) == n_points
-    assert seen["points_box"][2] <= seen["width"], "the points table's box is wider than the window"
-    for l_, _, r_, _ in [seen["verdict_head"]] + seen["verdict_cells"]:
-        assert 0 <= l_ and r_ <= seen["width"], "the verdict column lies outside the window's width"
-    assert seen["charts"], "no chart"
-    for chart in seen["charts"]:
-        assert chart["decoded"], "a chart did not render"
-        assert chart["xlabels"] and all(chart["xlabels"]) and all(chart["ylabels"]), chart
-        lx0, ly0, lx1, ly1 = chart["legend"]
-        assert lx1 > lx0 and ly1 > ly0, "a chart without a legend"
-        for x0, y0, x1, y1 in chart["axes"]:  # the legend's box overlaps no plotting area
-            assert lx0 >= x1 or lx1 <= x0 or ly0 >= y1 or ly1 <= y0, chart
-
-
-def test_cpu_report_reads_at_1400x900_in_headless_chromium(bench_dir, tmp_path):
-    seen = _render((bench_dir / "report.html").read_text(), tmp_path)
-    _assert_readable_at_1400x900(seen, len(read_points(bench_dir / "points.jsonl")))
-    assert seen["banner"]
-    # throughput and fine-tuning on a CPU, each labelled for a CPU; no memory chart (not measured)
-    assert [c["ylabels"][0] for c in seen["charts"]][:1] == ["images/s per process (CPU)"]
-    assert not any("GiB" in label for c in seen["charts"] for label in c["ylabels"])
-    assert len(seen["charts"]) == 2
-
-
-# the 84-point H100 matrix (its dated folder under reports/h100) and the gate's H100 record
-H100_REPORTS = {"h100-matrix": ("reports/h100", "**/points.jsonl"),
-                "h100-gate-record": ("reports/h100-gate/2026-11-25-a5d47fc", "record/points.jsonl")}
-
-
-@pytest.mark.parametrize("which", H100_REPORTS)
-def test_committed_h100_report_reads_at_1400x900_in_headless_chromium(which, tmp_path):
-    folder, pattern = H100_REPORTS[which]
-    found = sorted(Path(folder).glob(pattern))
-    assert found, f"no committed H100 points under {folder} ({pattern})"
-    points_file = found[0]
-    # rendered afresh into tmp_path with their verdicts against the committed budgets, as `vitcore report` does
-    rows = analysis.enrich(load(points_file))
-    verdicts, notes, _ = gating.budget_verdicts("fixtures/budgets", rows)
-    page = report.write_all(tmp_path / "r", rows, verdicts=verdicts, notes=notes)
-    seen = _render(page.read_text(), tmp_path)
-    _assert_readable_at_1400x900(seen, len(load(points_file)))
-    assert not seen["banner"]
-    assert all(label in ("images/s per GPU", "GiB per GPU", "cross-entropy loss", "accuracy")
-               for c in seen["charts"] for label in c["ylabels"])
+    attrs = dict(re.findall(r'data-(charts|charts-ok|rows)="(\d+)"', dom))
+    assert attrs, f"no probe result in the DOM: {dom[:500]}"
+    # throughput and fine-tuning on a CPU; on a GPU also allocated and reserved memory
+    assert int(attrs["charts"]) == page.read_text().count("<img class='chart'") >= 2
+    assert attrs["charts-ok"] == attrs["charts"], "a chart did not render"
+    assert int(attrs["rows"]) == len(read_points(bench_dir / "points.jsonl"))
 
 
 def test_kill_then_resume_measures_each_point_once(tmp_path):
