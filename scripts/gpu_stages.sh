@@ -2,8 +2,11 @@
 # The GPU measurements committed under reports/, as named stages, so that one device call runs
 # several and each stays inside a call's time limit. Run through scripts/device_run.sh:
 #   bash scripts/device_run.sh bash scripts/gpu_stages.sh ablate correctness
-# Results land in the repository paths below (reports/..., fixtures/budgets) and are packed into
-# $OUT/results-<stages>.tgz with one log per stage: a device call returns at most 8 files.
+# Results land in reports/<kind>/$RUN/ (RUN=<date>-<sha> unless the caller sets it: set the same RUN
+# on every call that continues one run; kinds: $DEV, $DEV-ablation, $DEV-trace, $DEV-noise,
+# $DEV-gate, gpu, multigpu-x<N>; DEV=h100 unless set) and in fixtures/budgets, and are packed into
+# $OUT/results.tgz with one log per stage: a device call returns at most 8 files. Which of them are
+# committed, with a line in reports/README.md on what each proves, is decided afterwards.
 # pytest stages are stopped with SIGINT (then KILL 30 s later): pytest treats it as Ctrl-C and still
 # writes its pytest-html report of the tests that finished (a SIGTERM lost a whole run's report).
 # `perf` measures 9 entries one after another (~8 minutes): give it a device call of its own.
@@ -16,42 +19,42 @@ STUDY=torch_ddp,torch_ddp_fp16,low_level_zero_s1,gemini,hybrid_parallel,torch_fs
 
 stage_ablate() {  # each fast-profile option flipped, batch 128 (docs/performance.md)
   timeout 550 $py -m vitcore.cli bench --ablate --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini,torch_fsdp \
-    --batch-sizes 128 --steps 10 --repeats 3 --warmup 5 --out reports/h100-ablation --resume
+    --batch-sizes 128 --steps 10 --repeats 3 --warmup 5 --out "reports/$DEV-ablation/$RUN" --resume
 }
 stage_correctness() {  # parity and checkpoints: tiny preset, 4 tests at a time on the GPU (~5 min)
-  mkdir -p reports/gpu
+  mkdir -p "reports/gpu/$RUN"
   timeout -s INT -k 30 450 $py -m pytest -m gpu -k "parity or checkpoint" -n 4 -p no:cacheprovider -q -rA \
-    --results-out reports/gpu --html reports/gpu/pytest-parity-checkpoint.html --self-contained-html
+    --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/pytest-parity-checkpoint.html" --self-contained-html
 }
 stage_convergence() {  # 10 epochs of the tiny preset per case (~4 min); CONV_K=EXPR reruns a subset
-  mkdir -p reports/gpu
+  mkdir -p "reports/gpu/$RUN"
   timeout -s INT -k 30 300 $py -m pytest -m gpu -k "${CONV_K:-convergence}" -n 4 -p no:cacheprovider -q -rA \
-    --results-out reports/gpu --html "reports/gpu/pytest-convergence${CONV_K:+-rerun}.html" --self-contained-html
+    --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/pytest-convergence${CONV_K:+-rerun}.html" --self-contained-html
 }
 stage_correctness_rest() {  # what the first pass did not reach, and the fp16 checkpoint with its loss scale
-  mkdir -p reports/gpu
-  timeout -s INT -k 30 300 $py -m pytest -m gpu -n 3 -p no:cacheprovider -q -rA --results-out reports/gpu \
+  mkdir -p "reports/gpu/$RUN"
+  timeout -s INT -k 30 300 $py -m pytest -m gpu -n 3 -p no:cacheprovider -q -rA --results-out "reports/gpu/$RUN" \
     -k "(test_convergence and (hybrid or fsdp)) or (test_checkpoint_roundtrip and torch_ddp_fp16)" \
-    --html reports/gpu/pytest-correctness-rest.html --self-contained-html
+    --html "reports/gpu/$RUN/pytest-correctness-rest.html" --self-contained-html
 }
 stage_finetune() {  # the study's fine-tuning: gemini, 10 epochs (embedded data offline)
   timeout 300 $py -m vitcore.cli train --plugin gemini --model vit-base --epochs 10 --batch-size 32 \
-    --out reports/h100/finetune.json
+    --out "reports/$DEV/$RUN/finetune.json"
 }
 stage_fast_a() {
   timeout 560 $py -m vitcore.cli bench --profile fast --plugins $FAST_A "${MATRIX[@]}" \
-    --out reports/h100 --resume --update-budgets fixtures/budgets
+    --out "reports/$DEV/$RUN" --resume --update-budgets fixtures/budgets
 }
 stage_fast_b() {
   timeout 560 $py -m vitcore.cli bench --profile fast --plugins gemini,torch_fsdp --no-reference "${MATRIX[@]}" \
-    --out reports/h100 --resume --update-budgets fixtures/budgets
+    --out "reports/$DEV/$RUN" --resume --update-budgets fixtures/budgets
 }
 # The GPU tier's performance tests (one at a time: never -n): TIMEOUT HTML-NAME K-EXPRESSION [pytest args]
 perf_tests() {
   local t=$1 html=$2 k=$3; shift 3
-  mkdir -p reports/gpu
+  mkdir -p "reports/gpu/$RUN"
   timeout -s INT -k 30 "$t" $py -m pytest -m gpu -k "$k" -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
-    --results-out reports/gpu --html "reports/gpu/$html" --self-contained-html "$@"
+    --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/$html" --self-contained-html "$@"
 }
 stage_perf_record() {  # recording this device's budgets
   perf_tests 540 pytest-performance-record.html performance --update-budgets
@@ -68,33 +71,33 @@ stage_perf_tail() {  # the performance tests a killed `perf` stage did not reach
 # The study profile (shorter windows than the fast matrix: device time): TIMEOUT
 study_bench() {
   timeout "$1" $py -m vitcore.cli bench --profile study --plugins $STUDY --no-reference \
-    --batch-sizes 8,32,64,128 --steps 10 --repeats 3 --warmup 3 --out reports/h100 --resume
+    --batch-sizes 8,32,64,128 --steps 10 --repeats 3 --warmup 3 --out "reports/$DEV/$RUN" --resume
 }
 stage_study_short() { study_bench 330; }
 stage_study() { study_bench 560; }  # with --resume: the points study_short did not reach
 stage_gemini_fast() {
   timeout 300 $py -m vitcore.cli bench --profile fast --plugins gemini --no-reference "${MATRIX[@]}" \
-    --out reports/h100 --resume
+    --out "reports/$DEV/$RUN" --resume
 }
 stage_trace() {  # what limits each plugin: torch.profiler over 5 steps at bs128, gpu_busy per point (~4 min)
   timeout 330 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini \
-    --no-reference --batch-sizes 128 --steps 5 --repeats 2 --min-window 0 --out reports/h100-trace --resume
+    --no-reference --batch-sizes 128 --steps 5 --repeats 2 --min-window 0 --out "reports/$DEV-trace/$RUN" --resume
 }
-stage_trace_check() {  # the kernel-only gpu_busy (timing.kernel_seconds) on one point, against reports/h100-trace
+stage_trace_check() {  # the kernel-only gpu_busy (timing.kernel_seconds) on one point, against the trace stage
   timeout 150 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16 --no-reference --batch-sizes 128 --steps 5 \
-    --repeats 2 --min-window 0 --out reports/h100-trace-check --resume
+    --repeats 2 --min-window 0 --out "reports/$DEV-trace/$RUN-check" --resume
 }
 stage_multigpu() {  # several-GPU kinds: parity and per-GPU budgets at every size up to the GPU count
   local n sizes
-  n=$(nvidia-smi -L | wc -l); sizes=$(seq -s, 2 2 "$n" | sed 's/,6//'); mkdir -p "reports/multigpu-x$n"
+  n=$(nvidia-smi -L | wc -l); sizes=$(seq -s, 2 2 "$n" | sed 's/,6//'); mkdir -p "reports/multigpu-x$n/$RUN"
   timeout -s INT -k 30 540 $py -m pytest -m multigpu --world-sizes "$sizes" -p no:cacheprovider -q -rA --update-budgets \
-    --results-out "reports/multigpu-x$n" --html "reports/multigpu-x$n/pytest-multigpu.html" --self-contained-html
+    --results-out "reports/multigpu-x$n/$RUN" --html "reports/multigpu-x$n/$RUN/pytest-multigpu.html" --self-contained-html
 }
 stage_scaling() {  # the scaling study: per-GPU throughput and efficiency against one GPU
   local n; n=$(nvidia-smi -L | wc -l)
   timeout 560 $py -m vitcore.cli bench --nproc "$(seq -s, 1 1 "$n" | awk -F, '{for(i=1;i<=NF;i++) if($i==1||$i==2||$i==4||$i==8) printf "%s%s", (c++?",":""), $i}')" \
     --plugins torch_ddp_fp16,low_level_zero_s1,gemini,hybrid_parallel,hybrid_parallel_tp2,torch_fsdp \
-    --batch-sizes 32,128 --out "reports/multigpu-x$n" --resume --update-budgets fixtures/budgets
+    --batch-sizes 32,128 --out "reports/multigpu-x$n/$RUN" --resume --update-budgets fixtures/budgets
 }
 stage_noise() {  # where host-bound points' noise comes from: fresh runs, unpinned and pinned to CPUs 2-5
   local i v pin
@@ -102,7 +105,7 @@ stage_noise() {  # where host-bound points' noise comes from: fresh runs, unpinn
     for v in all pin4; do
       pin=(); [ "$v" = pin4 ] && pin=($py scripts/pin.py 2,3,4,5)
       timeout 150 "${pin[@]}" $py -m vitcore.cli bench --plugins torch_ddp_fp16,low_level_zero_s1 --no-reference \
-        --batch-sizes 32 --repeats 9 --out "reports/h100-noise/$v-$i"
+        --batch-sizes 32 --repeats 9 --out "reports/$DEV-noise/$RUN/$v-$i"
     done
   done
 }
@@ -110,13 +113,13 @@ stage_noise_gc() {  # the same, each window's GC, CPU and clock recorded: automa
   local i
   for i in 1 2 3; do
     timeout 150 $py -m vitcore.cli bench --plugins torch_ddp_fp16,low_level_zero_s1 --no-reference \
-      --batch-sizes 32 --repeats 9 --out "reports/h100-noise/gc-auto-$i"
+      --batch-sizes 32 --repeats 9 --out "reports/$DEV-noise/$RUN/gc-auto-$i"
     timeout 150 $py -m vitcore.cli bench --plugins torch_ddp_fp16,low_level_zero_s1 --no-reference \
-      --batch-sizes 32 --repeats 9 --option freeze_gc=true --out "reports/h100-noise/gc-frozen-$i"
+      --batch-sizes 32 --repeats 9 --option freeze_gc=true --out "reports/$DEV-noise/$RUN/gc-frozen-$i"
   done
 }
 stage_demo() {  # a budget file edited to demand 20% more throughput must fail, naming the point
-  rm -rf /tmp/edited && mkdir -p /tmp/edited
+  rm -rf /tmp/edited && mkdir -p /tmp/edited "reports/gpu/$RUN"
   $py - <<'EOF'
 import json, pathlib
 for f in pathlib.Path("fixtures/budgets").glob("*.json"):
@@ -128,14 +131,14 @@ for f in pathlib.Path("fixtures/budgets").glob("*.json"):
 EOF
   # one token each: a bare path argument would make pytest take /tmp/edited as its rootdir
   timeout -s INT -k 30 120 $py -m pytest tests/test_gpu.py -m gpu -k performance --plugin=torch_ddp --budgets=/tmp/edited \
-    -p no:cacheprovider -q -rA --perf-steps 10 --perf-repeats 3 > reports/gpu/budget-edited-20pct.log 2>&1
-  echo "edited-budget run exit code $? (1 = failed as it must)" | tee -a reports/gpu/budget-edited-20pct.log
-  tail -n 25 reports/gpu/budget-edited-20pct.log
+    -p no:cacheprovider -q -rA --perf-steps 10 --perf-repeats 3 > "reports/gpu/$RUN/budget-edited-20pct.log" 2>&1
+  echo "edited-budget run exit code $? (1 = failed as it must)" | tee -a "reports/gpu/$RUN/budget-edited-20pct.log"
+  tail -n 25 "reports/gpu/$RUN/budget-edited-20pct.log"
 }
 
 # --- the gate (docs/gate.md): budgets with device time, launches, memory and wall samples for the 9
 # single-GPU entries at bs32 and bs128, then checks of unchanged code and injected regressions.
-# GATE=reports/h100-gate/<date>-<sha> (set by the caller, the same on every call).
+# GATE=reports/$DEV-gate/$RUN unless the caller sets it (the same on every call of one gate run).
 GATE_BENCH=(--batch-sizes 32,128 --no-reference --warmup 5 --steps 10 --repeats 5 --min-window 0.3)
 stage_gate_smoke() {  # one point end to end, fails fast before the long stages
   timeout 200 $py -m vitcore.cli bench --plugins torch_ddp_fp16 --batch-sizes 32 --no-reference --steps 5 \
@@ -170,6 +173,9 @@ stage_gate_host_inject() {  # HOST_PCT (10, 30): the verdicts go to the log; the
 stage_gate_host_inject30() { HOST_PCT=30 stage_gate_host_inject; }
 
 export VITCORE_GIT_SHA=${VITCORE_GIT_SHA:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+DEV=${DEV:-h100}
+RUN=${RUN:-$(date -u +%F)-$VITCORE_GIT_SHA}
+GATE=${GATE:-reports/$DEV-gate/$RUN}
 rc=0
 for s in "$@"; do
   find "$HOME/.cache/colossalai" -name lock -type f -delete 2>/dev/null  # a killed stage's JIT lock
@@ -178,6 +184,8 @@ for s in "$@"; do
   "stage_$s" > >(tee "$out/$s.log") 2>&1 || rc=$?
   echo "=== stage $s done in $((SECONDS - t0)) s (rc so far $rc)"
   # after every stage, so a call killed at its limit still returns what finished
-  tar -czf "$out/results.tgz.tmp" ${GATE:-reports} fixtures/budgets 2>/dev/null && mv "$out/results.tgz.tmp" "$out/results.tgz"
+  # this run's folders only (reports/*/$RUN*, and GATE where the caller named an older one)
+  mapfile -t made < <(for p in reports/*/"$RUN"* "$GATE"; do [ -e "$p" ] && echo "$p"; done | sort -u)
+  tar -czf "$out/results.tgz.tmp" "${made[@]}" fixtures/budgets 2>/dev/null && mv "$out/results.tgz.tmp" "$out/results.tgz"
 done
 exit $rc
