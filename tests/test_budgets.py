@@ -255,3 +255,189 @@ def test_inconclusive_report_cell_names_what_it_can_detect(tmp_path):
 def test_baseline_fallback_memory_of_zero_is_refused_up_front():
     with pytest.raises(VitcoreError, match="has peak_mem_allocated_gib = 0.0"):
         budgets.check_baseline([point(alloc=0.0)], source="b.jsonl", device=DEVICE)
+
+
+# --- every gated metric in both directions, just inside and just outside its tolerance (issue 18) --------
+def _flat(ips, n=5):
+    """n processes of exactly `ips`: the Hodges-Lehmann interval collapses to the one ratio."""
+    return point(ips=ips, images_per_s_process_medians=[ips] * n)
+
+
+# (field of point(), the verdict's metric, reference value, inside-worse, outside-worse, inside-better,
+# outside-better)
+THRESHOLD_CASES = {
+    "device_time": ("device_ms", "device ms/step", 100.0, 101.99, 102.01, 98.01, 97.99),
+    "memory (allocated)": ("alloc", "peak_mem_allocated_gib", 100.0, 102.99, 103.01, 97.01, 96.99),
+    "memory (reserved)": ("reserved", "peak_mem_reserved_gib", 100.0, 102.99, 103.01, 97.01, 96.99),
+}
+
+
+def _verdict_of(metric, p, ref, **kw):
+    (v,) = [v for v in budgets.judge(p, ref, **kw) if v.metric == metric]
+    return v
+
+
+@pytest.mark.parametrize("case", THRESHOLD_CASES)
+def test_threshold_metrics_just_inside_and_just_outside_both_ways(case):
+    field, metric, ref_value, in_worse, out_worse, in_better, out_better = THRESHOLD_CASES[case]
+    base = point(**{field: ref_value})
+    expected = {in_worse: "pass", out_worse: "regressed", in_better: "pass", out_better: "improved",
+                ref_value: "pass"}
+    for value, outcome in expected.items():
+        v = _verdict_of(metric, point(**{field: value}), base)
+        assert v.outcome == outcome, (case, value)
+        assert v.delta == pytest.approx(value / ref_value - 1, rel=1e-12)
+        assert (v.measured, v.budget, v.group) == (value, ref_value, case.split()[0])
+
+
+@pytest.mark.parametrize("launches,outcome", [(1000.0, "pass"), (1000.5, "regressed"), (999.5, "improved")])
+def test_launches_tolerate_no_change_either_way(launches, outcome):
+    (v,) = budgets.judge(point(launches=launches), point(launches=1000.0), groups=("launches",))
+    assert (v.outcome, v.metric, v.delta) == (outcome, "launches/step", launches / 1000.0 - 1)
+
+
+@pytest.mark.parametrize("case", THRESHOLD_CASES)
+def test_a_change_of_exactly_the_tolerance_passes(case):
+    # 5/4 and 3/4 are exact in binary: the boundary itself is inside the tolerance, both ways
+    field, metric = THRESHOLD_CASES[case][:2]
+    group = case.split()[0]
+    tol = budgets.parse_fail_on(f"{group}:25%")
+    assert tol == {group: 0.25}
+    for value, outcome in ((5.0, "pass"), (3.0, "pass"), (5.000001, "regressed"), (2.999999, "improved")):
+        v = _verdict_of(metric, point(**{field: value}), point(**{field: 4.0}), tol=tol)
+        assert v.outcome == outcome, value
+
+
+@pytest.mark.parametrize("current,outcome", [(949.0, "regressed"), (951.0, "pass"), (1049.0, "pass"),
+                                             (1051.0, "improved"), (1000.0, "pass")])
+def test_throughput_five_percent_both_ways(current, outcome):
+    (v,) = budgets.judge(_flat(current), _flat(1000.0), groups=("throughput",))
+    assert (v.outcome, v.metric, v.group) == (outcome, "images/s", "throughput")
+    assert v.delta == pytest.approx(current / 1000 - 1, rel=1e-9)
+    assert v.note == "detects 0.0%"
+
+
+def test_throughput_interval_straddling_the_tolerance_is_inconclusive():
+    # current 900, 1000 x4 against 1000 x5: interval -10%..0% straddles -5%
+    cur = point(images_per_s_process_medians=[900.0, 1000.0, 1000.0, 1000.0, 1000.0])
+    (v,) = budgets.judge(cur, _flat(1000.0), groups=("throughput",))
+    assert v.outcome == "inconclusive" and v.delta == 0.0 and v.note == "detects 5.0%"
+    assert v.detail.startswith("inconclusive (+0.0%, 99% interval -10.0%..+0.0%, p=")
+
+
+def test_throughput_tolerance_follows_fail_on():
+    tol = budgets.parse_fail_on("throughput:10%")
+    (v,) = budgets.judge(_flat(920.0), _flat(1000.0), tol=tol, groups=("throughput",))
+    assert v.outcome == "pass"
+    (v,) = budgets.judge(_flat(890.0), _flat(1000.0), tol=tol, groups=("throughput",))
+    assert v.outcome == "regressed"
+
+
+def test_throughput_without_samples_on_one_side_is_inconclusive():
+    bare = point(images_per_s_process_medians=None, images_per_s_windows=None, images_per_s=None)
+    (v,) = budgets.judge(point(), bare | {"images_per_s": 1000.0, "images_per_s_process_medians": []},
+                         groups=("throughput",))
+    assert v.outcome == "inconclusive"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("memory:5%", {"memory": 0.05}), ("memory:2.5%", {"memory": 0.025}),
+    ("throughput:5%, memory:2%", {"throughput": 0.05, "memory": 0.02}),
+    ("device_time:0%,launches:1%", {"device_time": 0.0, "launches": 0.01}), ("memory:1%,", {"memory": 0.01})])
+def test_parse_fail_on_values(text, expected):
+    assert budgets.parse_fail_on(text) == expected
+
+
+@pytest.mark.parametrize("text", ["memory:5", "memory5%", "mem:5%", "memory:-1%", "memory:five%", ",", "",
+                                  "memory:5%%", "peak_mem_allocated_gib:3%"])
+def test_parse_fail_on_refuses_bad_items(text):
+    with pytest.raises(budgets.ConfigError, match="--fail-on|bad --fail-on item"):
+        budgets.parse_fail_on(text)
+
+
+def test_parse_fail_on_error_names_the_item_and_the_groups():
+    with pytest.raises(budgets.ConfigError, match=r"^bad --fail-on item 'mem:5%'; expected METRIC:N% with METRIC "
+                                                  r"one of throughput, device_time, launches, memory \(e\.g\. "):
+        budgets.parse_fail_on("memory:1%,mem:5%")
+    with pytest.raises(budgets.ConfigError, match=r"^--fail-on ' , ' names no threshold$"):
+        budgets.parse_fail_on(" , ")
+
+
+@pytest.mark.parametrize("field", ["alloc", "reserved"])
+def test_fail_on_memory_threshold_decides_the_gate(field):
+    base = [point(**{field: 10.0})]
+    grown = [point(**{field: 10.4})]  # +4%
+    assert budgets.compare_runs(grown, base).failed()
+    assert not budgets.compare_runs(grown, base, budgets.parse_fail_on("memory:5%")).failed()
+    assert budgets.compare_runs(grown, base, budgets.parse_fail_on("memory:3.9%")).failed()
+    shrunk = budgets.compare_runs([point(**{field: 9.6})], base, budgets.parse_fail_on("memory:5%"))
+    assert not shrunk.improvements and not shrunk.failed(strict=True)
+    shrunk = budgets.compare_runs([point(**{field: 9.6})], base, budgets.parse_fail_on("memory:3%"))
+    assert len(shrunk.improvements) == 1 and shrunk.failed(strict=True) and not shrunk.failed()
+
+
+def test_reserved_memory_regression_is_named_in_the_gate():
+    gate = budgets.compare_runs([point(reserved=5.2)], [point()])
+    assert gate.regressions == ["gemini bf16 bs=128: peak_mem_reserved_gib 5.2 vs budget 5 (+4.0%)"]
+    assert gate.improvements == [] and gate.inconclusive == [] and gate.new == []
+
+
+def test_unchanged_run_against_a_different_baseline_passes_every_metric():
+    # not a point against itself: every value differs, each within its tolerance
+    base = point(ips=1000.0, device_ms=50.0, alloc=4.0, reserved=5.0, images_per_s_process_medians=[1000.0] * 5)
+    cur = point(ips=990.0, device_ms=50.9, alloc=4.1, reserved=4.9, images_per_s_process_medians=[990.0] * 5)
+    gate = budgets.compare_runs([cur], [base])
+    assert not gate.failed(strict=True)
+    assert (gate.regressions, gate.improvements, gate.inconclusive, gate.new) == ([], [], [], [])
+    outcomes_ = [(v.group, v.outcome) for v in gate.verdicts[budgets.points.key(cur)]]
+    assert outcomes_ == [("throughput", "pass"), ("device_time", "pass"), ("launches", "pass"), ("memory", "pass"),
+                         ("memory", "pass")]
+
+
+@pytest.mark.parametrize("status", ["oom", "error"])
+def test_failed_point_against_an_ok_baseline_is_one_regression_line(status):
+    cur = point(status=status, images_per_s=None, device_ms_per_step=None, launches_per_step=None,
+                peak_mem_allocated_gib=None, peak_mem_reserved_gib=None)
+    gate = budgets.compare_runs([cur], [point()])
+    assert gate.regressions == [f"gemini bf16 fast  vit-base 1 128: gemini bf16 bs=128: status {status} nan vs "
+                                "budget 1000 (+nan%)"]
+    assert gate.failed() and gate.improvements == [] and gate.new == []
+    (v,) = gate.verdicts[budgets.points.key(cur)]
+    assert (v.group, v.metric, v.outcome, v.budget) == ("status", f"status {status}", "regressed", 1000.0)
+
+
+def test_failed_baseline_point_is_not_a_reference():
+    # an error point in the baseline cannot be compared with: the current point is new, not a pass
+    gate = budgets.compare_runs([point()], [point(status="error")])
+    assert gate.verdicts == {} and gate.new == [f"gemini bf16 fast  vit-base 1 128: not in the baseline (on {DEVICE})"]
+    assert not gate.failed()
+
+
+def test_baseline_points_of_another_device_are_not_missing():
+    other = point(gpu_name="NVIDIA A100-SXM4-80GB", batch_size=32)
+    gate = budgets.compare_runs([point()], [point(), other])
+    assert gate.regressions == [] and not gate.failed()
+    gate = budgets.compare_runs([point()], [point(), point(batch_size=32)])
+    assert gate.regressions == ["gemini|bf16|fast|vit-base|ws1|bs32: in the baseline, missing from this run"]
+
+
+def test_make_entry_records_exactly_the_gated_values_and_provenance():
+    entry = budgets.make_entry(point(steady_mem_allocated_gib=3.5, copy_ms_per_step=1.0))
+    assert sorted(entry) == sorted([
+        "copy_ms_per_step", "device_ms_per_step", "images_per_s", "images_per_s_process_medians",
+        "images_per_s_windows", "launches_per_step", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
+        "steady_mem_allocated_gib", "steady_mem_reserved_gib", "spread", "processes", "source"])
+    assert (entry["steady_mem_allocated_gib"], entry["steady_mem_reserved_gib"], entry["processes"]) == (3.5, None, 6)
+    assert entry["source"]["git_sha"] == "abc" and entry["source"]["repeats"] == 5
+    assert budgets.make_entry(point(processes=None))["processes"] == 1
+
+
+def test_check_returns_the_entry_and_one_groups_verdicts(book):
+    entry, verdicts = budgets.check(book, point(alloc=4.2), "memory")
+    assert entry["peak_mem_allocated_gib"] == 4.0
+    assert [(v.metric, v.outcome) for v in verdicts] == [("peak_mem_allocated_gib", "regressed"),
+                                                         ("peak_mem_reserved_gib", "pass")]
+    with pytest.raises(budgets.NoBudget, match=r"no budget entry 'gemini\|bf16\|fast\|vit-base\|ws1\|bs8'"):
+        budgets.check(book, point(batch_size=8), "memory")
+    _, (v,) = budgets.check(book, point(status="oom"), "memory")
+    assert v.group == "status"

@@ -71,3 +71,71 @@ def test_sharding_lowers_the_bound_as_gpus_grow(stage):
 def test_checkpointing_lowers_activations():
     kw = dict(precision="fp32", preset=PRESETS["vit-base"], batch_size=128)
     assert memory.lower_bound_gib(grad_checkpoint=True, **kw) < memory.lower_bound_gib(**kw) / 3
+
+
+# --- the bound against state sizes worked out by hand (issue 18) -------------------------------------------
+# vit-tiny: h 64, MLP 128, 2 layers, 8 px patches of a 32 px image: 16 patches + [CLS] = 17 tokens.
+# embeddings 3·8²·64 + 64 + 64 + 17·64 = 13,504; a layer 4·64² + 4·64 + 2·64·128 + 128 + 64 + 4·64 = 33,472;
+# final norm and head 2·64 + 64·3 + 3 = 323: 13,504 + 2·33,472 + 323 = 80,771 parameters.
+_TINY_P = 80_771
+_TINY_ACTS_16 = 2 * 30 * 17 * 64  # bytes per image at 16 bits without checkpointing: 65,280
+_TINY_CKPT_16 = 2 * 2 * 17 * 64 + 30 * 17 * 64  # each layer's input plus one layer's full set: 36,992
+
+
+def _tiny(**kw):
+    return memory.lower_bound_gib(preset=PRESETS["vit-tiny"], **kw) * 2**30
+
+
+def test_param_counts_are_pinned():
+    assert memory.param_count(PRESETS["vit-tiny"]) == _TINY_P
+    assert memory.param_count(PRESETS["vit-base"]) == _P
+    assert memory.param_count(PRESETS["vit-tiny"], num_labels=10) == _TINY_P + 7 * 64 + 7
+
+
+@pytest.mark.parametrize("precision,layout,per_param,acts", [
+    # fp32: params 4 + grads 4 + Adam m 4 + v 4 (no master copy), activations doubled
+    ("fp32", "mixed", 4 + 4 + 4 + 4, 2 * _TINY_ACTS_16),
+    ("fp32", "amp", 4 + 4 + 4 + 4, 2 * _TINY_ACTS_16),
+    # mixed: 16-bit params 2 + grads 2 + fp32 master 4 + m 4 + v 4
+    ("bf16", "mixed", 2 + 2 + 4 + 4 + 4, _TINY_ACTS_16),
+    ("fp16", "mixed", 2 + 2 + 4 + 4 + 4, _TINY_ACTS_16),
+    # AMP: fp32 params 4 + grads 4 + m 4 + v 4, 16-bit activations
+    ("fp16", "amp", 4 + 4 + 4 + 4, _TINY_ACTS_16),
+])
+def test_bound_is_the_hand_computed_state_size(precision, layout, per_param, acts):
+    for bs in (1, 7):
+        assert _tiny(precision=precision, state_layout=layout, batch_size=bs) == pytest.approx(
+            _TINY_P * per_param + bs * acts, rel=1e-12)
+
+
+@pytest.mark.parametrize("stage,per_param", [
+    (0, 2 + 2 + 12), (1, 2 + 2 + 12 / 4), (2, 2 + 2 / 4 + 12 / 4), (3, 2 / 4 + 2 / 4 + 12 / 4)])
+def test_zero_stages_shard_over_four_ranks_by_hand(stage, per_param):
+    got = _tiny(precision="bf16", batch_size=2, dp_size=4, zero_stage=stage)
+    assert got == pytest.approx(_TINY_P * per_param + 2 * _TINY_ACTS_16, rel=1e-12)
+    # one rank shards nothing
+    assert _tiny(precision="bf16", batch_size=2, dp_size=1, zero_stage=stage) == pytest.approx(
+        _TINY_P * 16 + 2 * _TINY_ACTS_16, rel=1e-12)
+    assert _tiny(precision="bf16", batch_size=2, dp_size=0, zero_stage=stage) == pytest.approx(
+        _TINY_P * 16 + 2 * _TINY_ACTS_16, rel=1e-12)
+
+
+def test_offload_grads_in_chunks_and_checkpointing_by_hand():
+    kw = dict(precision="bf16", batch_size=3)
+    assert _tiny(offload_optimizer=True, **kw) == pytest.approx(_TINY_P * 4 + 3 * _TINY_ACTS_16, rel=1e-12)
+    assert _tiny(grads_in_param_chunks=True, **kw) == pytest.approx(_TINY_P * 14 + 3 * _TINY_ACTS_16, rel=1e-12)
+    # fp32 keeps its own gradients even where 16-bit ones live in the parameter chunks
+    assert _tiny(precision="fp32", batch_size=3, grads_in_param_chunks=True) == pytest.approx(
+        _TINY_P * 16 + 3 * 2 * _TINY_ACTS_16, rel=1e-12)
+    assert _tiny(grad_checkpoint=True, **kw) == pytest.approx(_TINY_P * 16 + 3 * _TINY_CKPT_16, rel=1e-12)
+    assert _tiny(precision="fp32", batch_size=3, grad_checkpoint=True) == pytest.approx(
+        _TINY_P * 16 + 3 * 2 * _TINY_CKPT_16, rel=1e-12)
+
+
+def test_for_point_reads_dp_size_and_checkpointing():
+    p = {"plugin": "low_level_zero_s2", "precision": "bf16", "model": "vit-tiny", "batch_size": 4}
+    assert memory.for_point(p) * 2**30 == pytest.approx(_TINY_P * 16 + 4 * _TINY_ACTS_16, rel=1e-12)
+    assert memory.for_point(p | {"dp_size": 2, "grad_checkpoint": True}) * 2**30 == pytest.approx(
+        _TINY_P * (2 + 1 + 6) + 4 * _TINY_CKPT_16, rel=1e-12)
+    assert memory.for_point(p | {"model": "nope"}) is None
+    assert memory.for_point({"plugin": "torch_ddp"}) is None

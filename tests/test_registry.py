@@ -13,7 +13,45 @@ def test_every_entry_constructs_or_skips_with_reason(spec, precision, cpu_proces
     if spec.min_world_size > 1:
         pytest.skip(f"{spec.name} needs {spec.min_world_size} processes; this test builds in one (tp2 and pp2 run in test_parity)")
     plugin = spec.build(BuildContext(precision=precision, tp_size=spec.tp_size, pp_size=spec.pp_size))
-    assert plugin.__class__.__name__.endswith("Plugin")
+    assert type(plugin).__name__ == PLUGIN_CLASS[spec.family]
+    if spec.family == "hybrid_parallel":
+        assert (plugin.precision, plugin.tp_size, plugin.pp_size) == (precision, spec.tp_size, spec.pp_size)
+
+
+# family -> the colossalai class its entries build
+PLUGIN_CLASS = {"torch_ddp": "TorchDDPPlugin", "torch_ddp_fp16": "TorchDDPPlugin",
+                "low_level_zero": "LowLevelZeroPlugin", "gemini": "GeminiPlugin",
+                "hybrid_parallel": "HybridParallelPlugin", "torch_fsdp": "TorchFSDPPlugin"}
+
+# name -> (precisions, cpu precisions, min world size, tp, pp, zero_stage, state_layout, grads in param
+# chunks, optimizer offloaded, twin precision): typed in, so an entry that loses a precision or a fact fails
+ENTRIES = {
+    "torch_ddp": (("fp32",), ("fp32",), 1, 1, 1, 0, "mixed", False, False, "fp32"),
+    "torch_ddp_fp16": (("fp16",), (), 1, 1, 1, 0, "amp", False, False, "fp16"),
+    "low_level_zero_s1": (("fp16", "bf16"), (), 1, 1, 1, 1, "mixed", False, False, None),
+    "low_level_zero_s2": (("fp16", "bf16"), (), 1, 1, 1, 2, "mixed", False, False, None),
+    "gemini": (("fp16", "bf16"), (), 1, 1, 1, 3, "mixed", True, False, None),
+    "gemini_auto": (("fp16", "bf16"), (), 1, 1, 1, 3, "mixed", True, True, None),
+    "gemini_offload": (("fp16", "bf16"), (), 1, 1, 1, 3, "mixed", True, True, None),
+    "hybrid_parallel": (("fp32", "fp16", "bf16"), ("fp32",), 1, 1, 1, 0, "mixed", False, False, None),
+    "hybrid_parallel_tp2": (("fp32", "fp16", "bf16"), ("fp32",), 2, 2, 1, 0, "mixed", False, False, None),
+    "hybrid_parallel_pp2": (("fp32", "fp16", "bf16"), ("fp32",), 2, 1, 2, 0, "mixed", False, False, None),
+    "hybrid_parallel_tp2pp2": (("fp32", "fp16", "bf16"), ("fp32",), 4, 2, 2, 0, "mixed", False, False, None),
+    "hybrid_parallel_tp2_zero1": (("fp16", "bf16"), (), 4, 2, 1, 0, "mixed", False, False, None),
+    "torch_fsdp": (("fp32", "bf16"), (), 1, 1, 1, 3, "amp", False, False, None),
+}
+
+
+def test_registry_entries_and_their_facts_are_pinned():
+    got = {s.name: (s.precisions, s.cpu_precisions, s.min_world_size, s.tp_size, s.pp_size, s.zero_stage,
+                    s.state_layout, s.grads_in_param_chunks, s.optimizer_offloaded, s.twin_precision)
+           for s in plugins.REGISTRY.values()}
+    assert got == ENTRIES
+    assert {s.name: s.family for s in plugins.REGISTRY.values()}.keys() == ENTRIES.keys()
+    assert {s.family for s in plugins.REGISTRY.values()} == set(PLUGIN_CLASS)
+    assert [s.name for s in plugins.REGISTRY.values() if s.booster_amp] == ["torch_ddp_fp16"]
+    assert [s.name for s in plugins.REGISTRY.values() if s.optimizer == "hybrid_adam"] == [
+        "gemini", "gemini_auto", "gemini_offload"]
 
 
 def test_unknown_name_lists_valid():

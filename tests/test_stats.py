@@ -68,3 +68,100 @@ def test_inconclusive_says_how_many_windows_would_decide():
 def test_nonpositive_samples_are_rejected():
     with pytest.raises(ValueError, match="positive"):
         stats.compare_samples([0.0, 1.0], [1.0, 1.0], 0.05)
+
+
+# --- hand-computed small cases (issue 18) ------------------------------------------------------------------
+def test_null_distribution_of_u_by_hand():
+    # (2, 2): the 6 orderings of {a1, a2, b1, b2} give U = 0, 1, 2, 2, 3, 4
+    assert stats._u_counts(2, 2) == (1, 1, 2, 1, 1)
+    assert stats._u_counts(1, 1) == (1, 1)
+    assert stats._u_counts(1, 3) == (1, 1, 1, 1)
+    assert stats._u_counts(2, 3) == (1, 1, 2, 2, 2, 1, 1)  # C(5, 2) = 10 orderings
+
+
+@pytest.mark.parametrize("a,b,p", [
+    ([1, 2], [3, 4], 2 / 6),  # U = 0: P(U <= 0) = 1/6, two-sided 1/3
+    ([3, 4], [1, 2], 2 / 6),  # U = 4: the mirror image
+    ([1, 3], [2, 4], 4 / 6),  # U = 1: P(U <= 1) = 2/6
+    ([1, 2], [2, 3], 2 / 6),  # one tie counts half: U = 0.5, floored to 0
+    ([2, 2], [2, 2], 1.0),  # all tied: U = 2, the middle; 2 * 4/6 capped at 1
+    ([1, 2, 3], [4, 5], 2 / 10),  # U = 0 with 10 orderings
+    ([1, 4, 5], [2, 3], 2 * 4 / 10),  # U = 4 (of 6): min(4, 2) = 2, P(U <= 2) = 4/10
+    ([], [1.0], 1.0),
+])
+def test_mann_whitney_p_by_hand(a, b, p):
+    assert stats.mann_whitney_p(a, b) == pytest.approx(p, rel=1e-12)
+
+
+def test_critical_rank_at_a_low_confidence_by_hand():
+    # (2, 2) at 50%: alpha/2 = 0.25; P(U < 1) = 1/6 <= 0.25 < P(U < 2) = 2/6, so k = 1
+    assert stats.critical_rank(2, 2, confidence=0.5) == 1
+    assert stats.critical_rank(2, 2, confidence=2 / 3) == 1  # P(U < 1) = 1/6 == alpha/2: included
+    assert stats.critical_rank(2, 2, confidence=0.7) is None  # 1/6 > 0.15
+    assert stats.critical_rank(3, 3, confidence=0.85) == 1  # P(U < 1) = 1/20 <= 0.075 < P(U < 2) = 2/20
+    assert stats.critical_rank(4, 4, confidence=0.95) == 1  # 1/70 <= 0.025 < 2/70
+    assert stats.critical_rank(4, 4, confidence=0.9) == 2  # 2/70 <= 0.05 < 4/70
+
+
+@pytest.mark.parametrize("cur,base,estimate", [
+    ([2.0], [1.0], 1.0),
+    ([1.0, 4.0], [1.0], 1.0),  # even count: the geometric mean of the two middle ratios, 2
+    ([1.0, 2.0, 8.0], [1.0], 1.0),
+    ([1.0, 2.0], [4.0, 8.0], -0.75),  # ratios 1/8, 1/4, 1/4, 1/2: middle two 1/4
+    ([3.0, 3.0], [2.0, 2.0, 2.0], 0.5),
+])
+def test_hodges_lehmann_estimate_by_hand(cur, base, estimate):
+    assert stats.compare_samples(cur, base, 0.05).estimate == pytest.approx(estimate, rel=1e-12)
+
+
+def test_interval_of_five_against_five_is_the_extreme_ratios():
+    # at 99% k = 1 for (5, 5): the interval runs from the smallest to the largest of the 25 ratios
+    base = [100.0, 100.0, 100.0, 100.0, 100.0]
+    s = stats.compare_samples([90.0, 95.0, 100.0, 100.0, 120.0], base, 0.05)
+    assert (s.low, s.high) == (pytest.approx(-0.1), pytest.approx(0.2))
+    assert s.detectable == pytest.approx(0.15) and (s.n, s.m) == (5, 5)
+    assert s.verdict == "inconclusive" and s.estimate == pytest.approx(0.0)
+    # gap: |log(1 + 0) - log(1 - 0.05)|; windows: 5 * (0.15 / gap)^2 = 42.76 -> 43
+    assert s.more_windows == math.ceil(5 * (0.15 / -math.log(0.95)) ** 2) == 43
+
+
+@pytest.mark.parametrize("current,verdict", [(94.9, "regressed"), (95.1, "pass"), (104.9, "pass"),
+                                             (105.1, "improved")])
+def test_verdict_just_inside_and_outside_the_minimum_effect(current, verdict):
+    s = stats.compare_samples([current] * 5, [100.0] * 5, 0.05)
+    assert s.verdict == verdict and s.low == s.high == pytest.approx(current / 100 - 1)
+    assert s.more_windows is None and s.detectable == 0.0
+
+
+def test_verdict_at_the_interval_edges():
+    base = [100.0] * 5
+    # within 1e-6 of -tol and +tol (exactly at it, log/exp rounding decides)
+    assert stats.compare_samples([50.0001] * 5, base, 0.5).verdict == "pass"
+    assert stats.compare_samples([49.9999] * 5, base, 0.5).verdict == "regressed"
+    assert stats.compare_samples([199.9999] * 5, base, 1.0).verdict == "pass"
+    assert stats.compare_samples([200.0001] * 5, base, 1.0).verdict == "improved"
+    straddle = stats.compare_samples([49.0, 100.0, 100.0, 100.0, 100.0], base, 0.5)
+    assert straddle.verdict == "inconclusive" and straddle.high == 0.0
+
+
+def test_more_windows_is_none_where_the_estimate_sits_on_the_boundary():
+    s = stats.compare_samples([80.0, 95.0, 95.0, 95.0, 110.0], [100.0] * 5, 0.05)
+    assert s.verdict == "inconclusive" and s.estimate == pytest.approx(-0.05)
+    assert s.more_windows is None
+    assert str(s).endswith(f": detects {s.detectable:.1%} or more")
+
+
+def test_shift_text_is_exact():
+    s = stats.compare_samples([90.0] * 5, [100.0] * 5, 0.05)
+    assert str(s) == "regressed (-10.0%, 99% interval -10.0%..-10.0%, p=0.0079, windows 5 vs 5)"
+    s = stats.compare_samples([90.0, 95.0, 100.0, 100.0, 120.0], [100.0] * 5, 0.05)
+    assert str(s) == ("inconclusive (+0.0%, 99% interval -10.0%..+20.0%, p=0.69, windows 5 vs 5): detects 15.0% or "
+                      "more; about 43 windows per side would decide")
+    few = stats.compare_samples([90.0], [100.0], 0.05)
+    assert str(few) == ("inconclusive (-10.0%, no interval: too few windows, p=1, windows 1 vs 1): detects "
+                        "nothing")
+
+
+def test_empty_side_is_inconclusive():
+    s = stats.compare_samples([], [100.0], 0.05)
+    assert (s.verdict, s.estimate, s.low, s.p_value, s.n, s.m) == ("inconclusive", 0.0, None, 1.0, 0, 1)
