@@ -1,33 +1,36 @@
-"""The dog_food dataset: the hub id (HF cache), a local folder, or the embedded generated default.
+"""The dog_food dataset: a hub id, a local folder, or the embedded generated default.
 
-Every loader returns a DogFood whose `source` string says exactly what was used; it goes into every
-result and report. Asking for the real dataset never falls back silently: `auto` falls back to the
-embedded data with a warning and says so in `source`; an explicit id or path that is unavailable is
-an error naming what was tried. Every image of a real dataset is decoded in full once when it is
-loaded (a truncated JPEG passes PIL's verify() and fails only when its pixels are read), and the
-files that decoded are remembered by path, size and mtime in the user cache, so a re-run is instant.
+Every loader returns a DogFood whose `source` string says exactly which form was used; it goes into
+every result and report. A hub id (`lewtun/dog_food`, or any other) is looked up in this order:
+  1. the datasets library: the hub when reachable, else its prepared cache (`hf-hub:` /
+     `hf-datasets-cache:ID (FOLDER)`);
+  2. with the hub unreachable or HF_HUB_OFFLINE set: the hub snapshot that `huggingface-cli download`
+     or a copied hub cache leaves, its data files loaded directly (`hf-snapshot:ID@REV (FOLDER)`).
+A path is a save_to_disk folder (`local-disk:`) or an image folder (`local-imagefolder:`).
+Asking for the real dataset never falls back silently: `auto` falls back to the embedded data with a
+warning and says so in `source`; an explicit id or path that is unavailable or incomplete is an error
+naming what was tried or what is missing. Every image of a real dataset is decoded in full once when
+it is loaded (a truncated JPEG passes PIL's verify() and fails only when its pixels are read), and
+the files that decoded are remembered by path, size and mtime in the user cache, so a re-run is instant.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import math
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import huggingface_hub.constants as hfc
 import numpy as np
 import torch
 from PIL import Image
 from transformers import ViTImageProcessor
 
-from vitcore import DataError
+from vitcore import DataError, hub_cache
 from vitcore.results import cache_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -160,26 +163,9 @@ def load(dataset: str = "auto", *, subset: int | None = None, seed: int = 0) -> 
 
 
 def _load_hub(repo_id: str) -> DogFood:
-    # The HF cache (or the hub, where reachable). Offline mode stops a minute of retries on a
-    # closed network.
-    _offline_unless_hub_reachable()
-    try:
-        dd = datasets.load_dataset(repo_id)
-    except Exception as e:  # datasets raises many types here; all mean "not available"
-        where = "the HF cache (hub unreachable or offline)" if hfc.HF_HUB_OFFLINE else "the hub or the HF cache"
-        raise DataError(f"dataset {repo_id!r} is not available from {where}: "
-                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    return _checked(dd, f"hf:{repo_id}")
-
-
-def _offline_unless_hub_reachable() -> None:
-    if hfc.HF_HUB_OFFLINE:
-        return
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=2).close()
-    except OSError:
-        hfc.HF_HUB_OFFLINE = True
-        datasets.config.HF_HUB_OFFLINE = True
+    """In the lookup order at the top (vitcore.hub_cache.load_hub_dataset)."""
+    dd, source = hub_cache.load_hub_dataset(repo_id)
+    return _checked(dd, source)
 
 
 def _load_local(path: Path) -> DogFood:
@@ -188,26 +174,35 @@ def _load_local(path: Path) -> DogFood:
                         f"({'/'.join(LABELS)}/ or train/ and test/ of them), a save_to_disk folder, "
                         f"'embedded' or '{HUB_ID}'")
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        _check_saved(path)
         dd = datasets.load_from_disk(str(path))
         return _checked(dd, f"local-disk:{path}")
     files = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS]
     if not files:
         raise DataError(f"dataset path {str(path)!r} holds no images and no save_to_disk dataset")
     _verify_images(files)
-    with _no_progress_bars():  # an error after it would not be the one line on stderr
-        dd = datasets.load_dataset("imagefolder", data_dir=str(path))
+    with hub_cache.no_progress_bars():  # an error after it would not be the one line on stderr
+        dd = datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=str(hub_cache.datasets_cache_dir()))
     return _from_dict(dd, f"local-imagefolder:{path}")
 
 
-@contextlib.contextmanager
-def _no_progress_bars():
-    was = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
+def _check_saved(path: Path) -> None:
+    """A save_to_disk folder holds every split dataset_dict.json lists, each with the files its
+    state.json lists; else one line naming the first file missing."""
     try:
-        yield
-    finally:
-        if not was:
-            datasets.enable_progress_bars()
+        splits = json.loads((path / "dataset_dict.json").read_text())["splits"] \
+            if (path / "dataset_dict.json").exists() else [""]
+        for split in splits:
+            state = path / split / "state.json"
+            if not state.is_file():
+                raise DataError(f"save_to_disk folder {path} is incomplete: {state.relative_to(path)} is missing")
+            for f in json.loads(state.read_text())["_data_files"]:
+                if not (path / split / f["filename"]).is_file():
+                    raise DataError(f"save_to_disk folder {path} is incomplete: "
+                                    f"{(path / split / f['filename']).relative_to(path)} is missing")
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"save_to_disk folder {path} has an unreadable dataset_dict.json or state.json: "
+                        f"{type(e).__name__}: {e}") from None
 
 
 def _checked(dd, source: str) -> DogFood:
@@ -220,6 +215,8 @@ def _checked(dd, source: str) -> DogFood:
 def _from_dict(dd, source: str) -> DogFood:
     if isinstance(dd, datasets.Dataset):
         dd = datasets.DatasetDict({"train": dd})
+    if "train" not in dd:
+        raise DataError(f"dataset {source} has splits {list(dd)}; expected 'train' (and 'test')")
     if "label" not in dd["train"].features or "image" not in dd["train"].features:
         raise DataError(f"dataset {source} has columns {list(dd['train'].features)}; "
                         "expected 'image' and 'label'")

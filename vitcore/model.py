@@ -77,6 +77,8 @@ WEIGHTS_FORMS = ("auto (the preset's pretrained weights from the HF cache, else 
                  "a local folder written by save_pretrained (with config.json), or a hub id already in the HF "
                  "cache (weights load offline), e.g. google/vit-base-patch16-224-in21k")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
 
 
 def check_weights(weights: str) -> None:
@@ -90,12 +92,31 @@ def check_weights(weights: str) -> None:
         return
     if weights.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(weights):
         raise ConfigError(f"weights path {weights!r} does not exist; valid: {WEIGHTS_FORMS}")
-    # huggingface_hub adds a few tenths of a second; the CLI imports this module at startup.
-    from huggingface_hub import constants, try_to_load_from_cache
+    if hub_weights(weights) is None:
+        from vitcore.hub_cache import repo_folder
 
-    if not isinstance(try_to_load_from_cache(weights, "config.json"), str):
         raise ConfigError(f"weights {weights!r}: no such folder, and not in the HF cache "
-                          f"({constants.HF_HUB_CACHE}); valid: {WEIGHTS_FORMS}")
+                          f"({repo_folder(weights, 'model')}); valid: {WEIGHTS_FORMS}")
+
+
+def hub_weights(repo_id: str):
+    """The hub snapshot of `repo_id` (a vitcore.hub_cache.Snapshot) holding config.json and a weights
+    file; None when the hub cache holds no snapshot of it; a ConfigError naming the folder and what is
+    missing when it holds one that cannot be loaded (an interrupted download, blobs not copied)."""
+    from vitcore.hub_cache import find_snapshot
+
+    try:
+        snap = find_snapshot(repo_id, "model")
+    except ValueError as e:
+        raise ConfigError(f"weights {repo_id!r}: {e}") from None
+    if snap is None:
+        return None
+    if not (snap.path / "config.json").is_file():
+        raise ConfigError(f"weights {repo_id!r}: hub snapshot {snap.path} holds no config.json")
+    if not any((snap.path / f).is_file() for f in WEIGHT_FILES):
+        raise ConfigError(f"weights {repo_id!r}: hub snapshot {snap.path} holds config.json but none of "
+                          f"{', '.join(WEIGHT_FILES)} (an interrupted download?)")
+    return snap
 
 
 def get_preset(name: str) -> ModelPreset:
@@ -109,8 +130,9 @@ def build_model(preset: ModelPreset, *, labels: list[str], attention: str = "sdp
                 weights: str = "auto", grad_checkpoint: bool = False):
     """Return (model, weights_source). `weights`: auto | random | a local path or hub id.
 
-    auto: the preset's pretrained weights from the HF cache when present, otherwise random
-    initialisation, logged as a warning and recorded in the source string.
+    auto: the preset's pretrained weights from the HF cache (its hub snapshot) when present, otherwise
+    random initialisation, logged as a warning and recorded in the source string. A local folder or
+    hub snapshot that is present but cannot be loaded is a ConfigError, never random weights.
     """
     from transformers import ViTForImageClassification  # 3-5 s; see hf_config
 
@@ -123,24 +145,40 @@ def build_model(preset: ModelPreset, *, labels: list[str], attention: str = "sdp
         model = ViTForImageClassification(config)
         source = "random-init" + ("" if weights == "random" else f" ({preset.name} has no pretrained weights)")
     else:
-        target = preset.pretrained_id if weights == "auto" else weights
-        try:
-            model = ViTForImageClassification.from_pretrained(
-                target, local_files_only=True, num_labels=len(labels), id2label=id2label,
-                label2id=config.label2id, ignore_mismatched_sizes=True, attn_implementation=attention)
-            source = f"pretrained:{target}"
-        except (OSError, ValueError) as e:
-            if weights != "auto":
-                raise ConfigError(f"weights {weights!r} cannot be loaded ({str(e).splitlines()[0]}); "
-                                  f"valid: {WEIGHTS_FORMS}") from None
+        target, source = _weights_folder(preset, weights)
+        if target is None:
             model = ViTForImageClassification(config)
-            source = f"random-init ({target} not in the HF cache)"
-            log.warning("WEIGHTS: %s not found locally or in the HF cache; using the same "
-                        "architecture RANDOMLY INITIALISED", target)
+            log.warning("WEIGHTS: %s; using the same architecture RANDOMLY INITIALISED", source)
+            source = f"random-init ({source})"
+        else:
+            try:
+                model = ViTForImageClassification.from_pretrained(
+                    target, local_files_only=True, num_labels=len(labels), id2label=id2label,
+                    label2id=config.label2id, ignore_mismatched_sizes=True, attn_implementation=attention)
+            except (OSError, ValueError) as e:  # files present but unreadable: never random weights
+                raise ConfigError(f"weights {source} cannot be loaded ({str(e).splitlines()[0]}); "
+                                  f"valid: {WEIGHTS_FORMS}") from None
         _check_architecture(model.config, preset)
     if grad_checkpoint:
         model.gradient_checkpointing_enable()
     return model, source
+
+
+def _weights_folder(preset: ModelPreset, weights: str) -> tuple[str | None, str]:
+    """(the folder to load, the weights source naming it). A local folder as given; a hub id (the
+    preset's for auto) from its hub snapshot. Folder None: auto without the preset's weights in the
+    HF cache, and the source says so."""
+    if weights != "auto":
+        path = Path(weights).expanduser()
+        if path.exists():
+            return str(path), f"pretrained:{weights}"
+    repo_id = preset.pretrained_id if weights == "auto" else weights
+    snap = hub_weights(repo_id)
+    if snap is None:
+        from vitcore.hub_cache import repo_folder
+
+        return None, f"{repo_id} not in the HF cache ({repo_folder(repo_id, 'model')})"
+    return str(snap.path), f"pretrained:{snap}"
 
 
 def _check_architecture(cfg, preset: ModelPreset) -> None:
