@@ -1,5 +1,7 @@
 """Bad input: one line naming the bad value and the valid choices."""
 
+import json
+import re
 import subprocess
 import sys
 
@@ -7,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitcore import ConfigError
+from vitcore import ConfigError, results
 from vitcore.config import RunConfig
 
 
@@ -90,3 +92,127 @@ def test_bench_options_set_every_point_and_label_it():
     cfgs = [c for g in groups for c in g]
     assert [c.batch_size for c in cfgs] == [8, 16]
     assert all(c.freeze_gc and c.attention == "eager" and c.variant == "attention=eager,freeze_gc=True" for c in cfgs)
+
+
+# --- the command line's own surface: --version, plugins, env, help ---------------------------------------
+def in_process(*argv) -> tuple[int, str, str]:
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from vitcore import cli as vitcore_cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            rc = vitcore_cli.main(list(argv))
+        except SystemExit as e:  # argparse: --help, --version, usage errors
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_version_exits_0_and_prints_the_package_version():
+    from vitcore import __version__
+
+    p = cli("--version", timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(f"vitcore {__version__}") and len(p.stdout.splitlines()) == 1
+
+
+def test_plugins_lists_every_registry_entry_with_its_precisions_and_whether_it_runs_here():
+    from vitcore import plugins
+
+    rc, out, _ = in_process("plugins", "--device", "cpu")
+    assert rc == 0
+    rows = {ln.split()[0]: ln for ln in out.splitlines()[2:]}
+    assert list(rows) == list(plugins.REGISTRY)
+    for name, spec in plugins.REGISTRY.items():
+        cells = rows[name].split()
+        assert cells[1:4] == [spec.family, "/".join(spec.precisions), str(spec.min_world_size)], rows[name]
+        here = " ".join(cells[4:])
+        if spec.cpu_precisions:
+            assert here.startswith("yes: " + "/".join(spec.cpu_precisions)), here
+        else:
+            assert here.startswith("no;") and spec.cpu_reason in here, here
+    assert in_process("plugins", "--device", "tpu")[0] == 2
+
+
+def test_env_names_the_budget_file_of_this_device_and_whether_it_exists(tmp_path):
+    from vitcore import budgets, points
+    from vitcore.env import environment
+
+    env = environment()
+    rc, out, _ = in_process("env", "--budgets", str(tmp_path))
+    assert rc == 0
+    fields = dict(ln.split(None, 1) if not ln.startswith(("device identity", "budget file")) else
+                  (ln[:15].strip(), ln[15:].strip()) for ln in out.splitlines())
+    assert fields["device identity"] == points.device_key(env)
+    assert fields["torch"] == env["torch"] and fields["colossalai"] == env["colossalai"]
+    path = budgets.budget_path(tmp_path, env)
+    assert fields["budget file"].startswith(f"{path} (missing")
+    path.write_text('{"entries": {}}')
+    assert f"{path} (exists)" in in_process("env", "--budgets", str(tmp_path))[1]
+
+
+def test_each_subcommand_has_its_own_help_with_defaults_and_examples():
+    helps = {cmd: in_process(cmd, "--help")[1] for cmd in ("train", "bench", "report", "plugins", "env")}
+    assert len(set(helps.values())) == 5
+    assert all("examples:\n  vitcore " + cmd in text for cmd, text in helps.items())
+    assert "Fine-tune the ViT preset" in helps["train"] and "Time training steps" not in helps["train"]
+    assert "--plugin PLUGIN       registry entry; `vitcore plugins` lists them (default:" in helps["train"]
+    assert "(default: 8,32,64,128)" in helps["bench"] and "(default: 32)" in helps["train"]
+    for group in ("what to measure:", "how each point is timed:", "output:", "the gate (docs/gate.md):"):
+        assert group in helps["bench"]
+
+
+def test_bench_dataset_needs_finetune_and_is_checked_before_measuring(tmp_path):
+    rc, _, err = in_process("bench", "--device", "cpu", "--plugins", "torch_ddp", "--dataset", "embedded",
+                            "--out", str(tmp_path / "o"))
+    assert rc == 2 and err.strip() == ("vitcore: error: --dataset 'embedded' is the fine-tuning's data and needs "
+                                       "--finetune (throughput is timed on random tensors); add --finetune or leave "
+                                       "--dataset out")
+    rc, _, err = in_process("bench", "--device", "cpu", "--plugins", "torch_ddp", "--finetune", "--dataset",
+                            "/nonexistent/dog_food", "--out", str(tmp_path / "o"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "'/nonexistent/dog_food' does not exist" in err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+# --- a tiny CPU bench: --json, the console, the log ---------------------------------------------------------
+THIRD_PARTY = ("LeafSpec", "install apex", "broadcast_buffers", "tensornvme", "kernels-community", "GradScaler",
+               "SyntaxWarning", "FutureWarning", "UserWarning", "profiler", "warnings.warn")
+TINY = ["bench", "--device", "cpu", "--model", "vit-tiny", "--plugins", "torch_ddp", "--batch-sizes", "4,8",
+        "--steps", "2", "--repeats", "2", "--warmup", "1", "--min-window", "0", "--no-reference"]
+
+
+@pytest.fixture(scope="module")
+def tiny_json(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    p = cli(*TINY, "--json", "--out", str(out), timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p, out
+
+
+@pytest.mark.slow
+def test_bench_json_prints_the_points_as_json_lines_on_stdout(tiny_json):
+    from vitcore import points
+
+    p, out = tiny_json
+    rows = [json.loads(ln) for ln in p.stdout.splitlines()]
+    assert [(r["plugin"], r["batch_size"], r["status"]) for r in rows] == [("torch_ddp", 4, "ok"), ("torch_ddp", 8, "ok")]
+    identity = [f.name for f in points.FIELDS if f.identity]
+    assert all(set(identity) <= set(r) and r["images_per_s"] > 0 and r["git_sha"] and r["dataset"] for r in rows)
+    assert [points.key(r) for r in rows] == [points.key(r) for r in results.read_points(out / "points.jsonl")]
+    assert "[vitcore]" not in p.stdout  # everything else went to stderr
+
+
+@pytest.mark.slow
+def test_console_has_one_line_per_point_and_no_third_party_warning(tiny_json):
+    p, out = tiny_json
+    lines = p.stderr.splitlines()
+    per_point = [ln for ln in lines if re.match(r"\[\d/2\] torch_ddp fp32 bs[48]: [\d.]+ img/s ±\d+%, \d+ s", ln)]
+    assert len(per_point) == 2 and per_point[0].startswith("[1/2]") and per_point[1].startswith("[2/2]"), p.stderr
+    assert "(ETA " in per_point[0]  # no terminal here: the line carries the ETA
+    assert not [ln for ln in lines if any(w in ln for w in THIRD_PARTY)], p.stderr
+    assert lines[-1].startswith("[vitcore] bench done in ") and "2 measured, 0 reused (2 ok" in lines[-1]
+    assert len(lines) <= 6, p.stderr
+    log = (out / "bench.log").read_text()
+    assert "install apex" in log and "broadcast_buffers" in log  # the parent's and the workers', kept

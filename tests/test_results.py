@@ -160,3 +160,69 @@ def test_each_window_records_host_interference():
         assert all(0.0 <= n["steal"] <= 1.0 and n["preempted"] >= 0 for n in noise)
         assert all(0 < n["thread_s"] <= w * 1.05 + 0.01 for n, w in zip(noise, windows, strict=True))
         assert sum(n["gc_s"] for n in noise) > 0  # automatic collections ran inside the windows, and were timed
+
+
+# --- what --resume reuses ------------------------------------------------------------------------------------
+RUN = {"code": "abc123", "date": "2026-11-25T10:00:00+00:00",
+       "settings": {"steps": 20, "repeats": 5, "warmup": 5, "min_window_s": 1.0, "profile": "fast", "model": "vit-tiny"}}
+
+
+def _folder(tmp_path, run=RUN):
+    results.append_point(tmp_path / "points.jsonl", _point(8))
+    results.append_point(tmp_path / "points.jsonl", _point(16, "error"))
+    if run is not None:
+        results.write_json(tmp_path / results.RUN_NAME, run)
+    return tmp_path
+
+
+@pytest.mark.parametrize("change,why", [
+    ({"code": "def456"}, "its points were measured by code abc123 (2026-11-25T10:00:00+00:00); this is def456"),
+    ({"settings": RUN["settings"] | {"steps": 3}}, "were measured with other settings: steps 20 then, 3 now"),
+    ({"settings": RUN["settings"] | {"min_window_s": 0.0, "model": "vit-base"}},
+     "min_window_s 1.0 then, 0.0 now; model 'vit-tiny' then, 'vit-base' now"),
+])
+def test_resume_reuses_only_the_same_code_and_settings(tmp_path, change, why):
+    out = _folder(tmp_path)
+    assert results.reuse_decision(out, RUN) == (True, f"reusing 1 point from {out} (abc123, 2026-11-25T10:00:00+00:00)")
+    reuse, line = results.reuse_decision(out, RUN | change)
+    assert not reuse and why in line and "\n" not in line
+
+
+def test_resume_without_a_run_record_starts_fresh_and_keeps_the_old_points_aside(tmp_path):
+    out = _folder(tmp_path, run=None)
+    before = (out / "points.jsonl").read_text()
+    assert results.reuse_decision(out, RUN) == (False, f"{out} has no run.json naming the code and settings that "
+                                                       "measured its points")
+    stale = results.start_fresh(out)
+    assert stale == out / "points.jsonl.stale" and stale.read_text() == before and not (out / "points.jsonl").exists()
+    assert results.reuse_decision(out, RUN) == (True, "")  # nothing left to reuse
+
+
+TINY = [sys.executable, "-m", "vitcore.cli", "bench", "--device", "cpu", "--model", "vit-tiny", "--plugins",
+        "torch_ddp", "--batch-sizes", "4", "--steps", "2", "--repeats", "2", "--warmup", "1", "--min-window", "0",
+        "--no-reference"]
+
+
+def _bench(out, sha, *extra):
+    p = subprocess.run(TINY + ["--out", str(out), *extra], capture_output=True, text=True, timeout=600,
+                       env=os.environ | {"VITCORE_GIT_SHA": sha})
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stderr, results.read_points(out / "points.jsonl")
+
+
+@pytest.mark.slow
+def test_resume_at_another_sha_measures_again(tmp_path):
+    out = tmp_path / "b"
+    _, first = _bench(out, "aaaa111")
+    err, again = _bench(out, "aaaa111", "--resume")
+    date = json.loads((out / results.RUN_NAME).read_text())["date"]
+    assert f"[vitcore] reusing 1 point from {out} (aaaa111, {date})" in err
+    assert again == first and "[1/" not in err  # nothing measured
+    err, fresh = _bench(out, "bbbb222", "--resume")
+    assert (f"[vitcore] --resume: starting fresh: its points were measured by code aaaa111 ({date}); this is "
+            f"bbbb222 (old points moved to {out}/points.jsonl.stale)") in err
+    assert "[1/1] torch_ddp fp32 bs4: " in err
+    assert [p["git_sha"] for p in fresh] == ["bbbb222"] and fresh[0]["date"] != first[0]["date"]
+    assert results.read_points(out / "points.jsonl.stale") == first
+    err, _ = _bench(out, "bbbb222", "--resume", "--steps", "3")
+    assert "starting fresh: its points (bbbb222, " in err and "steps 2 then, 3 now" in err

@@ -16,9 +16,8 @@ from typing import Protocol
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
-from vitcore import VitcoreError, launch, points, train
+from vitcore import VitcoreError, console, launch, points, train
 from vitcore import plugins as reg
 from vitcore import results as res
 from vitcore.config import RunConfig
@@ -177,32 +176,36 @@ def ablations(base: RunConfig, device: str) -> list[RunConfig]:
 
 
 def run_matrix(groups: list[list], timing: Timing, out_dir, *, resume: bool = False,
-               progress: bool = True, processes: int = 1) -> list[dict]:
+               progress: bool = True, processes: int = 1, output: launch.WorkerOutput | None = None,
+               stream=None) -> list[dict]:
     """Measure every group (RunConfigs, or reference.Reference) in its own process group (fresh
     memory statistics, and a crash ends only that group), `processes` times in separate processes
-    whose windows are pooled (timing.pool). Returns all points in the results file, old (resumed)
-    and new."""
+    whose windows are pooled (timing.pool). progress: one line per finished point and a bar
+    (vitcore.console) on `stream`; output: where the workers' own stdout and stderr go. Returns all
+    points in the results file, old (resumed) and new."""
     path = Path(out_dir) / "points.jsonl"
     if not resume and path.exists():
         raise VitcoreError(f"{path} exists; pass --resume to continue it or choose another --out")
     done = {points.key(p) for p in res.read_points(path)}
     todo = [[c for c in g if _key(c) not in done] for g in groups]
     todo = [g for g in todo if g]
-    bar = tqdm(total=sum(len(g) for g in todo), unit="point", desc="bench") if progress else None
+    board = console.Progress(path, [_key(c) for g in todo for c in g], stream=stream) if progress else None
     try:
         for group in todo:
-            if bar is not None:
-                bar.set_postfix_str(f"{group[0].plugin} {group[0].precision}")
-            _run_group(group, timing, path, processes)
-            if bar is not None:
-                bar.update(len(group))
+            if board is not None:
+                board.group_started()
+            try:
+                _run_group(group, timing, path, processes, output)
+            finally:
+                if board is not None:
+                    board.group_ended()
     finally:
-        if bar is not None:
-            bar.close()
+        if board is not None:
+            board.close()
     return res.read_points(path)
 
 
-def _run_group(group: list, timing: Timing, path: Path, processes: int) -> None:
+def _run_group(group: list, timing: Timing, path: Path, processes: int, output=None) -> None:
     """One process group per process; with one, each point is appended as it finishes (a crash keeps
     it); with several, the group's points are appended once pooled."""
     c0 = group[0]
@@ -212,7 +215,7 @@ def _run_group(group: list, timing: Timing, path: Path, processes: int) -> None:
         try:
             runs.append(launch.spawn(measure_group, (group, timing, str(path) if processes == 1 else None),
                                      world_size=c0.world_size, device=launch.resolve_device(c0.device),
-                                     timeout_s=c0.timeout_s)[0])
+                                     timeout_s=c0.timeout_s, output=output)[0])
         except VitcoreError as e:
             error = str(e)[-800:]
             break

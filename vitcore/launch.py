@@ -28,6 +28,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -117,6 +118,49 @@ def run(fn: Callable[..., Any], *args, world_size: int = 1, device: str = "auto"
     return spawn(fn, args, world_size=world_size, device=device, timeout_s=timeout_s)
 
 
+@dataclass(frozen=True)
+class WorkerOutput:
+    """Where a spawned worker's stdout and stderr go: appended to `log` (third-party warnings and
+    prints, e.g. colossalai's "install apex"), and also to the console's stderr when `verbose`."""
+
+    log: str
+    verbose: bool = False
+
+
+def _redirect_output(output: WorkerOutput) -> Callable[[], None]:
+    """Point fds 1 and 2 of this worker at the log file (verbose: through a pipe whose thread copies
+    to the log and the console's stderr). Returns what flushes and closes it at the worker's end."""
+    log_fd = os.open(output.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    if not output.verbose:
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        return lambda: None
+    console = os.dup(2)
+    r, w = os.pipe()
+    os.dup2(w, 1)
+    os.dup2(w, 2)
+    os.close(w)
+
+    def copy():
+        while chunk := os.read(r, 65536):
+            os.write(log_fd, chunk)
+            os.write(console, chunk)
+
+    thread = threading.Thread(target=copy, daemon=True, name="vitcore-worker-tee")
+    thread.start()
+
+    def close():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)  # the pipe's last writers: the copying thread then reads its end
+        os.dup2(null, 2)
+        thread.join(timeout=5)
+
+    return close
+
+
 class _Deferred:
     """A worker's (fn, args), pickled as the worker starts but unpickled only when the worker asks:
     unpickling imports fn's module (torch, colossalai), which waits until the death signal is armed.
@@ -138,8 +182,9 @@ class _Deferred:
         return pickle.loads(self.blob) if hasattr(self, "blob") else self.obj
 
 
-def _worker(rank, world_size, port, device, payload: _Deferred, results_q, parent_pid):
+def _worker(rank, world_size, port, device, payload: _Deferred, results_q, parent_pid, output=None):
     _die_with_parent(parent_pid, f"vitcore-rank{rank}")
+    close_output = _redirect_output(output) if output is not None else (lambda: None)
     import torch  # see the module's docstring
 
     try:
@@ -154,6 +199,7 @@ def _worker(rank, world_size, port, device, payload: _Deferred, results_q, paren
         raise SystemExit(1) from None
     finally:
         destroy_process_group()
+        close_output()
 
 
 def _summary(e: BaseException) -> str:
@@ -204,15 +250,17 @@ def _on_free_port(start: Callable[[int], Any]) -> Any:
 
 
 def spawn(fn, args, *, world_size: int, device: str, timeout_s: float, label: str | None = None,
-          log_dir=None) -> list[Any]:
+          log_dir=None, output: WorkerOutput | None = None) -> list[Any]:
     """fn(*args) in `world_size` fresh processes. A run whose rendezvous port was taken by another
     process in the meantime fails before fn starts, so it is retried on a new port (seen on an H100:
     one of 17 convergence tests run 4 at a time lost the race). label: what the run measures, for
     the error line (default: read from a RunConfig or a group of planned points in `args`);
-    log_dir: where a failure's tracebacks go (default: the user cache, results.cache_dir("logs"))."""
+    log_dir: where a failure's tracebacks go (default: the user cache, results.cache_dir("logs"));
+    output: where the workers' stdout and stderr go (default: this process's)."""
     label = label or _label(args)
     return _on_free_port(lambda port: _spawn_once(fn, args, world_size=world_size, device=device,
-                                                  timeout_s=timeout_s, port=port, label=label, log_dir=log_dir))
+                                                  timeout_s=timeout_s, port=port, label=label, log_dir=log_dir,
+                                                  output=output))
 
 
 def _label(args) -> str | None:
@@ -226,12 +274,12 @@ def _label(args) -> str | None:
     return None
 
 
-def _spawn_once(fn, args, *, world_size: int, device: str, timeout_s: float, port: int, label, log_dir
-                ) -> list[Any]:
+def _spawn_once(fn, args, *, world_size: int, device: str, timeout_s: float, port: int, label, log_dir,
+                output=None) -> list[Any]:
     ctx = mp.get_context("spawn")
     results_q = ctx.Queue()
     payload = _Deferred((fn, args))
-    procs = [ctx.Process(target=_worker, args=(r, world_size, port, device, payload, results_q, os.getpid()),
+    procs = [ctx.Process(target=_worker, args=(r, world_size, port, device, payload, results_q, os.getpid(), output),
                          daemon=True, name=f"vitcore-rank{r}") for r in range(world_size)]
     for p in procs:
         p.start()

@@ -65,8 +65,12 @@ def check_bench(args) -> None:
     check_out_folder(args.out, "--out")
     check_budget_folder(getattr(args, "budgets", None), "--budgets")
     check_budget_folder(args.update_budgets, "--update-budgets")
+    dataset = getattr(args, "dataset", None)
+    if dataset is not None and not args.finetune:
+        raise ConfigError(f"--dataset {dataset!r} is the fine-tuning's data and needs --finetune (throughput is "
+                          "timed on random tensors); add --finetune or leave --dataset out")
     if args.finetune:
-        _data().split_sizes("auto")
+        _data().split_sizes(dataset or "auto")
 
 
 def check_plan(groups: list[list], skipped: list[dict]) -> None:
@@ -78,16 +82,28 @@ def check_plan(groups: list[list], skipped: list[dict]) -> None:
                            f"{cpu_capable()}")
 
 
-def claim_out(out, *, resume: bool) -> None:
-    """Lock `out` for this process (a stale lock of a killed run is taken over, and said so); with
-    resume: lines of points.jsonl that are not points go to points.jsonl.bad, and points that ended
-    in error or timeout to points.jsonl.retried, so that they are measured again; each said on stderr."""
+def claim_out(out, *, resume: bool, run: dict) -> bool:
+    """Lock `out` for this process (a stale lock of a killed run is taken over, and said so). Points
+    already there are reused only with --resume and only when OUT/run.json names this run's code and
+    settings (`run`: {"code", "date", "settings"}), said in one line with their sha and date; otherwise
+    the run starts fresh, says why in one line, and moves the old points to points.jsonl.stale.
+    A reused folder's lines that are not points go to points.jsonl.bad, and points that ended in
+    error or timeout to points.jsonl.retried, so that they are measured again. Returns whether
+    points are reused."""
     note = results.lock_out(out)
     if note:
         print(f"[vitcore] {note}", file=sys.stderr)
-    if not resume:
-        return
     path = Path(out) / "points.jsonl"
+    if not resume and path.exists():
+        raise VitcoreError(f"{path} exists; pass --resume to continue it or choose another --out")
+    reuse, why = results.reuse_decision(out, run) if resume else (False, "")
+    if not reuse or not path.exists():
+        stale = results.start_fresh(out)
+        if stale:
+            print(f"[vitcore] --resume: starting fresh: {why} (old points moved to {stale})", file=sys.stderr)
+        results.write_json(Path(out) / results.RUN_NAME, run)
+        return False
+    print(f"[vitcore] {why}", file=sys.stderr)
     bad, retried = results.prepare_resume(path)
     for b in bad:
         print(f"[vitcore] --resume: set aside {b} (kept in {path}.bad)", file=sys.stderr)
@@ -95,6 +111,7 @@ def claim_out(out, *, resume: bool) -> None:
         names = ", ".join(f"{points.key_text(p)} ({p.get('status')}: {str(p.get('error'))[:80]})" for p in retried)
         print(f"[vitcore] --resume: measuring again {len(retried)} point(s) that ended in error or timeout: {names}",
               file=sys.stderr)
+    return True
 
 
 def check_train(args, cfg: RunConfig) -> None:
@@ -199,6 +216,10 @@ def _common(args) -> None:
     if args.model is not None:
         _choices("--model", [args.model], PRESETS)
     _choices("--device", [args.device], DEVICES)
+
+
+def check_device(device: str) -> None:
+    _choices("--device", [device], DEVICES)
 
 
 def _choices(flag: str, values, valid) -> None:

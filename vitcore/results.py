@@ -209,6 +209,53 @@ def prepare_resume(path) -> tuple[list[BadLine], list[dict]]:
     return bad, retried
 
 
+# --- what --resume may reuse -----------------------------------------------------------------------
+RUN_NAME = "run.json"  # OUT/run.json: the code and settings that measured OUT/points.jsonl
+STALE_SUFFIX = ".stale"
+
+
+def code_version() -> str:
+    """The commit that measures (env.git_sha: VITCORE_GIT_SHA, else `git rev-parse`, "-dirty" with
+    uncommitted edits). Uncommitted edits themselves are not compared: the reuse line says so."""
+    from vitcore.env import git_sha  # a subprocess, no torch
+
+    return git_sha()
+
+
+def reuse_decision(out, run: dict) -> tuple[bool, str]:
+    """Whether a run described by `run` ({"code", "date", "settings"}) may reuse the finished points in
+    OUT: only when OUT/run.json names the same code and settings. Returns (reuse, the line saying so
+    or why not; empty where OUT holds no points)."""
+    out = Path(out)
+    n = len(finished_keys(out / "points.jsonl"))
+    if not (out / "points.jsonl").exists():
+        return True, ""
+    try:
+        old = json.loads((out / RUN_NAME).read_text())
+        code, date, settings = old["code"], old["date"], old["settings"]
+    except FileNotFoundError:
+        return False, f"{out} has no {RUN_NAME} naming the code and settings that measured its points"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return False, f"{out / RUN_NAME} is not a vitcore run record"
+    if code != run["code"]:
+        return False, f"its points were measured by code {code} ({date}); this is {run['code']}"
+    diffs = [f"{k} {settings.get(k)!r} then, {v!r} now" for k, v in run["settings"].items() if settings.get(k) != v]
+    if diffs:
+        return False, f"its points ({code}, {date}) were measured with other settings: {'; '.join(diffs)}"
+    dirty = "; uncommitted edits are not compared" if code.endswith("-dirty") else ""
+    return True, f"reusing {n} point{'s' if n != 1 else ''} from {out} ({code}, {date}{dirty})"
+
+
+def start_fresh(out) -> Path | None:
+    """Move OUT/points.jsonl aside (to points.jsonl.stale, replacing an older one); returns where."""
+    path = Path(out) / "points.jsonl"
+    if not path.exists():
+        return None
+    stale = path.with_name(path.name + STALE_SUFFIX)
+    os.replace(path, stale)
+    return stale
+
+
 # --- the --out lock ---------------------------------------------------------------------------------
 _HELD: dict[str, tuple[int, Path]] = {}
 

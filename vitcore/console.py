@@ -1,0 +1,166 @@
+"""The bench's console: one line per finished point, a bar that advances per point with an ETA, a
+closing summary; third-party warnings go to OUT/bench.log (and also to the console with --verbose).
+
+Workers append their points to OUT/points.jsonl as each finishes; the parent learns of them by
+reading that file (a thread polls it while a group runs), so the line appears when the point is
+written, not when its group ends. Worker processes write their stdout and stderr into the log file
+(vitcore.launch.WorkerOutput); the parent's own Python warnings (colossalai's import-time "install
+apex", "tensornvme", ...) are routed there by `WarningLog`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from vitcore import points
+from vitcore import results as res
+
+LOG_NAME = "bench.log"
+POLL_S = 0.5
+
+
+def log_path(out_dir) -> Path:
+    return Path(out_dir) / LOG_NAME
+
+
+class WarningLog:
+    """Python warnings of this process go to OUT/bench.log (appended; also to stderr when verbose).
+    Until `attach` names the folder (once the run has claimed it) they are held in memory, so that a
+    run refused before it starts leaves no log behind."""
+
+    def __init__(self, *, verbose: bool):
+        self.verbose = verbose
+        self.path: Path | None = None
+        self.held: list[str] = [f"--- vitcore run (pid {os.getpid()}) at "
+                                f"{_dt.datetime.now().isoformat(timespec='seconds')}: {' '.join(sys.argv)}\n"]
+        self._console = warnings.showwarning
+        warnings.showwarning = self._show
+
+    def _show(self, message, category, filename, lineno, file=None, line=None):
+        self._write(warnings.formatwarning(message, category, filename, lineno, line))
+        if self.verbose:
+            self._console(message, category, filename, lineno, file, line)
+
+    def _write(self, text: str) -> None:
+        if self.path is None:
+            self.held.append(text)
+            return
+        with open(self.path, "a") as f:
+            f.write(text)
+
+    def attach(self, out_dir) -> Path:
+        self.path = log_path(out_dir)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        held, self.held = self.held, []
+        self._write("".join(held))
+        return self.path
+
+
+def label(p) -> str:
+    """'torch_ddp fp32 bs32' (plus the world size, profile and variant where not the default)."""
+    get = p.get if isinstance(p, dict) else (lambda k, d=None: getattr(p, k, d))
+    parts = [get("plugin"), get("precision") or "", f"bs{get('batch_size')}"]
+    if (get("world_size") or 1) > 1:
+        parts.append(f"ws{get('world_size')}")
+    if get("profile") not in (None, "fast"):
+        parts.append(get("profile"))
+    if get("variant"):
+        parts.append(get("variant"))
+    return " ".join(x for x in parts if x)
+
+
+def point_line(p: dict, seconds: float) -> str:
+    """`torch_ddp fp32 bs32: 228 img/s ±12%, 2.1 GiB, 41 s`; ± is half the windows' (max - min) / median
+    (the report's spread); GiB is peak tensor memory where measured (a GPU)."""
+    if p.get("status") != "ok":
+        why = (p.get("error") or "").splitlines()[-1][:120] if p.get("status") == "error" else ""
+        return f"{label(p)}: {p.get('status')}{f' ({why})' if why else ''}, {seconds:.0f} s"
+    parts = [f"{p['images_per_s']:.4g} img/s" + (f" ±{p['spread'] / 2:.0%}" if p.get("spread") is not None else "")]
+    if p.get("peak_mem_allocated_gib") is not None:
+        parts.append(f"{p['peak_mem_allocated_gib']:.1f} GiB")
+    parts.append(f"{seconds:.0f} s")
+    return f"{label(p)}: {', '.join(parts)}"
+
+
+def duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+class Progress:
+    """Reports each planned point once, as it appears in the results file."""
+
+    def __init__(self, path, planned: list[tuple], *, stream=None, bar: bool | None = None):
+        self.path = Path(path)
+        self.stream = stream or sys.stderr
+        self.planned = set(planned)
+        self.total = len(self.planned)
+        self.seen = {points.key(p) for p in res.read_points(self.path)} & self.planned
+        self.done = 0
+        self.start = self.last = time.monotonic()
+        self.lock = threading.Lock()
+        use_bar = self.stream.isatty() if bar is None else bar
+        self.bar = None
+        if use_bar and self.total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit="point", desc="bench", file=self.stream, leave=False)
+        self._stop = threading.Event()
+        self._thread = None
+
+    def group_started(self) -> None:
+        with self.lock:
+            self.last = time.monotonic()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="vitcore-progress")
+        self._thread.start()
+
+    def group_ended(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.poll()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLL_S):
+            self.poll()
+
+    def poll(self) -> None:
+        with self.lock:
+            for p in res.read_points(self.path):
+                k = points.key(p)
+                if k in self.planned and k not in self.seen:
+                    self.seen.add(k)
+                    self._report(p)
+
+    def _report(self, p: dict) -> None:
+        now = time.monotonic()
+        self.done += 1
+        line = f"[{self.done}/{self.total}] {point_line(p, now - self.last)}"
+        self.last = now
+        left = self.total - self.done
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+            self.bar.update(1)
+        else:  # no bar (not a terminal): the line carries the ETA
+            eta = (now - self.start) / self.done * left
+            print(line + (f" (ETA {duration(eta)})" if left else ""), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summary(rows: list[dict], reused: int, seconds: float, out_dir) -> str:
+    """The closing line: points by status, time, and where the log and the results are."""
+    counts = {s: sum(p.get("status") == s for p in rows) for s in ("ok", "oom")}
+    counts["error"] = len(rows) - counts["ok"] - counts["oom"]
+    status = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "ok")
+    return (f"[vitcore] bench done in {duration(seconds)}: {len(rows) - reused} measured, {reused} reused "
+            f"({status}); results {Path(out_dir) / 'points.jsonl'}, third-party output {log_path(out_dir)}")
