@@ -7,10 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from vitcore import ConfigError, analysis, budgets, report
+from vitcore import ConfigError, analysis, budgets, gating, report
 from vitcore.points import key as point_key
 from vitcore.results import load, read_points
 
@@ -86,32 +87,98 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def test_report_renders_in_headless_chromium(bench_dir, tmp_path):
+# The probe is the test's, not the report's: after load it measures the laid-out page at 1400x900
+# and writes what it saw into the DOM, which --dump-dom prints.
+PROBE = """<script>window.addEventListener('load', () => {
+  const box = el => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const figs = [...document.querySelectorAll('figure.chart')];
+  const out = {window: [window.outerWidth, window.outerHeight], width: window.innerWidth, height: window.innerHeight,
+    page_width: document.documentElement.scrollWidth,
+    summary: box(document.getElementById('summary-table')),
+    verdict_head: box(document.querySelector('#points th.verdict')),
+    verdict_cells: [...document.querySelectorAll('#points td.verdict')].map(box),
+    points_box: box(document.querySelector('#points').parentElement),
+    charts: figs.map(f => ({xlabels: JSON.parse(f.dataset.xlabels), ylabels: JSON.parse(f.dataset.ylabels),
+      axes: JSON.parse(f.dataset.axes), legend: JSON.parse(f.dataset.legend),
+      decoded: f.querySelector('img').complete && f.querySelector('img').naturalWidth > 100})),
+    rows: document.querySelectorAll('#points tbody tr').length,
+    banner: !!document.getElementById('cpu-banner')};
+  const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def _render(report_html, tmp_path) -> dict:
+    """What headless Chromium laid out for a report at a 1400x900 window (the probe's JSON)."""
     browser = _chromium()
     if not browser:
         pytest.skip("needs Chromium (Debian package `chromium`; .ci/run installs it)")
-    # The probe is the test's, not the report's: after load it records what Chromium decoded.
-    probe = """<script>window.addEventListener('load', () => {
-      const imgs = [...document.querySelectorAll('img.chart')];
-      document.body.setAttribute('data-charts', imgs.length);
-      document.body.setAttribute('data-charts-ok', imgs.filter(i => i.complete && i.naturalWidth > 100).length);
-      document.body.setAttribute('data-rows', document.querySelectorAll('#points tbody tr').length);
-    });</script>"""
-    page = tmp_path / "report.html"
-    page.write_text((bench_dir / "report.html").read_text().replace("</body>", probe + "</body>"))
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+    import html as html_mod
     import re
 
-    attrs = dict(re.findall(r'data-(charts|charts-ok|rows)="(\d+)"', dom))
-    assert attrs, f"no probe result in the DOM: {dom[:500]}"
-    # throughput and fine-tuning on a CPU; on a GPU also allocated and reserved memory
-    assert int(attrs["charts"]) == page.read_text().count("<img class='chart'") >= 2
-    assert attrs["charts-ok"] == attrs["charts"], "a chart did not render"
-    assert int(attrs["rows"]) == len(read_points(bench_dir / "points.jsonl"))
+    page = tmp_path / "probed.html"
+    page.write_text(report_html.replace("</body>", PROBE + "</body>"))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+                          "--window-size=1400,900", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, f"no probe result in the DOM: {dom[:500]}"
+    return json.loads(html_mod.unescape(found.group(1)))
+
+
+def _assert_readable_at_1400x900(seen, n_points):
+    # a 1400x900 window; its viewport (what the first screen shows) is that less the browser's own bars,
+    # so "in the first screen" is checked against the smaller, visible height
+    assert seen["window"] == [1400, 900] and seen["width"] == 1400 and 600 < seen["height"] <= 900
+    assert seen["page_width"] <= seen["width"], "the page scrolls sideways: something overflows its box"
+    left, top, right, bottom = seen["summary"]
+    assert 0 <= top and bottom <= seen["height"], f"summary table not in the first screen: {seen['summary']}"
+    assert seen["rows"] == len(seen["verdict_cells"]) == n_points
+    assert seen["points_box"][2] <= seen["width"], "the points table's box is wider than the window"
+    for l_, _, r_, _ in [seen["verdict_head"]] + seen["verdict_cells"]:
+        assert 0 <= l_ and r_ <= seen["width"], "the verdict column lies outside the window's width"
+    assert seen["charts"], "no chart"
+    for chart in seen["charts"]:
+        assert chart["decoded"], "a chart did not render"
+        assert chart["xlabels"] and all(chart["xlabels"]) and all(chart["ylabels"]), chart
+        lx0, ly0, lx1, ly1 = chart["legend"]
+        assert lx1 > lx0 and ly1 > ly0, "a chart without a legend"
+        for x0, y0, x1, y1 in chart["axes"]:  # the legend's box overlaps no plotting area
+            assert lx0 >= x1 or lx1 <= x0 or ly0 >= y1 or ly1 <= y0, chart
+
+
+def test_cpu_report_reads_at_1400x900_in_headless_chromium(bench_dir, tmp_path):
+    seen = _render((bench_dir / "report.html").read_text(), tmp_path)
+    _assert_readable_at_1400x900(seen, len(read_points(bench_dir / "points.jsonl")))
+    assert seen["banner"]
+    # throughput and fine-tuning on a CPU, each labelled for a CPU; no memory chart (not measured)
+    assert [c["ylabels"][0] for c in seen["charts"]][:1] == ["images/s per process (CPU)"]
+    assert not any("GiB" in label for c in seen["charts"] for label in c["ylabels"])
+    assert len(seen["charts"]) == 2
+
+
+# the 84-point H100 matrix (its dated folder under reports/h100) and the gate's H100 record
+H100_REPORTS = {"h100-matrix": ("reports/h100", "**/points.jsonl"),
+                "h100-gate-record": ("reports/h100-gate/2026-11-25-a5d47fc", "record/points.jsonl")}
+
+
+@pytest.mark.parametrize("which", H100_REPORTS)
+def test_committed_h100_report_reads_at_1400x900_in_headless_chromium(which, tmp_path):
+    folder, pattern = H100_REPORTS[which]
+    found = sorted(Path(folder).glob(pattern))
+    assert found, f"no committed H100 points under {folder} ({pattern})"
+    points_file = found[0]
+    # rendered afresh into tmp_path with their verdicts against the committed budgets, as `vitcore report` does
+    rows = analysis.enrich(load(points_file))
+    verdicts, notes, _ = gating.budget_verdicts("fixtures/budgets", rows)
+    page = report.write_all(tmp_path / "r", rows, verdicts=verdicts, notes=notes)
+    seen = _render(page.read_text(), tmp_path)
+    _assert_readable_at_1400x900(seen, len(load(points_file)))
+    assert not seen["banner"]
+    assert all(label in ("images/s per GPU", "GiB per GPU", "cross-entropy loss", "accuracy")
+               for c in seen["charts"] for label in c["ylabels"])
 
 
 def test_kill_then_resume_measures_each_point_once(tmp_path):
@@ -268,3 +335,115 @@ def test_update_budgets_records_what_this_run_measured_and_what_the_file_lacks(b
     recorded = sorted(ln.split("|bs")[1].split()[0] for ln in p.stdout.splitlines() if ln.startswith("[vitcore] budget"))
     # bs4 is new; of the resumed bs8 and bs16, only the one without a budget (an interrupted recording)
     assert recorded == sorted({"4", "8", "16"} - {str(resumed[0]["batch_size"])}), p.stdout
+
+
+def _synthetic(plugin, images_per_s, *, bs=32, spread=0.02, gpu="NVIDIA H100 80GB HBM3", mem=None, family=None,
+               status="ok"):
+    """A finished point as the bench records it (only the fields the summary and charts read)."""
+    windows = [images_per_s * (1 - spread / 2), images_per_s, images_per_s * (1 + spread / 2)]
+    return {"plugin": plugin, "family": family or plugin, "precision": "bf16", "profile": "fast", "variant": "",
+            "model": "vit-base", "world_size": 1, "batch_size": bs, "status": status, "test": "performance",
+            "images_per_s": images_per_s if status == "ok" else None,
+            "images_per_s_windows": windows if status == "ok" else None,
+            "spread": spread if status == "ok" else None, "gpu_name": gpu, "gpu_count": 1 if gpu else 0,
+            "device": gpu or "cpu (x86_64, 2 cores)", "peak_mem_allocated_gib": mem,
+            "peak_mem_reserved_gib": mem and mem * 1.2, "mfu": 0.1 if gpu else None,
+            "steps": 10, "repeats": 5, "warmup": 3, "min_window_s": 0.3, "command": "vitcore bench --profile fast",
+            "error": "CUDA out of memory" if status != "ok" else None}
+
+
+def _gpu_run():
+    return [_synthetic("reference_compiled", 1000.0, family="reference", mem=5.0),
+            _synthetic("torch_ddp", 800.0, mem=6.0), _synthetic("torch_fsdp", 950.0, mem=4.0),
+            _synthetic("gemini", 300.0, mem=2.5, family="gemini"),
+            _synthetic("torch_ddp", 1500.0, bs=128, mem=12.0), _synthetic("gemini", 600.0, bs=128, mem=5.0),
+            _synthetic("torch_fsdp", 0.0, bs=128, status="oom")]
+
+
+def test_summary_names_the_fastest_and_the_leanest_plugin_per_batch_size():
+    points = analysis.enrich(_gpu_run())
+    verdicts = {point_key(points[1]): "throughput regressed (-9.0%); memory pass (+0.0%)",
+                point_key(points[2]): "throughput pass (+1.0%); memory pass (+0.0%)"}
+    s = analysis.summary(points, verdicts, point_key)
+    by_bs = {r["batch_size"]: r for r in s["rows"]}
+    # the reference is faster still, but it is no plugin
+    assert by_bs[32]["fastest"]["plugin"] == "torch_fsdp" and by_bs[32]["leanest"]["plugin"] == "gemini"
+    assert by_bs[128]["fastest"]["plugin"] == "torch_ddp" and by_bs[128]["leanest"]["plugin"] == "gemini"
+    assert s["counts"] == {"pass": 1, "regressed": 2, "improved": 0, "inconclusive": 0, "no budget": 4}
+    assert s["failures"] == ["torch_ddp bf16 fast bs32: throughput regressed (-9.0%)",
+                             "torch_fsdp bf16 fast bs128: oom: CUDA out of memory"]
+    page = report.html_report(points, verdicts=verdicts)
+    head = page.split("<section id='summary'>")[1].split("</section>")[0]
+    assert "<b>torch_fsdp</b> bf16 fast: 950 img/s, 4.00 GiB, 0.95x the reference_compiled, MFU 10.0%" in head
+    assert "1 pass, 2 regressed, 0 improved, 0 inconclusive, 4 no budget" in head
+    assert page.index("<section id='summary'>") < page.index("<h2>Charts</h2>") < page.index("id=\"points\"")
+
+
+def test_cpu_banner_on_a_cpu_run_only_and_labels_that_say_cpu():
+    gpu = analysis.enrich(_gpu_run())
+    cpu = [p | {"gpu_name": None, "gpu_count": 0, "device": "cpu (x86_64, 2 cores)", "peak_mem_allocated_gib": None,
+                "peak_mem_reserved_gib": None,
+                "mfu": None} for p in gpu]
+    assert analysis.is_cpu_run(cpu) and not analysis.is_cpu_run(gpu)
+    assert "id='cpu-banner'" in report.html_report(cpu) and "say nothing about" in report.html_report(cpu)
+    assert "id='cpu-banner'" not in report.html_report(gpu)
+    from vitcore import charts
+
+    assert charts.axis_labels(cpu, "images_per_s") == ("batch size per process (CPU run)", "images/s per process (CPU)")
+    assert charts.axis_labels(gpu, "images_per_s") == ("batch size per GPU", "images/s per GPU")
+    # memory charts only where memory was measured: none on the CPU run, two on the GPU run
+    titles = [c.title for c in charts.report_charts(cpu, None, None)]
+    assert titles == ["Throughput"]
+    assert [c.title for c in charts.report_charts(gpu, None, None)] == [
+        "Throughput", "Peak memory, allocated", "Peak memory, reserved"]
+
+
+def test_charts_tick_at_the_measured_sizes_with_the_legend_outside_and_the_reference_dashed_black():
+    from vitcore import charts
+
+    chart = charts.chart_vs_batch(analysis.enrich(_gpu_run()), "images_per_s", "Throughput")
+    assert chart.legend_outside and chart.xlabels == ["batch size per GPU"] and chart.ylabels == ["images/s per GPU"]
+    lx0, _, _, _ = chart.legend
+    assert lx0 >= chart.axes[0][2]  # right of the plotting area
+    ref = charts._style([_synthetic("reference_compiled", 1.0, family="reference")], 0, [])
+    assert (ref["color"], ref["ls"]) == ("black", "--")
+    fams = ["gemini", "torch_ddp"]
+    a, b = (charts._style([_synthetic(n, 1.0)], i, fams) for i, n in enumerate(fams))
+    assert a["marker"] != b["marker"] and a["color"] != b["color"]
+
+
+def test_cpu_run_flags_noisy_points_and_keeps_them_out_of_the_derived_tables():
+    limit = analysis.CPU_SPREAD_LIMIT
+    quiet = _synthetic("torch_ddp", 100.0, gpu=None, spread=limit / 2)
+    noisy = _synthetic("hybrid_parallel", 900.0, gpu=None, spread=limit * 20)
+    twin = _synthetic("bare_torch_ddp", 120.0, gpu=None, spread=limit * 3, family="reference") | {
+        "mirrors": "torch_ddp", "fused_optimizer": analysis.option(quiet, "fused_optimizer"), "profile": "reference"}
+    points = analysis.enrich([quiet, noisy, twin])
+    kept, flagged = analysis.split_noisy(points)
+    assert [p["plugin"] for p in flagged] == ["hybrid_parallel", "bare_torch_ddp"]
+    # the noisy point is the faster one; the summary names only the quiet one
+    assert analysis.summary(points, {}, point_key)["rows"][0]["fastest"]["plugin"] == "torch_ddp"
+    assert analysis.harness_rows(points) and not analysis.harness_rows(kept)  # a noisy twin: no overhead figure
+    page = report.html_report(points)
+    assert f"spread at or over {limit:.0%}" in page
+    noisy_list = page.split("<ul id='noisy'>")[1].split("</ul>")[0]
+    assert [li.split(":")[0] for li in noisy_list.replace("</li>", "").split("<li>")[1:]] == [
+        "hybrid_parallel bf16 fast bs32", "bare_torch_ddp bf16 reference bs32"]
+    assert "<h2>Harness overhead over a bare hand-written loop</h2>" not in page
+    assert "harness overhead torch_ddp" not in page  # nor its target line
+    assert "<h2>Harness overhead over a bare hand-written loop</h2>" in report.html_report(
+        [p | {"gpu_name": "NVIDIA H100 80GB HBM3"} for p in points])  # on a GPU nothing is left out
+    assert page.count("<tr class='point noisy'>") == 2 and "(too noisy)" in page
+
+
+def test_environment_section_states_the_run_parameters_and_the_command_once():
+    page = report.html_report(analysis.enrich(_gpu_run()))
+    env = page.split("<table id='environment'>")[1].split("</table>")[0]
+    for label, value in (("optimizer steps per window", "10"), ("timed windows per process", "5"),
+                         ("warm-up steps", "3"), ("minimum window (s)", "0.3"), ("profile", "fast"),
+                         ("command line", "vitcore bench --profile fast")):
+        assert f"<th>{label}</th><td>{value}</td>" in env
+    assert env.count("NVIDIA H100 80GB HBM3") == 1  # the device once (gpu_name is no second row)
+    head = page.split("<table id=\"points\">")[1].split("</thead>")[0]
+    assert head.startswith("<thead><tr><th class='verdict'>verdict</th>")
+    assert "<th>batch size</th>" in head and "<th>images/s</th>" in head and "batch_size" not in head

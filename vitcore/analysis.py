@@ -133,7 +133,8 @@ def targets(points: list[dict], batch_size: int = 128) -> list[str]:
         best = max(plugins_, key=lambda p: p["images_per_s"])
         out.append(f"fastest plugin point: {best['plugin']} {best['precision']} {best['profile']} bs{best['batch_size']} "
                    f"{best['images_per_s']:.0f} img/s = {best['ratio_to_reference_compiled']:.2f}x the compiled "
-                   f"reference (target {t['fastest_vs_compiled_reference']:.2f}x), MFU {best['mfu']:.1%} "
+                   f"reference (target {t['fastest_vs_compiled_reference']:.2f}x), MFU "
+                   f"{format(best['mfu'], '.1%') if best.get('mfu') is not None else 'not measured (no GPU peak)'} "
                    f"(target {t['fastest_mfu']:.0%})")
     at = {(p["plugin"], p["profile"]): p for p in ok if p["batch_size"] == batch_size}
     for (plugin, prof), p in sorted(at.items()):
@@ -184,3 +185,73 @@ def scaling_rows(points: list[dict]) -> list[dict]:
                      "peak_mem_allocated_gib": p.get("peak_mem_allocated_gib"),
                      "one_gpu_peak_mem_allocated_gib": one.get("peak_mem_allocated_gib") if one else None})
     return rows
+
+
+# --- what a reader needs first --------------------------------------------------------------------
+# A CPU run's derived tables use only points whose windows agree within this spread ((max - min) /
+# median of the windows' images/s); on a loaded 2-core machine spreads reach 2,000%, and a ratio of
+# two such numbers is noise. The rest are listed as too noisy.
+CPU_SPREAD_LIMIT = 0.10
+VERDICT_OUTCOMES = ("pass", "regressed", "improved", "inconclusive", "no budget")
+
+
+def is_cpu_run(points: list[dict]) -> bool:
+    """No measured point names a GPU: a CPU smoke test."""
+    measured = [p for p in perf_points(points) if p.get("status") == "ok"] or perf_points(points)
+    return bool(measured) and not any(p.get("gpu_name") for p in measured)
+
+
+def split_noisy(points: list[dict], limit: float = CPU_SPREAD_LIMIT) -> tuple[list[dict], list[dict]]:
+    """(points kept for derived tables, finished performance points whose spread is at or over
+    `limit`, or unknown). Rows that are not throughput points (parity, failures) are kept."""
+    kept, noisy = [], []
+    for p in points:
+        timed = bool(perf_points([p])) and p.get("status") == "ok"
+        (noisy if timed and (p.get("spread") is None or p["spread"] >= limit) else kept).append(p)
+    return kept, noisy
+
+
+def verdict_outcome(cell: str | None) -> str:
+    """One word for a point's report cell (budgets.verdict_cell): its worst metric's outcome; a
+    point that did not finish counts as regressed."""
+    if not cell or cell == "no budget":
+        return "no budget"
+    for outcome in ("regressed", "inconclusive", "improved", "pass"):
+        if outcome in cell:
+            return outcome
+    return "regressed"  # "status oom"/"status error": budgets.judge's verdict on an unfinished point
+
+
+def _best(points, metric, pick):
+    have = [p for p in points if p.get(metric) is not None]
+    return pick(have, key=lambda p: p[metric]) if have else None
+
+
+def summary(points: list[dict], verdicts: dict, key) -> dict:
+    """The report's head: per batch size the fastest and the leanest plugin point (references and
+    bare loops aside; on a CPU only points under CPU_SPREAD_LIMIT), the verdict counts, and each
+    failure (a point that did not finish, or a regressed metric) as one line."""
+    cpu = is_cpu_run(points)
+    ok = [p for p in ok_points(points) if not p.get("variant") and p.get("family") != "reference"]
+    if cpu:
+        ok = split_noisy(ok)[0]
+    rows = []
+    for bs in sorted({p["batch_size"] for p in matrix_points(points)}):
+        at = [p for p in ok if p["batch_size"] == bs]
+        rows.append({"batch_size": bs, "fastest": _best(at, "images_per_s", max),
+                     "leanest": _best(at, "peak_mem_allocated_gib", min)})
+    counts = dict.fromkeys(VERDICT_OUTCOMES, 0)
+    failures = []
+    for p in perf_points(points):
+        cell = verdicts.get(key(p))
+        # a point that did not finish is regressed, budget or not (budgets.judge's rule for one that has)
+        outcome = verdict_outcome(cell) if p.get("status") == "ok" else "regressed"
+        counts[outcome] += 1
+        who = f"{p['plugin']} {p['precision']} {p.get('profile', '')} bs{p['batch_size']}"
+        if p.get("status") != "ok":
+            error = (p.get("error") or "").strip().splitlines()
+            failures.append(f"{who}: {p.get('status')}" + (f": {error[0]}" if error else ""))
+        elif outcome == "regressed":
+            worse = [part for part in cell.split("; ") if "regressed" in part or part.startswith("status")]
+            failures.append(f"{who}: {'; '.join(worse or [cell])}")
+    return {"cpu": cpu, "rows": rows, "counts": counts, "failures": failures}

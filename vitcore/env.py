@@ -6,7 +6,9 @@ import datetime as _dt
 import os
 import platform
 import re
+import shlex
 import subprocess
+import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -73,7 +75,17 @@ def environment() -> dict:
         "git_sha": git_sha(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "peak_bf16_tflops": (peak_flops(gpu) or 0) / 1e12 or None,
+        "command": command_line(),
     }
+
+
+def command_line() -> str:
+    """The command that started this process (spawned workers inherit the parent's argv), with
+    the suite's own entry points spelled as the user types them."""
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if sys.argv and Path(sys.argv[0]).parent.name == "vitcore" and prog in ("cli.py", "__main__.py"):
+        prog = "python -m vitcore.cli" if prog == "cli.py" else "python -m vitcore"
+    return " ".join([prog] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
 def _driver() -> str | None:

@@ -83,19 +83,19 @@ FIELDS: list[Field] = [
     Field(name="precision", console=6, short="prec", unit="", description="fp32, fp16 or bf16 training", identity=True, table=True),
     Field(name="profile", unit="", description="fast (tuned settings) or study (the original study's)",
           identity=True, table=True),
-    Field(name="variant", unit="", description="the option changed from the profile (ablation, --option); empty: none",
+    Field(name="variant", header="option changed", unit="", description="the option changed from the profile (ablation, --option); empty: none",
           identity=True, default="", table=True),
     Field(name="model", unit="", description="model preset (vit-base: ViT-B/16 at 224 px)", identity=True,
           default="vit-base", table=True),
-    Field(name="world_size", kind=int, unit="GPUs", description="processes (one GPU each) in the process group",
+    Field(name="world_size", header="world size", kind=int, unit="GPUs", description="processes (one GPU each) in the process group",
           identity=True, default=1, table=True),
-    Field(name="batch_size", kind=int, console=5, short="bs", unit="images", description="images per step per data-parallel rank",
+    Field(name="batch_size", header="batch size", kind=int, console=5, short="bs", unit="images", description="images per step per data-parallel rank",
           identity=True, table=True),
     Field(name="status", unit="", description="ok, oom (a result: the batch does not fit) or error", table=True),
     # measured
-    Field(name="images_per_s", console=10, short="img/s", unit="images/s", description="median over timed windows of images per second per GPU",
+    Field(name="images_per_s", header="images/s", console=10, short="img/s", unit="images/s", description="median over timed windows of images per second per GPU",
           fmt=".1f", table=True, gate=THROUGHPUT),
-    Field(name="ratio_to_reference", unit="x", description="images/s over the plain-PyTorch reference's at the "
+    Field(name="ratio_to_reference", header="× reference", unit="x", description="images/s over the plain-PyTorch reference's at the "
           "same model and batch size in the same run (compiled where measured, else eager)",
           fmt=".2f", suffix="x", table=True, derived=True),
     Field(name="reference", unit="", description="which reference ratio_to_reference divides by", derived=True),
@@ -110,29 +110,29 @@ FIELDS: list[Field] = [
           "processes pooled", csv=False),
     Field(name="images_per_s_process_medians", unit="images/s", description="the median images/s of each "
           "process: the throughput gate's samples (processes, not windows, are independent)", csv=False),
-    Field(name="device_ms_per_step", unit="ms", description="sum of GPU kernel durations per step (copies apart), "
+    Field(name="device_ms_per_step", header="device ms/step", unit="ms", description="sum of GPU kernel durations per step (copies apart), "
           "profiled over a short window after the timed ones; the host cannot perturb it", fmt=".2f",
           table=True, console=9, short="dev ms", gate=DEVICE_TIME),
     Field(name="copy_ms_per_step", unit="ms", description="host<->device copies and memsets per step in that "
           "window: they depend on the host, so they are shown, not gated", fmt=".2f"),
-    Field(name="launches_per_step", unit="launches", description="GPU kernels, copies and memsets per step in "
+    Field(name="launches_per_step", header="launches/step", unit="launches", description="GPU kernels, copies and memsets per step in "
           "that window; changes only when the code does", fmt=".1f", table=True, gate=LAUNCHES),
-    Field(name="host_ms_per_step", unit="ms", description="median wall ms per step minus device ms per step: "
+    Field(name="host_ms_per_step", header="host ms/step", unit="ms", description="median wall ms per step minus device ms per step: "
           "Python, kernel launches and waits on the host", fmt=".2f", table=True),
-    Field(name="peak_mem_allocated_gib", console=11, short="alloc GiB", unit="GiB", description="peak memory held by tensors, whole run "
+    Field(name="peak_mem_allocated_gib", header="peak allocated GiB", console=11, short="alloc GiB", unit="GiB", description="peak memory held by tensors, whole run "
           "(warm-up included)", fmt=".3f", table=True),
-    Field(name="peak_mem_reserved_gib", unit="GiB", description="peak memory held by the caching allocator, "
+    Field(name="peak_mem_reserved_gib", header="peak reserved GiB", unit="GiB", description="peak memory held by the caching allocator, "
           "whole run", fmt=".3f", table=True),
     Field(name="steady_mem_allocated_gib", unit="GiB", description="peak tensor memory over the timed windows "
           "only (reproduces to the byte; what budgets compare)", fmt=".3f", csv=False,
           gate=Gate(fallback="peak_mem_allocated_gib", **_MEM)),
     Field(name="steady_mem_reserved_gib", unit="GiB", description="peak allocator memory over the timed windows "
           "only", fmt=".3f", csv=False, gate=Gate(fallback="peak_mem_reserved_gib", **_MEM)),
-    Field(name="mem_lower_bound_gib", unit="GiB", description="model states at the plugin's precisions and "
+    Field(name="mem_lower_bound_gib", header="memory lower bound GiB", unit="GiB", description="model states at the plugin's precisions and "
           "sharding plus activations (vitcore.memory): no run can need less", fmt=".3f", table=True, derived=True),
-    Field(name="mfu", console=7, short="MFU", unit="", description="model FLOP utilisation: images/s x training FLOPs per image / the "
+    Field(name="mfu", header="MFU", console=7, short="MFU", unit="", description="model FLOP utilisation: images/s x training FLOPs per image / the "
           "GPU's dense bf16 peak", fmt=".1%", table=True),
-    Field(name="gpu_busy", unit="", description="GPU kernel time / wall time over 5 profiled steps (--trace); "
+    Field(name="gpu_busy", header="GPU busy", unit="", description="GPU kernel time / wall time over 5 profiled steps (--trace); "
           "low: the host limits the step", fmt=".1%", table=True),
     # how it was measured
     Field(name="repeats", kind=int, unit="windows", description="timed windows per process", provenance=True),
@@ -142,6 +142,9 @@ FIELDS: list[Field] = [
           "--inject-host-pct) with its ms per step; such a point is never a budget"),
     Field(name="steps", kind=int, unit="steps", description="optimizer steps per timed window", provenance=True),
     Field(name="warmup", kind=int, unit="steps", description="untimed steps before the windows", provenance=True),
+    Field(name="min_window_s", unit="s", description="shortest timed window (--min-window): more steps per window "
+          "where a window would be shorter", provenance=True),
+    Field(name="command", unit="", description="the command line that measured the point", provenance=True),
     # where it was measured
     Field(name="device", unit="", description="GPU model, or the CPU", provenance=True),
     Field(name="driver", unit="", description="NVIDIA driver version", csv=False, provenance=True),

@@ -6,18 +6,13 @@ from vitcore.analysis; verdicts from vitcore.budgets. Nothing here computes a re
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
+import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
-
-from vitcore import analysis, budgets
+from vitcore import analysis, budgets, charts
 from vitcore import points as schema
 from vitcore.analysis import enrich, matrix_points
 from vitcore.results import write_atomic, write_atomic_bytes, write_json
@@ -151,62 +146,11 @@ def budget_table(points: list[dict], folder) -> str:
 
 
 # --- HTML ---------------------------------------------------------------------------------------
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _series(points, metric):
-    out = {}
-    for p in matrix_points(points):
-        if p.get("status") == "ok" and p.get(metric) is not None:
-            out.setdefault(f"{p['plugin']} {p['precision']} {p.get('profile', '')}".strip(), []).append(
-                (p["batch_size"], p[metric]))
-    return {k: sorted(v) for k, v in sorted(out.items())}
-
-
-def chart_vs_batch(points, metric, ylabel, title, baseline=None) -> str | None:
-    series = _series(points, metric)
-    if not series:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colors = plt.cm.tab20.colors
-    base_series = _series(baseline, metric) if baseline else {}
-    for i, (name, xy) in enumerate(series.items()):
-        line, = ax.plot(*zip(*xy, strict=True), marker="os^Dv"[i % 5], color=colors[i % 20], label=name)
-        old = base_series.get(name)
-        if old:
-            ax.plot(*zip(*old, strict=True), marker="x", ls="--", color=line.get_color(), alpha=0.6,
-                    label=f"{name} (baseline)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size per GPU")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    return _png(fig)
-
-
-def chart_finetune(history: dict) -> str | None:
-    epochs = [e for e in history.get("epochs", []) if e.get("epoch")]
-    if not epochs:
-        return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    x = [e["epoch"] for e in epochs]
-    a.plot(x, [e["train_loss"] for e in epochs], marker="o", label="train loss")
-    a.plot(x, [e["eval_loss"] for e in epochs], marker="o", label="eval loss")
-    a.set_xlabel("epoch")
-    a.legend()
-    a.set_title("loss")
-    b.plot(x, [e["eval_accuracy"] for e in epochs], marker="o", color="tab:green")
-    b.set_ylim(0, 1.02)
-    b.set_xlabel("epoch")
-    b.set_title("held-out accuracy")
-    fig.suptitle(f"fine-tuning: {history['plugin']} {history['precision']}, {history['model']}, "
-                 f"{history['dataset']}, weights {history['weights']}", fontsize=8)
-    return _png(fig)
+def chart_vs_batch(points, metric, ylabel=None, title="", baseline=None) -> str | None:
+    """A chart's PNG data URL (pytest-html embeds it); the axis labels follow the device kind, so
+    `ylabel` is ignored and kept only for callers that pass it."""
+    chart = charts.chart_vs_batch(points, metric, title, baseline)
+    return chart.src if chart else None
 
 
 def to_csv(points) -> str:
@@ -224,62 +168,68 @@ def _esc(v) -> str:
     return html.escape("" if v is None else str(v))
 
 
-ENV_ROWS = ("device", "gpu_name", "gpu_count", "driver", "torch", "cuda", "colossalai", "transformers", "python",
-            "git_sha", "date", "dataset", "weights")
+# (label, field) rows of the environment section; gpu_name is not one (the device row names the GPU)
+ENV_ROWS = (("device", "device"), ("GPUs", "gpu_count"), ("NVIDIA driver", "driver"), ("PyTorch", "torch"),
+            ("CUDA", "cuda"), ("Colossal-AI", "colossalai"), ("transformers", "transformers"), ("Python", "python"),
+            ("suite commit", "git_sha"), ("measured (UTC)", "date"), ("dataset", "dataset"), ("weights", "weights"))
+RUN_ROWS = (("profile", "profile"), ("optimizer steps per window", "steps"), ("timed windows per process", "repeats"),
+            ("warm-up steps", "warmup"), ("minimum window (s)", "min_window_s"), ("processes pooled", "processes"),
+            ("command line", "command"))
 SCALING_COLS = {"plugin": "plugin", "precision": "precision", "batch_size": "batch_size", "world_size": "world_size",
                 "images_per_s_per_gpu": "images_per_s", "efficiency": "spread",
                 "peak_mem_allocated_gib": "peak_mem_allocated_gib",
                 "one_gpu_peak_mem_allocated_gib": "peak_mem_allocated_gib"}  # column -> field whose format it takes
+CPU_BANNER = ("CPU run: timings on a CPU are a smoke test. They show that every plugin runs and what the code "
+              "does; they say nothing about how the plugins compare on GPUs. Derived tables use only points whose "
+              f"spread is under {analysis.CPU_SPREAD_LIMIT:.0%}.")
 
 
-def _charts(points, history, baseline) -> list[tuple[str, str | None]]:
-    """(title, PNG data URL or None) per chart: throughput and memory against batch size per profile."""
-    profiles = sorted({p.get("profile") for p in matrix_points(points)} - {"reference", None}) or [None]
-    charts = []
-    for prof in profiles:
-        sub = [p for p in points if prof is None or p.get("profile") in (prof, "reference")]
-        tag = f" ({prof} profile)" if prof and len(profiles) > 1 else ""
-        charts += [
-            (f"Throughput per GPU{tag}", chart_vs_batch(sub, "images_per_s", "images / s per GPU",
-                                                        f"throughput vs batch size{tag}", baseline)),
-            (f"Peak memory per GPU (allocated){tag}", chart_vs_batch(sub, "peak_mem_allocated_gib", "GiB",
-                                                                     f"peak allocated memory vs batch size{tag}", baseline)),
-            (f"Peak memory per GPU (reserved){tag}", chart_vs_batch(sub, "peak_mem_reserved_gib", "GiB",
-                                                                    f"peak reserved memory vs batch size{tag}", baseline)),
-        ]
-    if history:
-        charts.append(("Fine-tuning", chart_finetune(history)))
-    return charts
+def _values(points, name) -> str:
+    """A run's value of one field: one value, or each distinct value (a resumed or mixed run)."""
+    seen = list(dict.fromkeys(p[name] for p in points if p.get(name) not in (None, "")))
+    if len(seen) > 3 and len({type(v) for v in seen}) == 1:  # steps, dates: their range
+        return f"{min(seen)} to {max(seen)} ({len(seen)} values)"
+    return ", ".join(map(str, seen)) if seen else "not recorded"
 
 
 def _env_html(points, history) -> str:
-    env = next((p for p in points if p.get("torch")), {})
-    rows = "".join(f"<tr><th>{k}</th><td>{_esc(env.get(k))}</td></tr>" for k in ENV_ROWS)
+    perf = analysis.perf_points(points) or points
+    rows = [("Environment", ENV_ROWS), ("Run parameters", RUN_ROWS)]
+    out = "".join(f"<tr><th colspan='2' class='group'>{group}</th></tr>" + "".join(
+        f"<tr><th>{label}</th><td>{_esc(_values(perf, name))}</td></tr>" for label, name in fields)
+        for group, fields in rows)
     if history:
-        rows += f"<tr><th>fine-tuning data</th><td>{_esc(history.get('dataset'))}</td></tr>"
-        rows += f"<tr><th>fine-tuning weights</th><td>{_esc(history.get('weights'))}</td></tr>"
-    return rows
+        out += f"<tr><th>fine-tuning data</th><td>{_esc(history.get('dataset'))}</td></tr>"
+        out += f"<tr><th>fine-tuning weights</th><td>{_esc(history.get('weights'))}</td></tr>"
+    return f"<h2>Environment and run parameters</h2><table id='environment'>{out}</table>"
 
 
-def _points_html(points, verdicts) -> str:
+def _points_html(points, verdicts, noisy_keys=frozenset()) -> str:
+    """Every point; the verdict first (sticky) so it stays on screen while the table scrolls."""
     cols = schema.table_fields()
     body = []
     for p in points:
-        cells = "".join(f"<td>{_esc(f.format(p.get(f.name)))}</td>" for f in cols)
-        v = verdicts.get(schema.key(p), "no budget")
-        body.append(f"<tr class='point'>{cells}<td>{_esc(v)}</td></tr>")
-    return (f"<h2>Points ({len(points)})</h2>\n<table id=\"points\"><thead><tr>"
-            f"{''.join(f'<th>{f.title}</th>' for f in cols)}<th>verdicts (change)</th></tr></thead>\n"
-            f"<tbody>{''.join(body)}</tbody></table>")
+        k = schema.key(p)
+        cell = verdicts.get(k, "no budget")
+        flag = " (too noisy)" if k in noisy_keys else ""
+        cells = "".join(f"<td>{_esc(f.format(p.get(f.name)))}{flag if f.name == 'spread' else ''}</td>" for f in cols)
+        body.append(f"<tr class='point{' noisy' if flag else ''}'><td class='verdict'>"
+                    f"{_esc(analysis.verdict_outcome(cell))}</td>{cells}<td>{_esc(cell)}</td></tr>")
+    return (f"<h2>Points ({len(points)})</h2>\n<div class='scroll'><table id=\"points\"><thead><tr>"
+            f"<th class='verdict'>verdict</th>{''.join(f'<th>{f.title}</th>' for f in cols)}"
+            f"<th>verdict per metric (change against the budget)</th></tr></thead>\n"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _scaling_html(points) -> str:
-    scaling = analysis.scaling_rows(points)
-    if not scaling:
+def _scaling_html(points, all_points) -> str:
+    if not analysis.scaling_rows(all_points):
         return ""
+    scaling = analysis.scaling_rows(points)
+    head = "<h2>Scaling (per GPU, efficiency against one GPU of the same family)</h2>"
+    if not scaling:
+        return head + "<p id='scaling' class='noisy'>every multi-process point is too noisy (see below)</p>"
     fmt = {c: schema.get(f) for c, f in SCALING_COLS.items()}
-    return ("<h2>Scaling (per GPU, efficiency against one GPU of the same family)</h2><table id='scaling'><tr>"
-            + "".join(f"<th>{c}</th>" for c in SCALING_COLS) + "</tr>"
+    return (head + "<table id='scaling'><tr>" + "".join(f"<th>{c}</th>" for c in SCALING_COLS) + "</tr>"
             + "".join("<tr>" + "".join(f"<td>{_esc(fmt[c].format(r[c]))}</td>" for c in SCALING_COLS) + "</tr>"
                       for r in scaling) + "</table>")
 
@@ -296,6 +246,45 @@ def _analysis_html(points) -> str:
     return out
 
 
+def _noisy_html(noisy) -> str:
+    if not noisy:
+        return ""
+    items = "".join(f"<li>{_esc(p['plugin'])} {_esc(p['precision'])} {_esc(p.get('profile'))} bs{p['batch_size']}: "
+                    f"spread {_fmt(p.get('spread'), '.0%', 'unknown')}</li>" for p in noisy)
+    return (f"<h2>Too noisy for the derived tables ({len(noisy)})</h2><p>spread at or over "
+            f"{analysis.CPU_SPREAD_LIMIT:.0%}: left out of the targets, scaling and harness overhead</p>"
+            f"<ul id='noisy'>{items}</ul>")
+
+
+def _pick(p, what) -> str:
+    if not p:
+        return f"<td>{what}</td>"
+    ratio = p.get("ratio_to_reference")
+    return (f"<td><b>{_esc(p['plugin'])}</b> {_esc(p['precision'])} {_esc(p.get('profile'))}: "
+            f"{_fmt(p.get('images_per_s'), '.0f')} img/s, {_fmt(p.get('peak_mem_allocated_gib'), '.2f', 'n/a')} GiB, "
+            + (f"{_times(ratio)} the {_esc(p.get('reference'))}" if ratio else "no reference in this run")
+            + f", MFU {_fmt(p.get('mfu'), '.1%', 'n/a')}</td>")
+
+
+def summary_html(points, verdicts) -> str:
+    """The conclusion first: per batch size the fastest and the leanest plugin, the verdict counts,
+    each failure in one line (vitcore.analysis.summary)."""
+    s = analysis.summary(points, verdicts, schema.key)
+    none = "no point quiet enough" if s["cpu"] else "none measured"
+    lean_none = "memory is not measured on a CPU" if s["cpu"] else "none measured"
+    rows = "".join(f"<tr><th>bs {r['batch_size']}</th>{_pick(r['fastest'], none)}{_pick(r['leanest'], lean_none)}</tr>"
+                   for r in s["rows"])
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in s["counts"].items())
+    if s["counts"]["no budget"]:
+        counts += (" (no budget: this device has no budget entry for the point, so nothing judged it; "
+                   "`vitcore bench --update-budgets DIR` records one, `--compare FILE` judges against a run)")
+    failures = "".join(f"<li>{_esc(f)}</li>" for f in s["failures"]) or "<li>none</li>"
+    return (f"<section id='summary'><h2>Summary</h2><table id='summary-table'><tr><th>batch size</th>"
+            f"<th>fastest (images/s)</th><th>leanest (peak allocated memory)</th></tr>{rows}</table>"
+            f"<p id='verdict-counts'>Verdicts per point: {counts}.</p>"
+            f"<p>Failures:</p><ul id='failures'>{failures}</ul></section>")
+
+
 def glossary_html() -> str:
     """Every point field with its unit and meaning, from the schema."""
     rows = "".join(f"<tr><th>{_esc(f.title)}</th><td>{_esc(f.unit)}</td><td>{_esc(f.description)}</td></tr>"
@@ -303,25 +292,46 @@ def glossary_html() -> str:
     return f"<h2>Glossary</h2><table id='glossary'><tr><th>field</th><th>unit</th><th>meaning</th></tr>{rows}</table>"
 
 
+def _chart_html(c: charts.Chart) -> str:
+    """The PNG with what matplotlib laid out, as data attributes (a browser test reads them)."""
+    meta = {"xlabels": c.xlabels, "ylabels": c.ylabels, "axes": c.axes, "legend": c.legend}
+    attrs = "".join(f" data-{k}='{_esc(json.dumps(v))}'" for k, v in meta.items())
+    return (f"<figure class='chart'{attrs} data-legend-outside='{int(c.legend_outside)}'>"
+            f"<figcaption>{_esc(c.title)}</figcaption><img class='chart' alt='{_esc(c.title)}' src='{c.src}'></figure>")
+
+
+STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1600px}table{border-collapse:collapse;font-size:12px}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}img.chart{max-width:100%}
+.banner{background:#fff3cd;border:2px solid #c69500;padding:8px 12px;font-weight:bold}
+.scroll{overflow:auto;max-width:100%;max-height:80vh;border:1px solid #999}
+#points td.verdict,#points th.verdict{position:sticky;left:0;background:#f4f4f4;z-index:1}
+#points thead th{position:sticky;top:0;background:#eee}#points thead th.verdict{z-index:2}
+tr.noisy td{color:#888}th.group{background:#eee}figcaption{font-weight:bold}"""
+
+
 def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=None, notes=(),
                 title="vitcore benchmark") -> str:
-    """One self-contained page: charts as embedded PNG, every point in a table with its verdict."""
+    """One self-contained page: the summary, charts as embedded PNG, every point with its verdict;
+    on a CPU a banner, and derived tables from quiet points only."""
+    verdicts = verdicts or {}
+    cpu = analysis.is_cpu_run(points)
+    quiet, noisy = analysis.split_noisy(points) if cpu else (points, [])
     skipped_html = "".join(f"<li>{_esc(s['plugin'])} {_esc(s.get('precision') or '')}: {_esc(s['reason'])}</li>"
                            for s in skipped) or "<li>none</li>"
-    figs = "".join(f"<h2>{_esc(name)}</h2><img class='chart' alt='{_esc(name)}' src='{src}'>"
-                   if src else f"<h2>{_esc(name)}</h2><p>no data: nothing measured it "
-                               "(peak GPU memory is not measured on a CPU)</p>"
-                   for name, src in _charts(points, history, baseline))
+    figs = "".join(_chart_html(c) for c in charts.report_charts(points, history, baseline))
+    banner = f"<p id='cpu-banner' class='banner'>{_esc(CPU_BANNER)}</p>" if cpu else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{_esc(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:3px 6px}}img.chart{{max-width:100%}}</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>{_esc(title)}</h1>
+{banner}
+{summary_html(points, verdicts)}
 {"".join(f"<p class='note'>{_esc(n)}</p>" for n in notes)}
-<h2>Environment</h2><table>{_env_html(points, history)}</table>
-{figs}
-{_points_html(points, verdicts or {})}
-{_scaling_html(points)}
-{_analysis_html(points)}
+<h2>Charts</h2>{figs or "<p>no finished points to chart</p>"}
+{_points_html(points, verdicts, {schema.key(p) for p in noisy})}
+{_scaling_html(quiet, points)}
+{_analysis_html(quiet)}
+{_noisy_html(noisy)}
+{_env_html(points, history)}
 <h2>Skipped</h2><ul id="skipped">{skipped_html}</ul>
 {glossary_html()}
 </body></html>"""
@@ -356,11 +366,11 @@ def summary_markdown(points: list[dict]) -> str:
 
 def _write_chart_files(out: Path, points) -> None:
     """throughput.png and memory.png beside the report, for READMEs (the HTML embeds its own)."""
-    for name, metric, unit, title in (("throughput.png", "images_per_s", "images / s per GPU", "throughput vs batch size"),
-                                      ("memory.png", "peak_mem_allocated_gib", "GiB", "peak allocated memory vs batch size")):
-        src = chart_vs_batch(points, metric, unit, title)
-        if src:
-            write_atomic_bytes(out / name, base64.b64decode(src.split(",", 1)[1]))
+    for name, metric, title in (("throughput.png", "images_per_s", "Throughput"),
+                                ("memory.png", "peak_mem_allocated_gib", "Peak memory, allocated")):
+        chart = charts.chart_vs_batch(points, metric, title)
+        if chart:
+            write_atomic_bytes(out / name, charts.png_bytes(chart))
 
 
 def write_all(out_dir, points, *, skipped=(), history=None, verdicts=None, baseline=None, notes=()) -> Path:
