@@ -447,3 +447,17 @@ def test_environment_section_states_the_run_parameters_and_the_command_once():
     head = page.split("<table id=\"points\">")[1].split("</thead>")[0]
     assert head.startswith("<thead><tr><th class='verdict'>verdict</th>")
     assert "<th>batch size</th>" in head and "<th>images/s</th>" in head and "batch_size" not in head
+
+
+def test_cpu_summary_gives_no_ratio_against_a_noisy_reference():
+    limit = analysis.CPU_SPREAD_LIMIT
+    plugin = _synthetic("torch_ddp", 100.0, gpu=None, spread=limit / 2)
+    points = analysis.enrich([plugin, _synthetic("reference_eager", 50.0, gpu=None, spread=limit * 4,
+                                                 family="reference") | {"profile": "reference"}])
+    assert points[0]["ratio_to_reference"] == 2.0  # the points table keeps the raw ratio
+    fastest = analysis.summary(points, {}, point_key)["rows"][0]["fastest"]
+    assert fastest["plugin"] == "torch_ddp" and fastest.get("ratio_to_reference") is None
+    assert "no quiet reference to compare with" in report.html_report(points)
+    quiet_ref = analysis.enrich([plugin, _synthetic("reference_eager", 50.0, gpu=None, spread=limit / 2,
+                                                    family="reference") | {"profile": "reference"}])
+    assert analysis.summary(quiet_ref, {}, point_key)["rows"][0]["fastest"]["ratio_to_reference"] == 2.0

@@ -232,9 +232,11 @@ def summary(points: list[dict], verdicts: dict, key) -> dict:
     bare loops aside; on a CPU only points under CPU_SPREAD_LIMIT), the verdict counts, and each
     failure (a point that did not finish, or a regressed metric) as one line."""
     cpu = is_cpu_run(points)
-    ok = [p for p in ok_points(points) if not p.get("variant") and p.get("family") != "reference"]
-    if cpu:
-        ok = split_noisy(ok)[0]
+    pool = points
+    if cpu:  # ratios afresh from quiet points only: a noisy reference gives none
+        pool = [{k: v for k, v in p.items() if not k.startswith("ratio_to_") and k != "reference"}
+                for p in split_noisy(points)[0]]
+    ok = [p for p in ok_points(pool) if not p.get("variant") and p.get("family") != "reference"]
     rows = []
     for bs in sorted({p["batch_size"] for p in matrix_points(points)}):
         at = [p for p in ok if p["batch_size"] == bs]

@@ -256,14 +256,15 @@ def _noisy_html(noisy) -> str:
             f"<ul id='noisy'>{items}</ul>")
 
 
-def _pick(p, what) -> str:
+def _pick(p, what, cpu=False) -> str:
     if not p:
         return f"<td>{what}</td>"
-    ratio = p.get("ratio_to_reference")
-    return (f"<td><b>{_esc(p['plugin'])}</b> {_esc(p['precision'])} {_esc(p.get('profile'))}: "
-            f"{_fmt(p.get('images_per_s'), '.0f')} img/s, {_fmt(p.get('peak_mem_allocated_gib'), '.2f', 'n/a')} GiB, "
-            + (f"{_times(ratio)} the {_esc(p.get('reference'))}" if ratio else "no reference in this run")
-            + f", MFU {_fmt(p.get('mfu'), '.1%', 'n/a')}</td>")
+    ratio, mem, mfu = p.get("ratio_to_reference"), p.get("peak_mem_allocated_gib"), p.get("mfu")
+    parts = [f"{_fmt(p.get('images_per_s'), '.0f')} img/s"] + ([f"{mem:.2f} GiB"] if mem is not None else []) + \
+        [f"{_times(ratio)} the {_esc(p.get('reference'))}" if ratio else
+         "no quiet reference to compare with" if cpu else "no reference in this run"] + \
+        ([f"MFU {mfu:.1%}"] if mfu is not None else [])
+    return f"<td><b>{_esc(p['plugin'])}</b> {_esc(p['precision'])} {_esc(p.get('profile'))}: {', '.join(parts)}</td>"
 
 
 def summary_html(points, verdicts) -> str:
@@ -272,7 +273,7 @@ def summary_html(points, verdicts) -> str:
     s = analysis.summary(points, verdicts, schema.key)
     none = "no point quiet enough" if s["cpu"] else "none measured"
     lean_none = "memory is not measured on a CPU" if s["cpu"] else "none measured"
-    rows = "".join(f"<tr><th>bs {r['batch_size']}</th>{_pick(r['fastest'], none)}{_pick(r['leanest'], lean_none)}</tr>"
+    rows = "".join(f"<tr><th>bs {r['batch_size']}</th>{_pick(r['fastest'], none, s['cpu'])}{_pick(r['leanest'], lean_none, s['cpu'])}</tr>"
                    for r in s["rows"])
     counts = ", ".join(f"{n} {outcome}" for outcome, n in s["counts"].items())
     if s["counts"]["no budget"]:
@@ -280,7 +281,7 @@ def summary_html(points, verdicts) -> str:
                    "`vitcore bench --update-budgets DIR` records one, `--compare FILE` judges against a run)")
     failures = "".join(f"<li>{_esc(f)}</li>" for f in s["failures"]) or "<li>none</li>"
     return (f"<section id='summary'><h2>Summary</h2><table id='summary-table'><tr><th>batch size</th>"
-            f"<th>fastest (images/s)</th><th>leanest (peak allocated memory)</th></tr>{rows}</table>"
+            f"<th>fastest (images/s{f'; points under {analysis.CPU_SPREAD_LIMIT:.0%} spread' if s['cpu'] else ''})</th><th>leanest (peak allocated memory)</th></tr>{rows}</table>"
             f"<p id='verdict-counts'>Verdicts per point: {counts}.</p>"
             f"<p>Failures:</p><ul id='failures'>{failures}</ul></section>")
 
