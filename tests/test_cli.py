@@ -216,3 +216,27 @@ def test_console_has_one_line_per_point_and_no_third_party_warning(tiny_json):
     assert len(lines) <= 6, p.stderr
     log = (out / "bench.log").read_text()
     assert "install apex" in log and "broadcast_buffers" in log  # the parent's and the workers', kept
+
+
+def warn_in_worker():
+    """Run in a spawned worker: a third-party-style warning and a print."""
+    import warnings
+
+    warnings.warn("a third-party warning (test)", UserWarning, stacklevel=1)
+    print("a third-party print (test)", flush=True)
+    return 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verbose", [False, True])
+def test_worker_output_goes_to_the_log_and_to_the_console_only_when_verbose(tmp_path, capfd, verbose):
+    from vitcore import launch
+
+    log = tmp_path / "bench.log"
+    assert launch.spawn(warn_in_worker, (), world_size=1, device="cpu", timeout_s=300,
+                        output=launch.WorkerOutput(str(log), verbose)) == [1]
+    console = capfd.readouterr()
+    text = log.read_text()
+    assert "UserWarning: a third-party warning (test)" in text and "a third-party print (test)" in text
+    assert ("a third-party warning (test)" in console.err + console.out) == verbose
+    assert ("a third-party print (test)" in console.err + console.out) == verbose

@@ -68,7 +68,7 @@ def label(p) -> str:
     parts = [get("plugin"), get("precision") or "", f"bs{get('batch_size')}"]
     if (get("world_size") or 1) > 1:
         parts.append(f"ws{get('world_size')}")
-    if get("profile") not in (None, "fast"):
+    if get("profile") not in (None, "fast", "reference"):  # the reference's profile is its name's
         parts.append(get("profile"))
     if get("variant"):
         parts.append(get("variant"))
