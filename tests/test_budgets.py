@@ -441,3 +441,112 @@ def test_check_returns_the_entry_and_one_groups_verdicts(book):
         budgets.check(book, point(batch_size=8), "memory")
     _, (v,) = budgets.check(book, point(status="oom"), "memory")
     assert v.group == "status"
+
+
+# --- what mutation testing found unpinned (docs/mutation.md) ------------------------------------------------
+def test_a_metric_the_reference_lacks_is_skipped_and_the_rest_judged():
+    ref_ = point()
+    del ref_["images_per_s"], ref_["images_per_s_process_medians"]
+    assert [v.group for v in budgets.judge(point(), ref_)] == ["device_time", "launches", "memory", "memory"]
+
+
+def test_an_unmeasured_metric_is_one_regressed_verdict_and_the_rest_are_judged():
+    verdicts = budgets.judge(point(device_ms=None), point())
+    assert [(v.group, v.outcome) for v in verdicts] == [
+        ("throughput", "pass"), ("device_time", "regressed"), ("launches", "pass"), ("memory", "pass"),
+        ("memory", "pass")]
+    v = verdicts[1]
+    assert (v.metric, v.budget, v.group, v.note) == ("device ms/step", 50.0, "device_time", "")
+    assert math.isnan(v.measured) and math.isnan(v.delta)
+    assert verdicts[2].detail == "" and verdicts[2].note == ""
+
+
+def test_reference_error_names_the_point_and_field():
+    with pytest.raises(VitcoreError, match=r"^gemini\|bf16\|fast\|vit-base\|ws1\|bs128: reference device_ms_per_step is "
+                                           r"0\.0; a baseline value must be a positive number \(re-record it\)$"):
+        budgets.judge(point(), point(device_ms=0.0))
+
+
+def test_missing_budget_file_names_the_device_and_the_files_there(tmp_path):
+    msg = (r"^no budget file for device 'nvidia-a100-sxm4-80gb-x1-torch2\.11\.0-cuda13\.0' in {} \(budgets exist "
+           r"for: {}\); run with --update-budgets on this device to record one$")
+    with pytest.raises(budgets.NoBudget, match=msg.format(tmp_path, "none")):
+        budgets.load(tmp_path, point(gpu_name="NVIDIA A100-SXM4-80GB"))
+    (tmp_path / "b.json").write_text("{}")
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "c.txt").write_text("{}")
+    with pytest.raises(budgets.NoBudget, match=msg.format(tmp_path, "a, b")):
+        budgets.load(tmp_path, point(gpu_name="NVIDIA A100-SXM4-80GB"))
+
+
+def test_missing_entry_message_is_exact(book):
+    with pytest.raises(budgets.NoBudget, match=r"^no budget entry 'gemini\|bf16\|fast\|vit-base\|ws1\|bs8' for this "
+                                               r"device; run with --update-budgets to record one$"):
+        budgets.lookup(budgets.load(book, point()), point(batch_size=8))
+
+
+def test_update_adds_entries_to_an_existing_file(tmp_path):
+    path, entry = budgets.update(tmp_path, point())
+    assert path == tmp_path / f"{DEVICE}.json" and entry == budgets.make_entry(point())
+    budgets.update(tmp_path, point(batch_size=32, device_ms=40.0))
+    budgets.update(tmp_path, point(device_ms=45.0))  # re-recording replaces the entry
+    book = json.loads(path.read_text())
+    assert book["identity"] == DEVICE
+    assert book["device"] == {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_count": 1, "torch": "2.11.0+cu130",
+                              "cuda": "13.0"}
+    assert {k: e["device_ms_per_step"] for k, e in book["entries"].items()} == {
+        "gemini|bf16|fast|vit-base|ws1|bs128": 45.0, "gemini|bf16|fast|vit-base|ws1|bs32": 40.0}
+
+
+def test_check_baseline_messages_are_exact():
+    with pytest.raises(VitcoreError, match=r"^baseline b\.jsonl was measured on nvidia-a100-sxm4-80gb-x1-torch2\.11\.0-"
+                                           r"cuda13\.0, nvidia-h200-x1-torch2\.11\.0-cuda13\.0; this run is on nvidia-h100-"
+                                           r"80gb-hbm3-x1-torch2\.11\.0-cuda13\.0: record a baseline on this device$"):
+        budgets.check_baseline([point(gpu_name="NVIDIA H200"), point(gpu_name="NVIDIA A100-SXM4-80GB")],
+                               source="b.jsonl", device=DEVICE)
+    with pytest.raises(VitcoreError, match=r"^baseline b\.jsonl: gemini\|bf16\|fast\|vit-base\|ws1\|bs128 has "
+                                           r"launches_per_step = -1\.0; a baseline value must be a positive number$"):
+        budgets.check_baseline([point(launches=-1.0)], source="b.jsonl", device=DEVICE)
+    # a zero on another device's point is not this run's business
+    budgets.check_baseline([point(), point(gpu_name="NVIDIA H200", device_ms=0.0)], source="b", device=DEVICE)
+    base = [point(batch_size=b) for b in (1, 2, 4, 8, 16)]
+    with pytest.raises(VitcoreError, match=r"^baseline b has 4 point\(s\) this run does not measure \(gemini\|bf16\|fast\|"
+                                           r"vit-base\|ws1\|bs2, gemini\|bf16\|fast\|vit-base\|ws1\|bs4, gemini\|bf16\|"
+                                           r"fast\|vit-base\|ws1\|bs8 \.\.\.\); measure them or pass --allow-missing$"):
+        budgets.check_baseline(base, source="b", device=DEVICE, planned={budgets.points.key(base[0])})
+    with pytest.raises(VitcoreError, match=r"3 point\(s\) this run does not measure \([^.]*bs8\); measure"):
+        budgets.check_baseline(base[:4], source="b", device=DEVICE, planned={budgets.points.key(base[0])})
+    budgets.check_baseline(base, source="b", device=DEVICE, planned=None)
+    budgets.check_baseline(base, source="b", device=DEVICE, planned={budgets.points.key(p) for p in base})
+
+
+def test_gate_result_lists_each_outcome_line_exactly():
+    base = [point(images_per_s_process_medians=[1000.0] * 5), point(batch_size=32)]
+    cur = [point(device_ms=45.0, launches=1286.0, images_per_s_process_medians=[900.0, 1000.0, 1000.0, 1000.0,
+                                                                                1000.0]),
+           point(batch_size=32), point(batch_size=64)]
+    gate = budgets.compare_runs(cur, base)
+    assert gate.regressions == ["gemini bf16 bs=128: launches/step 1286 vs budget 1285 (+0.1%)"]
+    assert gate.improvements == ["gemini bf16 bs=128: device ms/step 45 vs budget 50 (-10.0%) improved"]
+    assert len(gate.inconclusive) == 1 and gate.inconclusive[0].startswith(
+        "gemini bf16 bs=128: images/s 1000 vs budget 1000 (+0.0%) inconclusive; inconclusive (+0.0%, 99% interval "
+        "-10.0%..+0.0%")
+    assert gate.new == [f"gemini bf16 fast  vit-base 1 64: not in the baseline (on {DEVICE})"]
+    assert list(gate.verdicts) == [budgets.points.key(cur[0]), budgets.points.key(cur[1])]
+    assert gate.failed() and gate.failed(strict=True)
+    assert budgets.GateResult({}, [], ["x"], [], []).failed(strict=True)
+    assert not budgets.GateResult({}, [], ["x"], ["y"], ["z"]).failed()
+
+
+def test_statistical_detail_names_processes_not_windows():
+    few = point(images_per_s_process_medians=[1000.0, 1000.0])
+    (v,) = budgets.judge(few, _flat(1000.0), groups=("throughput",))
+    assert v.detail == ("inconclusive (+0.0%, no interval: too few processes, p=1, processes 2 vs 5): detects nothing; "
+                        "too few processes to decide at 99% (5 a side suffice: --processes, --until-decided)")
+    assert v.note == "2 vs 5 processes: too few" and v.delta == 0.0
+    (v,) = budgets.judge(_flat(900.0), _flat(1000.0), groups=("throughput",))
+    assert v.detail == "regressed (-10.0%, 99% interval -10.0%..-10.0%, p=0.0079, processes 5 vs 5)"
+    # a reference without process medians falls back to its one images/s value
+    ref_ = {"images_per_s": 1000.0, "images_per_s_process_medians": [], "plugin": "gemini"}
+    (v,) = budgets.judge(_flat(1000.0), ref_, groups=("throughput",))
+    assert (v.outcome, v.delta, v.note) == ("inconclusive", 0.0, "5 vs 1 processes: too few")
