@@ -213,6 +213,7 @@ def test_console_has_one_line_per_point_and_no_third_party_warning(tiny_json):
     assert "(ETA " in per_point[0]  # no terminal here: the line carries the ETA
     assert not [ln for ln in lines if any(w in ln for w in THIRD_PARTY)], p.stderr
     assert lines[-1].startswith("[vitcore] bench done in ") and "2 measured, 0 reused (2 ok" in lines[-1]
+    assert lines[-2].startswith("[vitcore] summary (CPU: a smoke test") and "verdicts: 2 " in lines[-2]
     assert len(lines) <= 6, p.stderr
     log = (out / "bench.log").read_text()
     assert "install apex" in log and "broadcast_buffers" in log  # the parent's and the workers', kept

@@ -187,9 +187,13 @@ def _bench(args) -> tuple[int, list[dict]]:
     for p in failed:  # an OOM is a result; an error is not
         print(f"vitcore: error: {points.key_text(p)}: {(p.get('error') or p['status']).splitlines()[-1][:300]}",
               file=sys.stderr)
+    rows = analysis.enrich(measured)
+    if baseline is None:  # the report's summary; with --compare the gate's lines above say it
+        verdicts = gating.budget_verdicts(args.budgets, rows)[0]
+        print(console.report_line(analysis.summary(rows, verdicts, points.key)), file=sys.stderr)
     reused_n = sum(points.key(p) in before for p in measured)
     print(console.summary(measured, reused_n, time.monotonic() - started, args.out), file=sys.stderr)
-    return rc or (1 if failed else 0), analysis.enrich(measured)
+    return rc or (1 if failed else 0), rows
 
 
 def _run_record(args, profiles, model) -> dict:

@@ -164,3 +164,19 @@ def summary(rows: list[dict], reused: int, seconds: float, out_dir) -> str:
     status = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "ok")
     return (f"[vitcore] bench done in {duration(seconds)}: {len(rows) - reused} measured, {reused} reused "
             f"({status}); results {Path(out_dir) / 'points.jsonl'}, third-party output {log_path(out_dir)}")
+
+
+def report_line(head: dict) -> str:
+    """The report's summary (vitcore.analysis.summary) in one line: the fastest plugin point per batch
+    size, the verdict counts, the number of failures (each is printed on its own line above)."""
+    def fastest(r):
+        p = r["fastest"]
+        if not p:
+            return f"bs{r['batch_size']} none{' quiet enough' if head['cpu'] else ''}"
+        ratio = f", {p['ratio_to_reference']:.2f}x the reference" if p.get("ratio_to_reference") else ""
+        return f"bs{r['batch_size']} {p['plugin']} {p['precision']} ({p['images_per_s']:.4g} img/s{ratio})"
+
+    counts = ", ".join(f"{n} {k}" for k, n in head["counts"].items() if n)
+    cpu = " (CPU: a smoke test, saying nothing about GPUs; fastest among quiet points)" if head["cpu"] else ""
+    return (f"[vitcore] summary{cpu}: fastest {'; '.join(map(fastest, head['rows']))}; verdicts: {counts or 'none'}; "
+            f"failures: {len(head['failures'])}")
