@@ -223,3 +223,16 @@ def test_change_of_one_field():
                                       ("1.0", False)])
 def test_valid_value(value, ok):
     assert budgets.valid_value(value) is ok
+
+
+def test_mutation_survivors_of_the_parity_rules():  # docs/mutation.md
+    # nine values: the absolute part is atol * sqrt(9) = 3e-5 (not atol * 9 * 0.5)
+    assert checks.compare("x", [0.0] * 9, [2.9e-5] + [0.0] * 8, "fp32").ok
+    assert not checks.compare("x", [0.0] * 9, [3.1e-5] + [0.0] * 8, "fp32").ok
+    history = _history(0.9, status="oom")
+    del history["error"]
+    with pytest.raises(checks.CheckFailed, match="^torch_ddp: oom$"):
+        checks.require_converged(history, 0.55)
+    three = {"status": "ok", "plugin": "p", "precision": "fp32",
+             "epochs": [{"eval_accuracy": 0.1}, {"eval_accuracy": 0.2}, {"eval_accuracy": 0.6}]}
+    assert checks.require_converged(three, 0.55) == 0.6

@@ -139,3 +139,19 @@ def test_for_point_reads_dp_size_and_checkpointing():
         _TINY_P * (2 + 1 + 6) + 4 * _TINY_CKPT_16, rel=1e-12)
     assert memory.for_point(p | {"model": "nope"}) is None
     assert memory.for_point({"plugin": "torch_ddp"}) is None
+
+
+def test_mutation_survivors_of_the_bound(monkeypatch):  # docs/mutation.md
+    # defaults: one rank, no sharding
+    assert _tiny(precision="bf16", batch_size=1, zero_stage=3) == pytest.approx(_TINY_P * 16 + _TINY_ACTS_16)
+    assert _tiny(precision="bf16", batch_size=1, dp_size=4) == pytest.approx(_TINY_P * 16 + _TINY_ACTS_16)
+    # fp32 is fp32 in any layout: 4 + 4 + 8/4 under ZeRO-1 over 4 ranks (mixed would be 2 + 2 + 12/4)
+    assert _tiny(precision="fp32", batch_size=1, dp_size=4, zero_stage=1) == pytest.approx(
+        _TINY_P * 10 + 2 * _TINY_ACTS_16)
+    # for_point passes the entry's state layout: AMP under ZeRO-1 keeps fp32 params and grads whole
+    spec = plugins.PluginSpec(name="amp_zero1", family="x", description="", factory=lambda ctx: None,
+                              precisions=("bf16",), state_layout="amp", zero_stage=1)
+    monkeypatch.setitem(plugins.REGISTRY, spec.name, spec)
+    got = memory.for_point({"plugin": "amp_zero1", "precision": "bf16", "model": "vit-tiny", "batch_size": 1,
+                            "dp_size": 4})
+    assert got * 2**30 == pytest.approx(_TINY_P * (4 + 4 + 8 / 4) + _TINY_ACTS_16)

@@ -165,3 +165,15 @@ def test_shift_text_is_exact():
 def test_empty_side_is_inconclusive():
     s = stats.compare_samples([], [100.0], 0.05)
     assert (s.verdict, s.estimate, s.low, s.p_value, s.n, s.m) == ("inconclusive", 0.0, None, 1.0, 0, 1)
+
+
+def test_mutation_survivors_of_the_interval():  # docs/mutation.md
+    # (1, 1) at confidence 0: alpha/2 = 0.5 = P(U < 1) exactly: included
+    assert stats.critical_rank(1, 1, confidence=0.0) == 1
+    # (2, 2) at 50%: k = 1, the interval runs from the smallest to the largest of 1/3, 1/5, 2/3, 2/5
+    s = stats.compare_samples([1.0, 2.0], [3.0, 5.0], 0.05, confidence=0.5)
+    assert (s.low, s.high) == (pytest.approx(1 / 5 - 1), pytest.approx(2 / 3 - 1)) and s.verdict == "regressed"
+    # no change against a zero tolerance: the interval 0..0 is a pass (not improved, not inconclusive)
+    assert stats.compare_samples([100.0] * 5, [100.0] * 5, 0.0).verdict == "pass"
+    with pytest.raises(ValueError, match="^window samples must be positive numbers$"):
+        stats.compare_samples([1.0], [-1.0], 0.05)
