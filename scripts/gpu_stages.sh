@@ -68,10 +68,11 @@ stage_perf() {  # against the budgets just recorded (~8 minutes: a device call o
 stage_perf_tail() {  # the performance tests a killed `perf` stage did not reach
   perf_tests 120 pytest-performance-tail.html "performance and (hybrid or fsdp)"
 }
-# The study profile (shorter windows than the fast matrix: device time): TIMEOUT
+# The study profile (shorter windows than the fast matrix: device time), in a folder of its own: --resume
+# reuses points only under the same settings (run.json) and would set the fast matrix aside: TIMEOUT
 study_bench() {
   timeout "$1" $py -m vitcore.cli bench --profile study --plugins $STUDY --no-reference \
-    --batch-sizes 8,32,64,128 --steps 10 --repeats 3 --warmup 3 --out "reports/$DEV/$RUN" --resume
+    --batch-sizes 8,32,64,128 --steps 10 --repeats 3 --warmup 3 --out "reports/$DEV/$RUN-study" --resume
 }
 stage_study_short() { study_bench 330; }
 stage_study() { study_bench 560; }  # with --resume: the points study_short did not reach
