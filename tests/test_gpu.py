@@ -7,19 +7,17 @@ pass/fail. Performance compares with this device's budget file; see vitcore.budg
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import pytest
 
 from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity
-from vitcore import data, launch, train
-from vitcore.checks import CONVERGENCE, compare, require, require_converged
+from tests.test_checkpoint_io import RESUMED_STEPS, check_roundtrip
+from tests.test_convergence import MARGIN, convergence_data, reference_accuracy, require_near_reference
+from tests.test_convergence import RECIPE as CONVERGENCE_RECIPE  # the preset's own recipe
+from vitcore import launch, plain, train
+from vitcore.checks import compare
 from vitcore.config import RunConfig
-from vitcore.model import get_preset
 
 pytestmark = pytest.mark.gpu
-
-CONVERGENCE_MODEL = "vit-tiny"  # trained with its preset's recipe
 
 
 def _spawn(fn, *args):
@@ -37,27 +35,40 @@ def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_referenc
 
 
 def test_checkpoint_roundtrip(spec, precision, parity_data, tmp_path, gpu_results):
+    """3 steps, save, 3 more steps; a fresh booster loads and runs the same 3: loss, learning rate,
+    loss scale and optimizer state must continue the uninterrupted run (tests/test_checkpoint_io)."""
     cfg = _cfg(spec, precision, **PARITY)
-    got = _spawn(train.checkpoint_roundtrip, cfg, parity_data, 3, str(tmp_path / "ckpt"))
-    c = compare(f"{spec.name} {precision} resumed vs uninterrupted loss", got["uninterrupted"], got["resumed"], "fp32")
+    got = _spawn(train.checkpoint_roundtrip, cfg, parity_data, 3, str(tmp_path / "ckpt"), RESUMED_STEPS)
+    a, b = got["uninterrupted"], got["resumed"]
+    c = compare(f"{spec.name} {precision} resumed vs uninterrupted loss", a["loss"], b["loss"], "fp32")
     gpu_results.add("checkpoint", got | {"max_abs": c.max_abs, "ok": c.ok})
-    print(c)
-    require(c)
+    print(c, f"lr {b['lr']} vs {a['lr']}, loss scale {b['loss_scale']} vs {a['loss_scale']}", sep="\n")
+    check_roundtrip(f"{spec.name} {precision}", got, "fp32")
 
 
-def test_convergence(spec, precision, gpu_results, request):
-    d = data.load(request.config.getoption("--dataset"), subset=1500)
-    kind = "embedded" if d.source.startswith("embedded") else "dog_food"
-    key = (CONVERGENCE_MODEL, kind)
-    if key not in CONVERGENCE:
-        pytest.skip(f"no stated accuracy threshold for {key}")
-    recipe = asdict(get_preset(CONVERGENCE_MODEL).recipe)
-    hist = _spawn(train.finetune, _cfg(spec, precision, model=CONVERGENCE_MODEL, **recipe), d)
-    gpu_results.add("convergence", hist)
+def _plain_reference(d, recipe: dict) -> dict:
+    return plain.finetune(d, device="cuda", **recipe)
+
+
+@pytest.fixture(scope="module")
+def convergence_reference(request):
+    """The plain PyTorch loop on --dataset, once per module: (data, its held-out accuracy)."""
+    d = convergence_data(request.config.getoption("--dataset"))
+    ref = _spawn(_plain_reference, d, CONVERGENCE_RECIPE)
+    acc = reference_accuracy(ref, len(d.labels))
+    print(f"plain PyTorch {CONVERGENCE_RECIPE['model']} on {ref['dataset']}: held-out accuracy {acc:.3f}")
+    return d, acc
+
+
+def test_convergence(spec, precision, gpu_results, convergence_reference):
+    """Each plugin reaches the plain loop's accuracy on the same preset, data and epochs, minus
+    tests.test_convergence.MARGIN; the reference's accuracy is printed and recorded beside it."""
+    d, ref_acc = convergence_reference
+    hist = _spawn(train.finetune, _cfg(spec, precision, **CONVERGENCE_RECIPE), d)
+    gpu_results.add("convergence", hist | {"reference_accuracy": ref_acc, "margin": MARGIN})
     if hist["status"] == "diverged":
         pytest.fail(f"{spec.name} {precision}: diverged at step {hist['diverged_at_step']}")
-    acc = require_converged(hist, CONVERGENCE[key][0])
-    print(f"{spec.name} {precision}: accuracy {acc:.3f} (threshold {CONVERGENCE[key][0]})")
+    require_near_reference(hist, ref_acc)
 
 
 def _perf_cfgs(spec, precision, request):
