@@ -236,3 +236,12 @@ def test_mutation_survivors_of_the_parity_rules():  # docs/mutation.md
     three = {"status": "ok", "plugin": "p", "precision": "fp32",
              "epochs": [{"eval_accuracy": 0.1}, {"eval_accuracy": 0.2}, {"eval_accuracy": 0.6}]}
     assert checks.require_converged(three, 0.55) == 0.6
+
+
+def test_a_metric_this_run_did_not_measure_says_so_instead_of_nan():
+    # a budget with device time against a point measured before device time existed
+    v = budgets.Verdict("gemini", "bf16", 128, "device ms/step", math.nan, 46.58, math.nan, "regressed",
+                        "device_time", "this run measured device_ms_per_step = None")
+    assert str(v) == ("gemini bf16 bs=128: device ms/step (not measured; budget 46.58); "
+                      "this run measured device_ms_per_step = None")
+    assert v.short() == "device_time regressed (not measured)"

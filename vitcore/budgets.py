@@ -49,8 +49,11 @@ class Verdict:
     note: str = ""  # the report cell's words for an inconclusive verdict (what it can detect)
 
     def __str__(self):
-        s = (f"{self.plugin} {self.precision} bs={self.batch_size}: {self.metric} {self.measured:.4g} "
-             f"vs budget {self.budget:.4g} ({self.delta:+.1%})")
+        who = f"{self.plugin} {self.precision} bs={self.batch_size}: {self.metric}"
+        if math.isnan(self.measured):  # a point that did not finish, or a metric this run lacks
+            s = f"{who} (not measured; budget {self.budget:.4g})"
+        else:
+            s = f"{who} {self.measured:.4g} vs budget {self.budget:.4g} ({self.delta:+.1%})"
         if self.outcome != "regressed":
             s += f" {self.outcome}"
         return s + (f"; {self.detail}" if self.detail else "")
@@ -61,6 +64,8 @@ class Verdict:
             return self.metric
         if self.outcome == "inconclusive":
             return f"{self.group} inconclusive ({self.note})"
+        if math.isnan(self.delta):
+            return f"{self.group} {self.outcome} (not measured)"
         return f"{self.group} {self.outcome} ({self.delta:+.1%})"
 
 
