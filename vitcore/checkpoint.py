@@ -79,6 +79,14 @@ def innermost_optimizer(optimizer):
 
 
 def loss_scale(s: Session):
-    """The AMP GradScaler's current scale (None without one): a resumed run must continue it."""
+    """The dynamic loss scale a resumed run must continue: the ZeRO / Gemini / hybrid fp16 mixin's
+    under the optimizer's wrappers, else the AMP GradScaler's; None where the plugin has none (fp32,
+    bf16)."""
+    opt = s.optimizer
+    while opt is not None:
+        for name in ("mixed_precision_mixin", "mix_precision_mixin", "mixed_precision"):
+            if hasattr(mixin := getattr(opt, name, None), "loss_scale"):
+                return float(mixin.loss_scale)
+        opt = getattr(opt, "optim", None)
     scaler = getattr(s.optimizer, "scaler", None)
     return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None

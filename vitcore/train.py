@@ -344,11 +344,11 @@ def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path, after: int = 3)
         train_step(s, b)
     save_checkpoint(s, path)
     dist.barrier()
-    out = {"loss_scale_saved": any_loss_scale(s), "uninterrupted": _continue(s, batches[steps:])}
+    out = {"loss_scale_saved": loss_scale(s), "uninterrupted": _continue(s, batches[steps:])}
     del s
     fresh = setup(cfg, data)
     load_checkpoint(fresh, path)
-    out["loss_scale_loaded"] = any_loss_scale(fresh)
+    out["loss_scale_loaded"] = loss_scale(fresh)
     out["resumed"] = _continue(fresh, batches[steps:])
     return describe(fresh) | out
 
@@ -358,20 +358,8 @@ def _continue(s: Session, batches) -> dict:
     for b in batches:
         rows["lr"].append(float(innermost_optimizer(s.optimizer).param_groups[0]["lr"]))
         rows["loss"].append(global_mean(s, train_step(s, b)))
-        rows["loss_scale"].append(any_loss_scale(s))
+        rows["loss_scale"].append(loss_scale(s))
     return rows | {"optimizer_state": optimizer_state_summary(s.optimizer)}
-
-
-def any_loss_scale(s: Session):
-    """The dynamic loss scale of the AMP GradScaler or of the ZeRO / Gemini / hybrid fp16 mixin
-    under the optimizer's wrappers; None where the plugin has none (fp32, bf16)."""
-    opt = s.optimizer
-    while opt is not None:
-        for name in ("mixed_precision_mixin", "mix_precision_mixin", "mixed_precision"):
-            if hasattr(mixin := getattr(opt, name, None), "loss_scale"):
-                return float(mixin.loss_scale)
-        opt = getattr(opt, "optim", None)
-    return loss_scale(s)
 
 
 def optimizer_state_summary(optimizer) -> list[float]:
