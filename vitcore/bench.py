@@ -115,16 +115,11 @@ def measure_group(items: list, timing: Timing, out_path: str | None) -> list[dic
             else:
                 raise
             release_memory()
-            p = item.skeleton(status=status, error=_first_line(e))
+            p = item.skeleton(status=status, error=launch.first_line(e))
         if dist.get_rank() == 0 and out_path:
             res.append_point(out_path, p)
         measured.append(p)
     return measured
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def plan(plugins: list[str], batch_sizes: list[int], precisions: list[str] | None, *, profile: str,

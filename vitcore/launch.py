@@ -195,14 +195,15 @@ def _worker(rank, world_size, port, device, payload: _Deferred, results_q, paren
         out = fn(*args)
         results_q.put((rank, "ok", out))
     except BaseException as e:  # noqa: BLE001 - every failure must reach the parent
-        results_q.put((rank, "error", (_summary(e), traceback.format_exc())))
+        results_q.put((rank, "error", (first_line(e), traceback.format_exc())))
         raise SystemExit(1) from None
     finally:
         destroy_process_group()
         close_output()
 
 
-def _summary(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception as one line (its type and first non-blank line, at most 300 characters)."""
     lines = [ln for ln in str(e).splitlines() if ln.strip()]
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
 
