@@ -161,8 +161,8 @@ stage_gate_inject_host() {  # +10% host sleep per step: wall may regress, device
     --inject-host-pct 10 --out "$GATE/inject-host" --compare "$GATE/record/points.jsonl" --allow-missing
 }
 # The wall rule compares process medians and decides only with 5 processes a side (docs/gate.md): one
-# host-bound point (HOST_POINT plugin, bs32) recorded in 5 processes, then +10% and +30% host sleep.
-HOST_BENCH=(--plugins "${HOST_POINT:-low_level_zero_s1}" --batch-sizes 32 --no-reference --warmup 5 --steps 10 --repeats 5
+# host-bound point (HOST_POINT plugin at HOST_BS, default bs32) recorded in 5 processes, then +10% and +30% host sleep.
+HOST_BENCH=(--plugins "${HOST_POINT:-low_level_zero_s1}" --batch-sizes "${HOST_BS:-32}" --no-reference --warmup 5 --steps 10 --repeats 5
             --min-window 0.3 --processes 5)
 stage_gate_host_record() {
   timeout "${GATE_T:-280}" $py -m vitcore.cli bench "${HOST_BENCH[@]}" --out "$GATE/host-record" --resume
@@ -172,6 +172,19 @@ stage_gate_host_inject() {  # HOST_PCT (10, 30): the verdicts go to the log; the
     --out "$GATE/host-inject-${HOST_PCT:-10}" --compare "$GATE/host-record/points.jsonl"
 }
 stage_gate_host_inject30() { HOST_PCT=30 stage_gate_host_inject; }
+stage_gemini_async() {  # gemini bf16 bs128's two steady memory states: fresh processes alternating colossalai's
+  # enable_async_reduce default (1) and 0 (scripts/probe/sitecustomize.py), GEMINI_PAIRS pairs
+  local i a
+  for i in $(seq "${GEMINI_PAIRS:-2}"); do
+    for a in 1 0; do
+      GEMINI_ASYNC_REDUCE=$a PYTHONPATH="$PWD/scripts/probe:${PYTHONPATH:-}" timeout 150 $py -m vitcore.cli bench \
+        --plugins gemini --batch-sizes 128 --no-reference --warmup 5 --steps 10 --repeats 5 --min-window 0.3 \
+        --out "$GATE/gemini-async/reduce$a-$i"
+      grep -h -m1 "\[probe\]" "$GATE/gemini-async/reduce$a-$i/bench.log" || echo "probe hook NOT applied"
+      grep -ho '"steady_mem_allocated_gib": [0-9.]*' "$GATE/gemini-async/reduce$a-$i/points.jsonl"
+    done
+  done
+}
 
 export VITCORE_GIT_SHA=${VITCORE_GIT_SHA:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 DEV=${DEV:-h100}
