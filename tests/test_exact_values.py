@@ -9,9 +9,11 @@ read them from the module under test would follow the bug.
 import math
 
 import pytest
+import torch
 
 from vitcore import budgets, checks, points, report, timing
 from vitcore.model import get_preset
+from vitcore.schedule import warmup_cosine
 
 # --- the point schema: the CSV header and the gate declared per field ------------------------------
 CSV_HEADER = [
@@ -245,3 +247,50 @@ def test_a_metric_this_run_did_not_measure_says_so_instead_of_nan():
     assert str(v) == ("gemini bf16 bs=128: device ms/step (not measured; budget 46.58); "
                       "this run measured device_ms_per_step = None")
     assert v.short() == "device_time regressed (not measured)"
+
+
+# --- the learning-rate schedule (vitcore.schedule) ---------------------------------------------------------
+def _lrs(total, warmup, base=1.0, steps=None):
+    """The learning rate of each step t = 0..steps, read from the optimizer as train_step runs it."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    sched = warmup_cosine(opt, total, warmup)
+    got = []
+    for _ in range(total + 1 if steps is None else steps):
+        got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return got, opt, sched
+
+
+def test_schedule_warms_up_linearly_then_falls_on_half_a_cosine_to_zero():
+    got, _, _ = _lrs(12, 3, base=2e-3)
+    c = [0.5 * (1 + math.cos(math.pi * k / 9)) for k in range(10)]  # k = t - warmup over 12 - 3 steps
+    want = [2e-3 / 3, 2 * 2e-3 / 3, 2e-3] + [2e-3 * x for x in c]
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-18)
+    assert got[3] == pytest.approx(2e-3, rel=1e-12) and max(got) == pytest.approx(2e-3, rel=1e-12)  # peak = base
+    assert got[-1] == pytest.approx(0.0, abs=1e-18)  # after the last step: zero, not half of it
+
+
+@pytest.mark.parametrize("total,warmup,want", [
+    (4, 0, [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0]),
+    (4, 3, [1 / 3, 2 / 3, 1.0, 1.0, 0.0]),  # one decay step: the step after it is at zero
+    (3, 3, [1 / 3, 2 / 3, 1.0, 1.0]),  # all warm-up: no decay to divide by, and no crash after the last step
+])
+def test_schedule_edges(total, warmup, want):
+    got, _, _ = _lrs(total, warmup)
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
+def test_schedule_resumed_from_its_state_continues_exactly():
+    full, _, _ = _lrs(10, 2)
+    _, opt, sched = _lrs(10, 2, steps=5)
+    fresh = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    resumed = warmup_cosine(fresh, 10, 2)
+    resumed.load_state_dict(sched.state_dict())
+    fresh.param_groups[0]["lr"] = opt.param_groups[0]["lr"]  # the optimizer's state carries its lr
+    got = []
+    for _ in range(6):
+        got.append(fresh.param_groups[0]["lr"])
+        fresh.step()
+        resumed.step()
+    assert got == full[5:]

@@ -28,6 +28,7 @@ from vitcore.config import RunConfig
 from vitcore.launch import resolve_device
 from vitcore.plugins import BuildContext, booster_kwargs
 from vitcore.preflight import zero_steps_message
+from vitcore.schedule import warmup_cosine
 
 
 @dataclass
@@ -169,23 +170,6 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
     scheduler = warmup_cosine(innermost_optimizer(optimizer), total, int(cfg.warmup_ratio * total))
     return Session(cfg, device, plugin, booster, model, optimizer, scheduler, d.train_loader,
                    d.test_loader, layout, d.source, weights_source, d.steps_per_epoch, total)
-
-
-def warmup_cosine(optimizer, total: int, warmup: int):
-    """Step t runs at base_lr * (t+1)/warmup during the warm-up, then at base_lr * (1 + cos(pi *
-    (t - warmup) / (total - warmup))) / 2. A closed form of the step index, so a resume that
-    restores `last_epoch` continues it exactly. Not colossalai's CosineAnnealingWarmupLR: on torch
-    2.13 its cosine stage recurses from the wrong learning rate and overshoots the peak (measured:
-    1.072x the base lr at the first step after a 2-step warm-up of 8 steps, 1.17x after 3 of 7,
-    1.025x at step 1 without warm-up); tests/test_training_reference.py pins the formula."""
-    decay = max(1, total - warmup)
-
-    def factor(t: int) -> float:
-        if t < warmup:
-            return (t + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (t - warmup) / decay))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def to_device(batch: dict, device: str) -> dict:
