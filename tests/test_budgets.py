@@ -550,3 +550,32 @@ def test_statistical_detail_names_processes_not_windows():
     ref_ = {"images_per_s": 1000.0, "images_per_s_process_medians": [], "plugin": "gemini"}
     (v,) = budgets.judge(_flat(1000.0), ref_, groups=("throughput",))
     assert (v.outcome, v.delta, v.note) == ("inconclusive", 0.0, "5 vs 1 processes: too few")
+
+
+def test_a_failed_point_against_a_reference_without_throughput_is_still_one_regression():
+    # a memory-only reference (a GPU-tier row, an older budget) has no images/s to show as the budget
+    ref_ = point()
+    del ref_["images_per_s"]
+    (v,) = budgets.judge(point(status="oom"), ref_)
+    assert (v.group, v.metric, v.outcome) == ("status", "status oom", "regressed")
+    assert math.isnan(v.measured) and math.isnan(v.budget) and math.isnan(v.delta)
+    assert str(v).startswith("gemini bf16 bs=128: status oom (not measured") and v.short() == "status oom"
+
+
+def test_compare_applies_the_tolerances_it_is_given():
+    # --fail-on device_time:1%: 1.5% more device time passes the default 2% and fails 1%
+    assert budgets.compare(point(device_ms=50.75), point()) == []
+    (v,) = budgets.compare(point(device_ms=50.75), point(), tol={"device_time": 0.01})
+    assert (v.group, v.outcome) == ("device_time", "regressed")
+
+
+def test_a_new_point_does_not_hide_the_regressions_after_it():
+    gate = budgets.compare_runs([point(batch_size=32), point(device_ms=60.0)], [point()])
+    assert gate.new == [f"gemini bf16 fast  vit-base 1 32: not in the baseline (on {DEVICE})"]
+    assert [r.split(":")[1].strip() for r in gate.regressions] == ["device ms/step 60 vs budget 50 (+20.0%)"]
+
+
+def test_a_budget_records_the_spread_it_was_measured_with(tmp_path):
+    _, entry = budgets.update(tmp_path, point(spread=0.037))
+    assert entry["spread"] == 0.037
+    assert budgets.lookup(budgets.load(tmp_path, point()), point())["spread"] == 0.037
