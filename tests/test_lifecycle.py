@@ -1,5 +1,6 @@
 """Worker lifecycle: a SIGKILL of the vitcore main process (not its group: nothing runs its
-cleanup) ends its spawned workers within seconds, and `--resume` then completes every point."""
+cleanup) ends its spawned workers within seconds, and `--resume` then completes every point; the
+same SIGKILL of a process holding a worker pool (vitcore/worker_pool.py) ends the pool's worker."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def _stat(proc: Path) -> list[str]:
     return (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
 
 
-def _alive(pids: set[int]) -> set[int]:
+def alive(pids: set[int]) -> set[int]:
     alive = set()
     for pid in pids:
         try:
@@ -65,11 +66,11 @@ def test_sigkill_of_the_main_process_ends_its_workers_and_resume_completes_every
     proc.wait()
     killed = time.monotonic()
     assert workers, "no worker was running when the main process was killed"
-    while _alive(workers) and time.monotonic() - killed < 30:
+    while alive(workers) and time.monotonic() - killed < 30:
         time.sleep(0.1)
     outlived = time.monotonic() - killed
     print(f"workers {sorted(workers)} gone {outlived:.2f} s after the main process was killed")
-    assert not _alive(workers) and outlived < GRACE_S, f"workers outlived the main process by {outlived:.1f}s"
+    assert not alive(workers) and outlived < GRACE_S, f"workers outlived the main process by {outlived:.1f}s"
     assert len(read_points(out / "points.jsonl")) < 3, "the kill should land mid-run"
 
     p = subprocess.run(BENCH + ["--out", str(out), "--resume"], capture_output=True, text=True, timeout=600)
@@ -79,3 +80,38 @@ def test_sigkill_of_the_main_process_ends_its_workers_and_resume_completes_every
     keys = [point_key(x) for x in points]
     assert len(keys) == len(set(keys)) == 3 and all(x["status"] == "ok" for x in points)
     assert sorted(x["batch_size"] for x in points) == [4, 8, 16]
+
+
+POOL_HOLDER = """
+import sys, time
+from tests import workers
+from vitcore.worker_pool import WorkerPool
+if __name__ == "__main__":
+    pool = WorkerPool("cpu", preload=())
+    print(pool.run(workers.pid_and_world, timeout_s=120)[0], flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+def test_sigkill_of_a_pool_holder_ends_the_pool_worker(tmp_path):
+    script = tmp_path / "holder.py"
+    script.write_text(POOL_HOLDER)
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env)
+    try:
+        worker = int(proc.stdout.readline())  # the pool's worker, idle between cases
+        assert alive({worker})
+        os.kill(proc.pid, signal.SIGKILL)  # no clean-up of any kind runs in the holder
+        proc.wait()
+        killed = time.monotonic()
+        while alive({worker}) and time.monotonic() - killed < 30:
+            time.sleep(0.1)
+        outlived = time.monotonic() - killed
+        print(f"pool worker {worker} gone {outlived:.2f} s after its holder was killed")
+        assert not alive({worker}) and outlived < GRACE_S, f"the pool worker outlived its holder by {outlived:.1f}s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -48,3 +48,38 @@ def rank0_symptom_first():
 
 def hangs():
     time.sleep(600)
+
+
+# --- cases for the worker pool (tests/test_pool.py) ---
+def pid_and_world():
+    return os.getpid(), dist.get_world_size()
+
+
+def exits(code: int):
+    os._exit(code)  # no clean-up, no reply: as a crashing extension would end the worker
+
+
+def killed_by(sig: int):
+    os.kill(os.getpid(), sig)
+    time.sleep(60)
+
+
+def raises_two_lines():
+    raise ValueError("boom in the case\nsecond line of the message")
+
+
+def changes_globals():
+    """Leaves state behind that a fresh process would not have."""
+    import torch
+
+    os.environ["VITCORE_POOL_LEFTOVER"] = "1"
+    torch.set_default_dtype(torch.float64)
+    torch.set_grad_enabled(False)
+    return os.getpid()
+
+
+def globals_seen():
+    import torch
+
+    return (os.getpid(), os.environ.get("VITCORE_POOL_LEFTOVER"), str(torch.get_default_dtype()),
+            torch.is_grad_enabled(), dist.is_initialized())
