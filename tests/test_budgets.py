@@ -579,3 +579,23 @@ def test_a_budget_records_the_spread_it_was_measured_with(tmp_path):
     _, entry = budgets.update(tmp_path, point(spread=0.037))
     assert entry["spread"] == 0.037
     assert budgets.lookup(budgets.load(tmp_path, point()), point())["spread"] == 0.037
+
+
+def test_fail_on_memory_reaches_the_gate_through_the_cli(tmp_path):
+    # the "--fail-on memory:N% ignored": `vitcore report --baseline` must pass it to the gate
+    import subprocess
+    import sys
+
+    (tmp_path / "cur.json").write_text(json.dumps([point(alloc=4.16, family="gemini")]))  # +4% allocated
+    (tmp_path / "base.json").write_text(json.dumps([point(family="gemini")]))
+
+    def gate(*extra):
+        return subprocess.run([sys.executable, "-m", "vitcore.cli", "report", str(tmp_path / "cur.json"), "--out",
+                               str(tmp_path / "r"), "--baseline", str(tmp_path / "base.json"), *extra],
+                              capture_output=True, text=True, timeout=300)
+
+    default = gate()
+    assert default.returncode == 1 and "peak_mem_allocated_gib 4.16 vs budget 4 (+4.0%)" in default.stderr
+    loose = gate("--fail-on", "memory:5%")
+    assert loose.returncode == 0, loose.stderr[-2000:]
+    assert "no regressions against" in loose.stdout and "memory:5%" in loose.stdout

@@ -372,6 +372,9 @@ def test_prepare_resume_records_each_set_aside_line_whole(tmp_path):
     with open(path, "a") as f:
         f.write('[1]\n{"plugin": "torch_ddp", "ba\n')  # a torn line that is no longer the last one
     results.append_point(path, _point(2))
+    with open(path, "ab") as f:
+        f.write(b"\xff\xfe\n")  # bytes that are not text: set aside, not a crash of the resumed run
+    results.append_point(path, _point(3))
     with open(path, "a") as f:
         f.write('{"plugin": "x", "tor')  # the last line, cut off by a crash
     bad, retried = results.prepare_resume(path)
@@ -381,10 +384,11 @@ def test_prepare_resume_records_each_set_aside_line_whole(tmp_path):
         {"file": str(path), "line": 2, "reason": "JSON list '[1]' is not a point", "text": "[1]"},
         {"file": str(path), "line": 3, "reason": "not JSON (Unterminated string starting at, column 25)",
          "text": '{"plugin": "torch_ddp", "ba'},
-        {"file": str(path), "line": 5, "reason": "torn last line (a write cut off at column 17, by a crash mid-write)",
+        {"file": str(path), "line": 5, "reason": "not UTF-8 text", "text": "\ufffd\ufffd"},
+        {"file": str(path), "line": 7, "reason": "torn last line (a write cut off at column 17, by a crash mid-write)",
          "text": '{"plugin": "x", "tor'}]
     assert [str(b) for b in bad] == [f"{x['file']}:{x['line']}: {x['reason']}" for x in set_aside]
-    assert results.read(path) == ([_point(1), _point(2)], [])
+    assert results.read(path) == ([_point(1), _point(2), _point(3)], [])
 
 
 @pytest.mark.parametrize("tail,bad_lines,retried", [
