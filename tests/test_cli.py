@@ -84,6 +84,47 @@ def test_bench_option_bad_values_are_one_line(option, needle, tmp_path):
     assert needle in line
 
 
+@pytest.mark.parametrize("option,needle", [  # the plugins' own options (issue 17): typed and ranged
+    ("speed=fast", "with NAME one of attention, grad_checkpoint, compile, fused_optimizer, plugin_kernels, freeze_gc, "
+                   "overlap_communication, reduce_bucket_size_in_m, enable_async_reduce, max_prefetch, hidden_dim, "
+                   "shard_param_frac, offload_optim_frac, enable_flash_attention, enable_jit_fused"),
+    ("overlap_communication=maybe", "--option 'overlap_communication=maybe': overlap_communication takes true or "
+                                    "false, not 'maybe'"),
+    ("max_prefetch=-1", "--option 'max_prefetch=-1': max_prefetch takes an integer >= 0, not -1"),
+    ("hidden_dim=7.5", "--option 'hidden_dim=7.5': hidden_dim takes an integer >= 1, not '7.5'"),
+    ("shard_param_frac=2", "--option 'shard_param_frac=2': shard_param_frac takes a number in [0, 1], not 2.0"),
+])
+def test_bench_plugin_option_bad_values_are_one_line_before_anything_is_written(option, needle, tmp_path):
+    rc, _, err = in_process("bench", "--device", "cpu", "--plugins", "hybrid_parallel", "--no-reference",
+                            "--option", option, "--out", str(tmp_path / "o"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bench_option_no_selected_entry_has_is_one_line(tmp_path):
+    rc, _, err = in_process("bench", "--device", "cpu", "--plugins", "torch_ddp", "--no-reference",
+                            "--option", "enable_jit_fused=true", "--out", str(tmp_path / "o"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "nothing to measure" in err and "plugin 'torch_ddp' has no option 'enable_jit_fused'; its options: none" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bench_ablate_names_its_modes():
+    rc, _, err = in_process("bench", "--device", "cpu", "--ablate", "plugins", "--out", "/nonexistent/o")
+    assert rc == 2 and err.strip().startswith("vitcore: error: argument --ablate: invalid choice: 'plugins'")
+    assert "'all', 'profile', 'plugin'" in err and len(err.strip().splitlines()) == 1
+    args = options_parser().parse_args(["bench", "--ablate", "--plugins", "gemini"])
+    assert (args.ablate, args.plugins) == ("all", ["gemini"])
+    assert options_parser().parse_args(["bench", "--ablate", "plugin"]).ablate == "plugin"
+    assert options_parser().parse_args(["bench"]).ablate is None
+
+
+def options_parser():
+    from vitcore import options
+
+    return options.build_parser()
+
+
 def test_bench_options_set_every_point_and_label_it():
     from vitcore import bench
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vitcore import ConfigError, compat, memory, plugins, reference
-from vitcore.model import PRESETS
+from vitcore.model import PRESETS, build_model
 from vitcore.plugins import BuildContext, PluginSpec
 
 
@@ -96,7 +96,7 @@ def test_a_new_family_states_its_facts_on_its_spec_only(monkeypatch):
     groups, skipped = reference.plan([8], model="vit-tiny", device="cpu", twins_of=["my_zero2", "torch_ddp_fp16"])
     assert [g[0].plugin for g in groups] == ["reference_eager", "bare_my_zero2"]
     assert groups[1][0].precision == "fp32" and groups[1][0].mirrors == "my_zero2"
-    assert [s["plugin"] for s in skipped] == ["reference_compiled", "bare_torch_ddp_fp16"]
+    assert [s["plugin"] for s in skipped] == ["reference_compiled", "timm_eager", "timm_compiled", "bare_torch_ddp_fp16"]
     point = {"plugin": "my_zero2", "precision": "bf16", "model": "vit-base", "batch_size": 32}
     # stage 2 over 4 ranks: 16-bit params whole, 16-bit grads and fp32 master + moments sharded
     shared = memory.lower_bound_gib(precision="bf16", preset=PRESETS["vit-base"], batch_size=32, dp_size=4)
@@ -114,3 +114,125 @@ def test_twins_are_the_entries_that_name_one():
 def test_family_facts_are_checked(bad):
     with pytest.raises((ValueError, ConfigError)):
         PluginSpec(name="x", family="x", description="", factory=lambda ctx: None, precisions=("fp32",), **bad)
+
+
+# --- the plugins' own options (issue 17) --------------------------------------------------------------
+OWN_OPTIONS = {  # entry -> its options, typed in: an entry that loses or gains one fails
+    "low_level_zero_s1": ["overlap_communication", "reduce_bucket_size_in_m"],
+    "low_level_zero_s2": ["overlap_communication", "reduce_bucket_size_in_m"],
+    "gemini": ["enable_async_reduce", "max_prefetch", "hidden_dim", "shard_param_frac", "offload_optim_frac"],
+    "gemini_auto": ["enable_async_reduce", "max_prefetch", "hidden_dim"],
+    "gemini_offload": ["enable_async_reduce", "max_prefetch", "hidden_dim", "shard_param_frac", "offload_optim_frac"],
+    **{name: ["enable_flash_attention", "enable_jit_fused"] for name in plugins.REGISTRY if name.startswith("hybrid")},
+}
+
+
+def test_each_entry_declares_its_own_options():
+    assert {s.name: [t.name for t in s.tunables] for s in plugins.REGISTRY.values() if s.tunables} == OWN_OPTIONS
+    for spec in plugins.REGISTRY.values():
+        for t in spec.tunables:
+            assert t.why and t.upstream and t.kind in (bool, int, float), (spec.name, t.name)
+            assert t.ablate is None or (t.check(t.ablate) is None and t.ablate != spec.value(t.name)), (spec.name, t.name)
+            assert t == plugins.tunables()[t.name] or (t.kind, t.low, t.high) == (
+                plugins.tunables()[t.name].kind, plugins.tunables()[t.name].low, plugins.tunables()[t.name].high)
+
+
+def _upstream_class(family: str):
+    from colossalai.booster import plugin as booster_plugin
+
+    return getattr(booster_plugin, PLUGIN_CLASS[family])
+
+
+def test_every_option_is_an_upstream_argument_with_the_stated_default_and_code():
+    """Each option is a keyword of the plugin class with the default the registry states, and the files
+    and functions its `upstream` names exist in the installed colossalai."""
+    import inspect
+    import pathlib
+    import re
+
+    import colossalai
+
+    root = pathlib.Path(colossalai.__file__).parent
+    for spec in plugins.REGISTRY.values():
+        params = inspect.signature(_upstream_class(spec.family).__init__).parameters
+        for t in spec.tunables:
+            assert t.name in params and params[t.name].default == t.default, (spec.name, t.name)
+            for part in t.upstream.split("; "):
+                path, _, names = part.partition(": ")
+                source = (root / path).read_text()
+                for name in re.sub(r"\([^)]*\)", "", names).replace(",", " ").split():
+                    last = name.split(".")[-1]
+                    assert re.search(rf"(def|class) {re.escape(last)}\b", source), (t.name, path, name)
+
+
+@pytest.mark.parametrize("name,options,expect", [
+    ("low_level_zero_s1", {}, {"overlap_communication": True, "reduce_bucket_size": 12 * 2**20}),
+    ("low_level_zero_s1", {"overlap_communication": False, "reduce_bucket_size_in_m": 128},
+     {"overlap_communication": False, "reduce_bucket_size": 128 * 2**20}),
+    # enable_async_reduce=True forces pin_memory on (GeminiPlugin.__init__): the entry's default as built
+    ("gemini", {}, {"enable_async_reduce": True, "pin_memory": True, "max_prefetch": 0, "hidden_dim": None,
+                    "shard_param_frac": 1.0, "offload_optim_frac": 0.0}),
+    ("gemini", {"enable_async_reduce": False, "max_prefetch": 2, "hidden_dim": 768, "shard_param_frac": 0.0},
+     {"enable_async_reduce": False, "pin_memory": False, "max_prefetch": 2, "hidden_dim": 768, "shard_param_frac": 0.0}),
+    ("gemini_offload", {"offload_optim_frac": 0.5}, {"offload_optim_frac": 0.5, "pin_memory": True}),
+    ("hybrid_parallel", {}, {"enable_flash_attention": False, "enable_jit_fused": False}),
+    ("hybrid_parallel", {"enable_flash_attention": True, "enable_jit_fused": True},
+     {"enable_flash_attention": True, "enable_jit_fused": True}),
+])
+def test_plugin_options_reach_the_constructed_plugin(name, options, expect, cpu_process_group):
+    """Built on the CPU (construction needs no CUDA; boosting LowLevelZero and Gemini does): the value
+    each option left in the plugin's own configuration."""
+    spec = plugins.get(name).with_options(options)
+    plugin = spec.build(BuildContext(precision="bf16" if name != "hybrid_parallel" else "fp32"))
+    config = (getattr(plugin, "zero_optim_kwargs", None) or getattr(plugin, "gemini_config", None)
+              or vars(plugin.shard_config))
+    assert {k: config[k] for k in expect} == expect
+
+
+def test_an_option_the_entry_lacks_is_one_line_naming_its_options():
+    with pytest.raises(ConfigError, match="plugin 'torch_ddp' has no option 'max_prefetch'; its options: none"):
+        plugins.get("torch_ddp").with_options({"max_prefetch": 2})
+    with pytest.raises(ConfigError, match="plugin 'gemini_auto' has no option 'shard_param_frac'; its options: "
+                                          "enable_async_reduce, max_prefetch, hidden_dim"):
+        plugins.get("gemini_auto").with_options({"shard_param_frac": 0.0})
+    with pytest.raises(ConfigError, match=r"max_prefetch takes an integer >= 0, not 1.5"):
+        plugins.get("gemini").with_options({"max_prefetch": 1.5})
+
+
+def _shard_vit(plugin):
+    """vit-tiny through shardformer with the plugin's own ShardConfig: {module name: forward's qualified name}."""
+    from colossalai.shardformer import ShardFormer
+
+    model, _ = build_model(PRESETS["vit-tiny"], labels=["a", "b", "c"], weights="random")
+    model, _ = ShardFormer(plugin.shard_config).optimize(model)
+    return {n: getattr(m.forward, "__qualname__", "") for n, m in model.named_modules()}
+
+
+def test_shardformer_vit_policy_ignores_fused_normalization(cpu_process_group):
+    """enable_fused_normalization (the profile's plugin_kernels) replaces nothing in shardformer's ViT
+    policy; enable_flash_attention replaces every self-attention's forward, enable_jit_fused every
+    ViTOutput's (colossalai/shardformer/policies/vit.py)."""
+    def forwards(**kw):
+        ctx = BuildContext(precision="fp32", plugin_kernels=kw.pop("plugin_kernels", False))
+        return _shard_vit(plugins.get("hybrid_parallel").with_options(kw).build(ctx))
+
+    base = forwards()
+    changed = {k: {n for n, f in v.items() if f != base[n]} for k, v in {
+        "fused_normalization": forwards(plugin_kernels=True),
+        "flash": forwards(enable_flash_attention=True), "jit": forwards(enable_jit_fused=True)}.items()}
+    layers = PRESETS["vit-tiny"].num_layers
+    assert changed["fused_normalization"] == set()
+    assert changed["flash"] == {f"vit.encoder.layer.{i}.attention.attention" for i in range(layers)}
+    assert changed["jit"] == {f"vit.encoder.layer.{i}.output" for i in range(layers)}
+
+
+def test_performance_doc_lists_every_option_with_its_upstream_files():
+    import pathlib
+
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "performance.md").read_text()
+    leads = doc[doc.index("## Leads for issue 17"):]
+    for name, t in plugins.tunables().items():
+        row = next((ln for ln in leads.splitlines() if ln.startswith("|") and f"`{name}`" in ln), "")
+        assert row, f"docs/performance.md: no row for {name}"
+        for part in t.upstream.split("; "):
+            assert f"`{part.partition(': ')[0]}`" in row, (name, part)

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from vitcore import VitcoreError, console, launch, points, train
 from vitcore import plugins as reg
 from vitcore import results as res
-from vitcore.config import RunConfig
+from vitcore.config import ABLATE, RunConfig, split_options
 from vitcore.timing import (
     Timing,
     cuda_mem,
@@ -64,7 +64,8 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
                                                 timing=timing, preset=cfg.preset,
                                                 mem=mem.tolist() if s.device == "cuda" else None)
     point |= {"images_per_s_total": point["images_per_s"] * cfg.world_size, "final_loss": final_loss,
-              "variant": cfg.variant, "base_precision": cfg.extra.get("base_precision", cfg.precision)} | traced
+              "variant": cfg.variant, "base_precision": cfg.extra.get("base_precision", cfg.precision),
+              "plugin_options": dict(cfg.plugin_options)} | traced
     s = batch = run = None  # release before release_memory() empties the CUDA cache
     release_memory()
     return point
@@ -123,21 +124,27 @@ def measure_group(items: list, timing: Timing, out_path: str | None) -> list[dic
 
 
 def plan(plugins: list[str], batch_sizes: list[int], precisions: list[str] | None, *, profile: str,
-         model: str, world_size: int = 1, device: str, ablate: bool = False, options: dict | None = None
-         ) -> tuple[list[list[RunConfig]], list[dict]]:
+         model: str, world_size: int = 1, device: str, ablate: bool | str | None = False,
+         options: dict | None = None) -> tuple[list[list[RunConfig]], list[dict]]:
     """The matrix as groups of RunConfigs (one process group each), plus skipped points with their
-    reason. ablate: each group also holds the profile with one option flipped at a time. options:
-    profile options set for every point (e.g. {"freeze_gc": True}); they label the points' variant,
-    so they never mix with, or become budgets of, the profile's own points."""
-    options = options or {}
-    label = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+    reason. ablate: each group also holds the profile with one option flipped at a time (True or
+    "all"; "profile": the profile's options and precision only; "plugin": the plugin's own options
+    only, config.ABLATE). options: profile options and plugin options (config.parse_options) set
+    for every point; they label the points' variant, so they never mix with, or become budgets of,
+    the profile's own points. An entry that lacks a plugin option given is skipped, saying so."""
+    which = "all" if ablate is True else (ablate or None)
+    if which is not None and which not in ABLATE:
+        raise VitcoreError(f"unknown ablation {which!r}; valid: {', '.join(ABLATE)}")
+    profile_options, plugin_options = split_options(options or {})
+    label = ",".join(f"{k}={v}" for k, v in sorted((options or {}).items()))
     groups, skipped = [], []
     for spec in reg.select(plugins):
         for precision in precisions or [None]:
             try:
                 base = RunConfig(plugin=spec.name, precision=precision, profile=profile, model=model,
                                  world_size=max(world_size, spec.min_world_size), device=device,
-                                 dataset="embedded", variant=label, **options)
+                                 dataset="embedded", variant=label, plugin_options=plugin_options,
+                                 **profile_options)
             except VitcoreError as e:
                 skipped.append({"plugin": spec.name, "precision": precision, "reason": str(e)})
                 continue
@@ -145,14 +152,30 @@ def plan(plugins: list[str], batch_sizes: list[int], precisions: list[str] | Non
             if reason:
                 skipped.append({"plugin": spec.name, "precision": base.precision, "reason": reason})
                 continue
-            variants = [base] + (ablations(base, device) if ablate else [])
+            variants = [base] + (ablations(base, device, which) if which else [])
             groups.append([dataclasses.replace(v, batch_size=bs) for v in variants for bs in batch_sizes])
     return groups, skipped
 
 
-def ablations(base: RunConfig, device: str) -> list[RunConfig]:
-    """`base` with one profile option flipped at a time, where the option means something for this
-    plugin here; each labelled by its variant (e.g. "compile=True")."""
+def ablations(base: RunConfig, device: str, which: str = "all") -> list[RunConfig]:
+    """`base` with one option flipped at a time, where the option means something for this plugin
+    here; each labelled by its variant (e.g. "compile=True", "overlap_communication=False").
+    which: "profile" (the profile's options and the precision), "plugin" (the entry's own options,
+    PluginSpec.tunables) or "all"."""
+    out = _profile_flips(base, device) if which in ("all", "profile") else []
+    if which in ("all", "plugin"):
+        spec = base.spec
+        for t in spec.tunables:
+            # not flipped: no ablation value, set already (--option), the entry's own value, or CUDA-only here
+            if t.ablate is None or t.name in base.plugin_options or spec.value(t.name) == t.ablate or (
+                    t.needs_cuda and device != "cuda"):
+                continue
+            out.append(dataclasses.replace(base, variant=f"{t.name}={t.ablate}",
+                                           plugin_options=base.plugin_options | {t.name: t.ablate}))
+    return out
+
+
+def _profile_flips(base: RunConfig, device: str) -> list[RunConfig]:
     flips = {"attention": "eager" if base.attention == "sdpa" else "sdpa",
              "grad_checkpoint": not base.grad_checkpoint,
              "freeze_gc": not base.freeze_gc}

@@ -24,9 +24,9 @@ from vitcore import (
     report,
     results,
 )
-from vitcore.config import OPTIONS, RunConfig
+from vitcore.config import RunConfig, parse_options
 from vitcore.env import environment
-from vitcore.model import ATTENTION, get_preset
+from vitcore.model import get_preset
 
 # Commands that measure import torch (2.4 s measured here) and colossalai (8.1 s) inside their
 # function (launch, bench, reference, timing, train), so that `--help`, bad-input errors and
@@ -95,21 +95,8 @@ def _check_runnable(cfg) -> None:
 
 
 def _options(pairs: list[str]) -> dict:
-    """--option NAME=VALUE pairs as RunConfig fields (true/false for the on/off options)."""
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or name not in OPTIONS:
-            raise VitcoreError(f"--option {pair!r}: expected NAME=VALUE with NAME one of {', '.join(OPTIONS)}")
-        if name == "attention":
-            if value not in ATTENTION:
-                raise VitcoreError(f"--option {pair!r}: unknown attention {value!r}; valid: {', '.join(ATTENTION)}")
-        else:
-            if value.lower() not in ("true", "false"):
-                raise VitcoreError(f"--option {pair!r}: {name} takes true or false")
-            value = value.lower() == "true"
-        out[name] = value
-    return out
+    """--option NAME=VALUE pairs: profile options and the plugins' own (config.parse_options)."""
+    return parse_options(pairs)
 
 
 def _plan_bench(args, profiles, device, model):

@@ -21,6 +21,9 @@ PROFILES = {
 }
 # The fields a profile sets; `vitcore bench --ablate` flips them one at a time (docs/performance.md).
 OPTIONS = ("attention", "grad_checkpoint", "compile", "fused_optimizer", "plugin_kernels", "freeze_gc")
+# What `vitcore bench --ablate [WHICH]` flips: the profile's options (and the precision), the plugins' own
+# options (PluginSpec.tunables: issue 17), or both.
+ABLATE = ("all", "profile", "plugin")
 
 
 def _choice(what: str, value, valid) -> None:
@@ -37,6 +40,36 @@ def profile_precision(spec: plugins.PluginSpec, profile: str, *, cuda: bool) -> 
     if not cuda:
         prefs = [p for p in prefs if p in spec.cpu_precisions] or prefs
     return prefs[0]
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """`--option NAME=VALUE` pairs: profile options (RunConfig fields, true/false or an attention) and
+    the plugins' own options (plugins.tunables()), typed; bad input is one line naming the choices."""
+    tunables = plugins.tunables()
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or (name not in OPTIONS and name not in tunables):
+            raise ConfigError(f"--option {pair!r}: expected NAME=VALUE with NAME one of "
+                              f"{', '.join(OPTIONS + tuple(tunables))}")
+        try:
+            if name == "attention":
+                _choice("attention", value, model_mod.ATTENTION)
+            elif name in OPTIONS:
+                if value.lower() not in ("true", "false"):
+                    raise ConfigError(f"{name} takes true or false")
+                value = value.lower() == "true"
+            else:
+                value = tunables[name].parse(value)
+        except ConfigError as e:
+            raise ConfigError(f"--option {pair!r}: {e}") from None
+        out[name] = value
+    return out
+
+
+def split_options(options: dict) -> tuple[dict, dict]:
+    """(profile options, plugin options) of parse_options' result."""
+    return {k: v for k, v in options.items() if k in OPTIONS}, {k: v for k, v in options.items() if k not in OPTIONS}
 
 
 def _has_cuda(device: str) -> bool:
@@ -83,6 +116,9 @@ class RunConfig:
     """torch's fused (single-kernel) Adam on CUDA; Gemini's HybridAdam is always fused."""
     plugin_kernels: bool | None = None
     """The plugin's own fused kernels where it has them (hybrid_parallel: fused LayerNorm)."""
+    plugin_options: dict = field(default_factory=dict)
+    """The plugin's own options changed from the entry's (PluginSpec.tunables, e.g. {"max_prefetch": 2});
+    `spec` carries them to the plugin's constructor. Empty: the entry as registered."""
     freeze_gc: bool | None = None
     """Benchmark only: no automatic Python GC inside timed windows (torchtitan does the same)."""
     variant: str = ""
@@ -106,6 +142,7 @@ class RunConfig:
         self._fill_defaults(spec, preset)
         self._check_values()
         self._check_parallel(spec, preset)
+        spec.with_options(self.plugin_options)  # each name and value checked against the entry
 
     def _fill_defaults(self, spec: plugins.PluginSpec, preset: model_mod.ModelPreset) -> None:
         """Fields left as None: precision and options from the profile, lr, weight decay and
@@ -166,7 +203,8 @@ class RunConfig:
 
     @property
     def spec(self) -> plugins.PluginSpec:
-        return plugins.get(self.plugin)
+        """The registry entry with this run's plugin options bound (its `build` passes them on)."""
+        return plugins.get(self.plugin).with_options(self.plugin_options)
 
     @property
     def preset(self) -> model_mod.ModelPreset:

@@ -7,6 +7,7 @@ import argparse
 import textwrap
 
 from vitcore import __version__, budgets, preflight
+from vitcore.config import ABLATE
 
 DEFAULT_BUDGETS = "fixtures/budgets"
 
@@ -153,12 +154,15 @@ def bench_parser(b: argparse.ArgumentParser) -> None:
                    help="processes (GPUs) per run; several, comma-separated, for a scaling study (e.g. 1,2,4,8)")
     w.add_argument("--no-reference", dest="reference", action="store_false",
                    help="skip the plain-PyTorch reference (bf16 autocast, SDPA, fused AdamW, +torch.compile)")
-    w.add_argument("--ablate", action="store_true",
-                   help="also measure the profile with each option flipped, one at a time (attention, grad_checkpoint, "
-                        "compile, fused_optimizer, plugin_kernels, freeze_gc, precision): docs/performance.md")
+    w.add_argument("--ablate", nargs="?", const="all", default=None, choices=ABLATE, metavar="WHICH",
+                   help="also measure the profile with each option flipped, one at a time: profile (attention, "
+                        "grad_checkpoint, compile, fused_optimizer, plugin_kernels, freeze_gc, precision), plugin "
+                        "(the entry's own options, e.g. overlap_communication=False) or all (the default without WHICH): "
+                        "docs/performance.md")
     w.add_argument("--option", dest="options", action="append", default=[], metavar="NAME=VALUE",
-                   help="set a profile option for every point, e.g. freeze_gc=true or attention=eager "
-                        "(repeatable; the points are labelled with it, as ablation variants are)")
+                   help="set a profile option or a plugin's own option for every point, e.g. freeze_gc=true, "
+                        "attention=eager or max_prefetch=2 (repeatable; the points are labelled with it, as ablation "
+                        "variants are; entries without that option are skipped)")
     h = b.add_argument_group("how each point is timed")
     h.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     h.add_argument("--steps", type=int, default=20, help="steps per timed window")

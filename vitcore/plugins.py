@@ -3,11 +3,15 @@
 Every name the CLI accepts and every plugin parameter the tests use comes from REGISTRY. An entry
 knows its family (the study's plugin names), the precisions it supports, which of them run on the
 CPU (gloo), the world size it needs, and its tensor/pipeline sizes. Options such as Gemini's
-placement are separate entries rather than name parsing.
+placement are separate entries rather than name parsing. The plugin's own tuning knobs (issue 17) are
+declared on the entry too (`PluginSpec.tunables`): each one names the upstream code it changes and
+what it should do on one GPU; `--option NAME=VALUE` sets one, `vitcore bench --ablate` flips each.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +30,45 @@ class BuildContext:
     pp_size: int = 1
     plugin_kernels: bool = False  # the plugin's own fused kernels where it has them
     max_norm: float = 0.0
+    plugin_options: dict = field(default_factory=dict)  # set by PluginSpec.build from the entry's settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tunable:
+    """A plugin constructor argument left as the entry sets it (upstream's default unless the entry's
+    `options` say otherwise) until `--option NAME=VALUE` sets it. `ablate`: the value `vitcore bench
+    --ablate` measures against the entry's (None: not flipped; `why` says why)."""
+
+    name: str
+    kind: type  # bool, int or float
+    default: Any  # upstream's default (the plugin's __init__)
+    why: str  # what it should do on one GPU, in one line
+    upstream: str  # the upstream code it changes, as colossalai/<file>: <function>
+    low: float = 0  # smallest valid value of an int or float
+    high: float | None = None
+    ablate: Any = None
+    needs_cuda: bool = False  # its code path fails without CUDA: not flipped on a CPU
+
+    def valid(self) -> str:
+        if self.kind is bool:
+            return "true or false"
+        what = "an integer" if self.kind is int else "a number"
+        return f"{what} in [{self.low:g}, {self.high:g}]" if self.high is not None else f"{what} >= {self.low:g}"
+
+    def parse(self, text: str):
+        """The value typed after NAME=, or ConfigError naming the valid values."""
+        value: Any = {"true": True, "false": False}.get(text.lower(), text)
+        if self.kind is not bool:
+            with contextlib.suppress(ValueError):
+                value = self.kind(text)
+        self.check(value)
+        return value
+
+    def check(self, value) -> None:
+        typed = isinstance(value, bool) if self.kind is bool else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and (self.kind is float or isinstance(value, int)))
+        if not typed or (self.kind is not bool and not self.low <= value <= (self.high if self.high is not None else value)):
+            raise ConfigError(f"{self.name} takes {self.valid()}, not {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +102,10 @@ class PluginSpec:
     """Optimizer states may live on the CPU (offloaded, or placed there by memory pressure)."""
     twin_precision: str | None = None
     """Precision of the entry's hand-written twin (vitcore.reference.bare_loop); None: no twin."""
+    tunables: tuple[Tunable, ...] = ()
+    """The plugin's own tuning options (issue 17), each at the entry's value unless a run sets it."""
+    settings: tuple[tuple[str, Any], ...] = ()
+    """This run's plugin options (RunConfig.plugin_options, through `with_options`); () for the registry's entry."""
 
     def __post_init__(self):
         if self.state_layout not in ("mixed", "amp"):
@@ -82,9 +129,26 @@ class PluginSpec:
                 f"valid: {', '.join(self.precisions)}"
             )
 
+    def tunable(self, name: str) -> Tunable:
+        found = next((t for t in self.tunables if t.name == name), None)
+        if found is not None:
+            return found
+        raise ConfigError(f"plugin {self.name!r} has no option {name!r}; its options: "
+                          f"{', '.join(t.name for t in self.tunables) or 'none'}")
+
+    def value(self, name: str):
+        """The option's value in this entry as configured: this run's setting, else the entry's own, else upstream's."""
+        return dict(self.settings).get(name, self.options.get(name, self.tunable(name).default))
+
+    def with_options(self, plugin_options: dict) -> PluginSpec:
+        """This entry with a run's plugin options checked and bound: `build` passes them to the factory."""
+        for name, value in plugin_options.items():
+            self.tunable(name).check(value)
+        return dataclasses.replace(self, settings=tuple(sorted(plugin_options.items())))
+
     def build(self, ctx: BuildContext):
         self.check_precision(ctx.precision)
-        return self.factory(ctx)
+        return self.factory(dataclasses.replace(ctx, plugin_options=dict(self.settings)))
 
 
 REGISTRY: dict[str, PluginSpec] = {}
@@ -127,6 +191,72 @@ def select(patterns: list[str] | None) -> list[PluginSpec]:
     return out
 
 
+def tunables() -> dict[str, Tunable]:
+    """Every entry's options by name, in registry order (entries sharing a name share its kind and range)."""
+    return {t.name: t for s in REGISTRY.values() for t in s.tunables}
+
+
+# --- the plugins' own options (issue 17; docs/performance.md "Leads for issue 17") ----------------
+# Read in colossalai 0.5.0's sources; paths are under colossalai/.
+_LLZ_OPTIONS = (
+    Tunable(name="overlap_communication", kind=bool, default=True, ablate=False,
+            why="True hooks every parameter (post-accumulate-grad), reduces on a side stream and synchronizes the "
+                "whole device after backward; one GPU has nothing to overlap",
+            upstream="zero/low_level/low_level_optim.py: LowLevelZeroOptimizer.__init__ (_attach_reduction_hook), "
+                     "backward (a device synchronize), _run_reduction (comm_stream)"),
+    Tunable(name="reduce_bucket_size_in_m", kind=int, default=12, low=1, ablate=128,
+            why="gradients are flattened, divided, all-reduced (a copy on one rank) and copied back per bucket of "
+                "this many million elements: 128 takes ViT-B's 86M in one bucket instead of 8",
+            upstream="zero/low_level/low_level_optim.py: _add_to_bucket, _run_reduction, _sync_grad"),
+)
+_GEMINI_OPTIONS = (
+    Tunable(name="enable_async_reduce", kind=bool, default=True, ablate=False,
+            why="True reduces each gradient chunk on a side stream and forces pin_memory=True; on one GPU the "
+                "reduce is a copy, and memory used across streams is freed late: suspected cause of the bimodal "
+                "steady peak (gemini bf16 bs128: 9.000 vs 9.485 GiB per process)",
+            upstream="zero/gemini/gemini_ddp.py: GeminiDDP.grad_handle (async_reduce_stream), _post_backward "
+                     "(synchronize); booster/plugin/gemini_plugin.py: GeminiPlugin.__init__ (pin_memory)"),
+    Tunable(name="max_prefetch", kind=int, default=0, low=0, ablate=2,
+            why="gathers up to this many chunks ahead on a prefetch stream; on one GPU a gather copies the chunk's "
+                "single shard back, which prefetching can overlap with compute",
+            upstream="zero/gemini/gemini_hook.py: GeminiZeROHook.pre_op; zero/gemini/placement_policy.py: "
+                     "get_prefetch_chunks; zero/gemini/chunk/manager.py: ChunkManager (_prefetch_stream)"),
+    Tunable(name="hidden_dim", kind=int, default=None, low=1, ablate=768,
+            why="the chunk-size search steps by this (1024 when unset); ViT-B's hidden size lets chunks end on "
+                "parameter boundaries (less padding, maybe fewer chunks)",
+            upstream="zero/gemini/chunk/utils.py: init_chunk_manager (search_interval); "
+                     "zero/gemini/chunk/search_utils.py: search_chunk_configuration"),
+)
+_SHARD_PARAM = Tunable(
+    name="shard_param_frac", kind=float, default=1.0, low=0.0, high=1.0, ablate=0.0,
+    why="share of chunks released after use; on one GPU the shard is the whole chunk, so each use copies it out "
+        "and back: 0.0 keeps every chunk gathered (ZeRO-2)",
+    upstream="zero/gemini/placement_policy.py: StaticPlacementPolicy.setup_grads_device, evict_tensors; "
+             "zero/gemini/chunk/chunk.py: Chunk.__scatter, __gather")
+_OFFLOAD_OPTIM = Tunable(
+    name="offload_optim_frac", kind=float, default=0.0, low=0.0, high=1.0,
+    why="share of optimizer states (by chunk) on the CPU; on one GPU a memory lever, not a speed one, and "
+        "gemini_offload measures 1.0: not flipped",
+    upstream="zero/gemini/placement_policy.py: StaticPlacementPolicy.setup_grads_device")
+_STATIC_OPTIONS = {  # static placement only
+    "gemini": (_SHARD_PARAM, _OFFLOAD_OPTIM),
+    "gemini_offload": (dataclasses.replace(_SHARD_PARAM, ablate=None, why=_SHARD_PARAM.why + "; not flipped here: "
+                       "gathered chunks keep their optimizer states on the GPU, undoing the offload"), _OFFLOAD_OPTIM),
+}
+_HYBRID_OPTIONS = (
+    Tunable(name="enable_flash_attention", kind=bool, default=False, ablate=True, needs_cuda=True,
+            why="replaces ViTSelfAttention.forward with ColoAttention: flash-attn's kernel where the flash_attn "
+                "package is installed, else torch SDPA, which the fast profile's attention already is",
+            upstream="shardformer/policies/vit.py: ViTPolicy.module_policy; shardformer/modeling/vit.py: "
+                     "get_vit_flash_self_attention_forward; shardformer/layer/attn.py: ColoAttention.attention"),
+    Tunable(name="enable_jit_fused", kind=bool, default=False, ablate=True,
+            why="replaces ViTOutput.forward with a TorchScript bias-dropout-add (with a zeros_like bias per layer); "
+                "the fused bias-GeLU applies only with tensor parallelism",
+            upstream="shardformer/policies/vit.py: ViTPolicy.preprocess, module_policy; "
+                     "shardformer/modeling/jit.py: get_jit_fused_dropout_add_func"),
+)
+
+
 # --- entries -------------------------------------------------------------------------------------
 # Factories import colossalai (and torch) when called: `import colossalai.booster.plugin` took 8.1 s here
 # (measured), and listing, selecting or planning entries needs none of it.
@@ -156,12 +286,12 @@ for _stage in (1, 2):
               description=f"ZeRO stage {_stage}: optimizer states{' and gradients' if _stage == 2 else ''} "
                           "sharded across data-parallel ranks",
               precisions=("fp16", "bf16"), cpu_reason=_CUDA_ONLY.format("LowLevelZeroPlugin"),
-              options={"stage": _stage}, zero_stage=_stage)
+              options={"stage": _stage}, zero_stage=_stage, tunables=_LLZ_OPTIONS)
     def _llz(ctx, _stage=_stage):
         from colossalai.booster.plugin import LowLevelZeroPlugin
 
         return LowLevelZeroPlugin(stage=_stage, precision=ctx.precision, max_norm=ctx.max_norm,
-                                  initial_scale=2**5)
+                                  initial_scale=2**5, **ctx.plugin_options)
 
 _GEMINI = {  # name: (description, options, optimizer states possibly on the CPU)
     "gemini": ("static placement, everything on the GPU", dict(placement_policy="static"), False),
@@ -178,11 +308,12 @@ for _name, (_desc, _opts, _offloaded) in _GEMINI.items():
     @register(_name, family="gemini", description=f"Gemini (ZeRO-3 with chunks): {_desc}",
               precisions=("fp16", "bf16"), cpu_reason=_CUDA_ONLY.format("GeminiPlugin"),
               optimizer="hybrid_adam", options=_opts, zero_stage=3, grads_in_param_chunks=True,
-              optimizer_offloaded=_offloaded)
+              optimizer_offloaded=_offloaded, tunables=_GEMINI_OPTIONS + _STATIC_OPTIONS.get(_name, ()))
     def _gemini(ctx, _opts=_opts):
         from colossalai.booster.plugin import GeminiPlugin
 
-        return GeminiPlugin(precision=ctx.precision, max_norm=ctx.max_norm, initial_scale=2**5, **_opts)
+        return GeminiPlugin(precision=ctx.precision, max_norm=ctx.max_norm, initial_scale=2**5,
+                            **(_opts | ctx.plugin_options))
 
 _HYBRID = {"hybrid_parallel": (1, 1, 0), "hybrid_parallel_tp2": (2, 1, 0), "hybrid_parallel_pp2": (1, 2, 0),
            "hybrid_parallel_tp2pp2": (2, 2, 0), "hybrid_parallel_tp2_zero1": (2, 1, 1)}
@@ -196,7 +327,7 @@ for _name, (_tp, _pp, _zero) in _HYBRID.items():
               cpu_precisions=() if _zero else ("fp32",),
               cpu_reason=_CUDA_ONLY.format("ZeRO") if _zero else "mixed precision needs a CUDA accelerator",
               min_world_size=_tp * _pp * (2 if _zero else 1), tp_size=_tp, pp_size=_pp, parallel_sizes=True,
-              plugin_kernels=True, options={"zero_stage": _zero} if _zero else {},
+              plugin_kernels=True, options={"zero_stage": _zero} if _zero else {}, tunables=_HYBRID_OPTIONS,
               # the memory bound counts no sharding here, neither tp/pp nor the _zero1 entry's ZeRO-1
               # in the dp groups (kept at 0: the recorded bounds do not change)
               zero_stage=0)
@@ -209,9 +340,9 @@ for _name, (_tp, _pp, _zero) in _HYBRID.items():
             kw["num_microbatches"] = ctx.pp_size
         if ctx.tp_size > 1:
             kw["custom_policy"] = _replicated_head_policy()
-        if ctx.plugin_kernels:
+        if ctx.plugin_kernels:  # no effect on shardformer's ViT policy (docs/performance.md, issue 17)
             kw.update(enable_fused_normalization=True)
-        return HybridParallelPlugin(**kw)
+        return HybridParallelPlugin(**(kw | ctx.plugin_options))
 
 
 def _replicated_head_policy():
