@@ -229,10 +229,10 @@ _GEMINI_OPTIONS = (
 )
 _SHARD_PARAM = Tunable(
     name="shard_param_frac", kind=float, default=1.0, low=0.0, high=1.0, ablate=0.0,
-    why="share of chunks released after use; on one GPU the shard is the whole chunk, so each use copies it out "
-        "and back: 0.0 keeps every chunk gathered (ZeRO-2)",
+    why="share of chunks released between uses; on one GPU the shard is the whole chunk, so a release and re-gather "
+        "are two copies: 0.0 keeps chunks gathered (the scatter after each reduce stays: Chunk.reduce)",
     upstream="zero/gemini/placement_policy.py: StaticPlacementPolicy.setup_grads_device, evict_tensors; "
-             "zero/gemini/chunk/chunk.py: Chunk.__scatter, __gather")
+             "zero/gemini/chunk/chunk.py: Chunk.__scatter, __gather, reduce")
 _OFFLOAD_OPTIM = Tunable(
     name="offload_optim_frac", kind=float, default=0.0, low=0.0, high=1.0,
     why="share of optimizer states (by chunk) on the CPU; on one GPU a memory lever, not a speed one, and "
