@@ -236,3 +236,15 @@ def test_performance_doc_lists_every_option_with_its_upstream_files():
         assert row, f"docs/performance.md: no row for {name}"
         for part in t.upstream.split("; "):
             assert f"`{part.partition(': ')[0]}`" in row, (name, part)
+
+
+@pytest.mark.parametrize("options,jit_layers", [({}, 0), ({"enable_jit_fused": True}, PRESETS["vit-tiny"].num_layers)])
+def test_a_runs_plugin_options_reach_the_boosted_model(options, jit_layers, cpu_process_group):
+    """RunConfig.plugin_options -> RunConfig.spec -> train.setup's plugin -> the boosted model: the path
+    a bench point takes (hybrid_parallel fp32 boosts on a CPU)."""
+    from vitcore import train
+    from vitcore.config import RunConfig
+
+    cfg = RunConfig(plugin="hybrid_parallel", device="cpu", model="vit-tiny", batch_size=2, plugin_options=options)
+    s = train.setup(cfg, synthetic_batch=True)
+    assert sum(hasattr(m, "dropout_add") for m in s.model.modules()) == jit_layers
