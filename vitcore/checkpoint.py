@@ -23,12 +23,8 @@ def save_checkpoint(s: Session, path) -> None:
     s.booster.save_model(s.model, str(path / "model"), shard=True)
     s.booster.save_optimizer(s.optimizer, str(path / "optimizer"), shard=True)
     s.booster.save_lr_scheduler(s.scheduler, str(path / "scheduler.pt"))
-    scaler = getattr(s.optimizer, "scaler", None)
-    if scaler is not None:
-        # The Booster's AMP optimizer (torch_ddp_fp16) does not save its GradScaler, so a resumed
-        # run restarted the loss scale and skipped a step (measured on an H100: 1.3% off).
-        if dist.get_rank() == 0:
-            torch.save(scaler.state_dict(), path / "grad_scaler.pt")
+    if dist.get_rank() == 0:
+        save_loss_scale(s, path)
 
 
 def load_checkpoint(s: Session, path) -> None:
@@ -38,9 +34,46 @@ def load_checkpoint(s: Session, path) -> None:
     restore_param_groups(s.optimizer)
     _steps_to_param_device(innermost_optimizer(s.optimizer))
     s.booster.load_lr_scheduler(s.scheduler, str(path / "scheduler.pt"))
-    scaler = getattr(s.optimizer, "scaler", None)
-    if scaler is not None and (path / "grad_scaler.pt").exists():
-        scaler.load_state_dict(torch.load(path / "grad_scaler.pt"))
+    load_loss_scale(s, path)
+
+
+# No checkpoint of the Booster holds the dynamic loss scale: the AMP optimizer (torch_ddp_fp16) does
+# not save its GradScaler (a resumed run restarted the scale and skipped a step, measured on an H100:
+# 1.3% off), and the ZeRO, Gemini and hybrid optimizers' state dicts leave out their fp16 mixin's
+# DynamicGradScaler (colossalai 0.5.0: low_level_optim.state_dict, gemini_optimizer.state_dict).
+LOSS_SCALE_FILE = "loss_scale.pt"
+_COUNTERS = ("_growth_step", "_hysteresis_step")  # DynamicGradScaler's state_dict leaves them out
+
+
+def save_loss_scale(s: Session, path) -> None:
+    found = _scalers(s)
+    if found is None:
+        return
+    if hasattr(found, "grad_scaler"):
+        gs = found.grad_scaler
+        state = {"kind": "colossalai", "state": gs.state_dict(),
+                 "counters": {k: getattr(gs, k) for k in _COUNTERS if hasattr(gs, k)}}
+    else:
+        state = {"kind": "torch", "state": found.state_dict()}
+    torch.save(state, Path(path) / LOSS_SCALE_FILE)
+
+
+def load_loss_scale(s: Session, path) -> None:
+    """Restore the scale saved by save_loss_scale; a run with a dynamic loss scale whose checkpoint
+    lacks it is an error (it would restart from the initial scale, silently)."""
+    found = _scalers(s)
+    if found is None:
+        return
+    file = Path(path) / LOSS_SCALE_FILE
+    if not file.exists():
+        raise FileNotFoundError(f"checkpoint {path} holds no {LOSS_SCALE_FILE}: the loss scale cannot be restored")
+    state = torch.load(file)
+    if hasattr(found, "grad_scaler"):
+        found.grad_scaler.load_state_dict(state["state"])
+        for k, v in state.get("counters", {}).items():
+            setattr(found.grad_scaler, k, v)
+    else:
+        found.load_state_dict(state["state"])
 
 
 def restore_param_groups(optimizer) -> None:
@@ -78,15 +111,34 @@ def innermost_optimizer(optimizer):
     return optimizer
 
 
-def loss_scale(s: Session):
-    """The dynamic loss scale a resumed run must continue: the ZeRO / Gemini / hybrid fp16 mixin's
-    under the optimizer's wrappers, else the AMP GradScaler's; None where the plugin has none (fp32,
-    bf16)."""
+def _scalers(s: Session):
+    """The ZeRO / Gemini / hybrid fp16 mixin under the optimizer's wrappers, else the AMP GradScaler
+    (enabled), else None: where the dynamic loss scale of this run lives."""
     opt = s.optimizer
     while opt is not None:
         for name in ("mixed_precision_mixin", "mix_precision_mixin", "mixed_precision"):
             if hasattr(mixin := getattr(opt, name, None), "loss_scale"):
-                return float(mixin.loss_scale)
+                return mixin
         opt = getattr(opt, "optim", None)
     scaler = getattr(s.optimizer, "scaler", None)
-    return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
+    return scaler if scaler is not None and scaler.is_enabled() else None
+
+
+def loss_scale(s: Session):
+    """The dynamic loss scale a resumed run must continue (None where the plugin has none: fp32, bf16)."""
+    found = _scalers(s)
+    if found is None:
+        return None
+    return float(found.loss_scale) if hasattr(found, "loss_scale") else float(found.get_scale())
+
+
+def set_loss_scale(s: Session, value: float) -> None:
+    """Set the dynamic loss scale, as overflows backing it off would: a checkpoint saved after it
+    shows whether a load restores the scale or restarts from the initial one."""
+    found = _scalers(s)
+    if found is None:
+        raise ValueError("this run has no dynamic loss scale")
+    if hasattr(found, "grad_scaler"):  # colossalai's Fp16MixedPrecisionMixin: a DynamicGradScaler
+        found.grad_scaler._scale.fill_(value)
+    else:  # torch.amp.GradScaler (its public way, also before the first step made its scale tensor)
+        found.load_state_dict(found.state_dict() | {"scale": float(value)})

@@ -23,7 +23,13 @@ from tqdm import tqdm
 from vitcore import DataError, Diverged
 from vitcore import data as data_mod
 from vitcore import model as model_mod
-from vitcore.checkpoint import innermost_optimizer, load_checkpoint, loss_scale, save_checkpoint
+from vitcore.checkpoint import (
+    innermost_optimizer,
+    load_checkpoint,
+    loss_scale,
+    save_checkpoint,
+    set_loss_scale,
+)
 from vitcore.config import RunConfig
 from vitcore.launch import resolve_device
 from vitcore.plugins import BuildContext, booster_kwargs
@@ -326,6 +332,10 @@ def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path, after: int = 3)
     batches = [to_device(b, s.device) for _, b in zip(range(steps + after), s.train_loader, strict=False)]
     for b in batches[:steps]:
         train_step(s, b)
+    if (scale := loss_scale(s)) is not None:
+        # a quarter of it, as two overflows would leave it: no fp16 case overflows in these few
+        # steps, and a load that restarted from the initial scale must not pass unseen
+        set_loss_scale(s, scale / 4)
     save_checkpoint(s, path)
     dist.barrier()
     out = {"loss_scale_saved": loss_scale(s), "uninterrupted": _continue(s, batches[steps:])}
