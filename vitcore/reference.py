@@ -72,6 +72,10 @@ class Reference:
     profile: str = "reference"
     variant: str = ""
 
+    def __post_init__(self):
+        if self.impl not in ("hf", "timm"):
+            raise ValueError(f"reference impl {self.impl!r}; valid: hf, timm")
+
     @property
     def plugin(self) -> str:
         if self.mirrors:
