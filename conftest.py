@@ -1,4 +1,5 @@
-"""pytest options, plugin parametrization from the registry, hardware skips, session summary."""
+"""pytest options, plugin parametrization from the registry, hardware skips, session summary, and
+how `pytest -m gpu` shares the one GPU (xdist workers by default, performance tests last)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from dataclasses import asdict, dataclass, field
 
 import pytest
 import torch
+from _pytest.mark.expression import Expression
 
+from tests.helpers import needs_gpus_alone
 from vitcore import VitcoreError, plugins, preflight
 from vitcore.config import profile_precision
 from vitcore.model import get_preset
@@ -44,6 +47,22 @@ def budget_checks(pytestconfig) -> BudgetChecks:
 BUDGETS_DEFAULT = "fixtures/budgets"
 
 
+# The single-GPU correctness cases (tiny preset, batch 16) need well under 2 GiB each, and each
+# xdist process holds one pooled GPU worker (docs/gpu.md): 4 keep the GPU busy while one process is
+# on the host (data, pickling, checks) and stay far from a 80 GiB card's memory.
+GPU_WORKERS = 4
+AUTO_WORKERS = pytest.StashKey[int]()  # set when pytest_cmdline_main chose the xdist workers
+
+
+def _selects_gpu_tier(config) -> bool:
+    """-m selects tests marked only `gpu` (e.g. -m gpu, -m "gpu and not slow")."""
+    expr = config.option.markexpr
+    try:
+        return bool(expr) and Expression.compile(expr).evaluate(lambda name, **kw: name == "gpu")
+    except Exception:  # noqa: BLE001 - a malformed -m: pytest reports it itself
+        return False
+
+
 def pytest_addoption(parser):
     g = parser.getgroup("vitcore", "vitcore benchmark suite")
     g.addoption("--plugin", default=None,
@@ -64,6 +83,34 @@ def pytest_addoption(parser):
     g.addoption("--world-sizes", default="2,4,8",
                 help="multigpu tier: world sizes (comma-separated); sizes above the GPU count skip with the reason")
     g.addoption("--results-out", default=None, help="write GPU-tier results JSON into this folder")
+    g.addoption("--gpu-workers", type=int, default=GPU_WORKERS,
+                help=f"pytest -m gpu on a CUDA host without -n: xdist processes sharing the GPU (default "
+                     f"{GPU_WORKERS}; 0 = all in this process; -n N overrides)")
+
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """`pytest -m gpu` on a CUDA host without -n runs on --gpu-workers xdist processes (dist load),
+    as if -n had been given; never in an xdist worker, with --pdb, --collect-only or -n."""
+    n = config.getoption("--gpu-workers")
+    if (n < 1 or hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist")
+            or getattr(config.option, "numprocesses", None) is not None or config.getoption("usepdb")
+            or config.getoption("collectonly") or not _selects_gpu_tier(config) or not torch.cuda.is_available()):
+        return
+    config.option.numprocesses = n
+    config.option.tx = ["popen"] * n
+    if config.option.dist == "no":
+        config.option.dist = "load"
+    config.stash[AUTO_WORKERS] = n
+
+
+def pytest_report_header(config):
+    n = config.stash.get(AUTO_WORKERS, None)
+    if n:
+        return [f"vitcore: -m gpu on a CUDA host: {n} xdist workers share the GPU, performance tests run last "
+                "and alone (--gpu-workers N or -n N to change, -n 0 for one process; docs/gpu.md)"]
+    return None
 
 
 def _selected(config) -> list[plugins.PluginSpec]:
@@ -97,6 +144,8 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(config, items):
+    # Tests that need the GPUs alone (performance, multigpu) last: the shared-GPU tests run out first.
+    items.sort(key=needs_gpus_alone)  # stable
     # --plugin also filters tests that name their plugin in a `plugin_names` marker.
     if not config.getoption("--plugin"):
         return
@@ -116,6 +165,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     config.addinivalue_line("markers", "plugin_names(*names): registry entries a test exercises")
     config.addinivalue_line("markers", "profile(name): parametrize with the precision this profile picks per entry")
+    config.addinivalue_line("markers", "gpu_exclusive: runs after every other GPU test of the session, with the "
+                                       "GPU to itself (performance; docs/gpu.md)")
     config.stash[BUDGET_CHECKS] = BudgetChecks()
     _check_options(config)
 
@@ -129,6 +180,8 @@ def _check_options(config) -> None:
             get_preset(config.getoption("--model"))
         for flag in ("--perf-batch-sizes", "--world-sizes"):
             _int_list(flag, config.getoption(flag))
+        if config.getoption("--gpu-workers") < 0:
+            raise VitcoreError(f"--gpu-workers {config.getoption('--gpu-workers')} must be an integer >= 0")
         for flag in ("--perf-processes", "--perf-repeats", "--perf-steps"):
             if config.getoption(flag) < 1:
                 raise VitcoreError(f"{flag} {config.getoption(flag)} must be an integer >= 1")

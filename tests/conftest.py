@@ -4,8 +4,8 @@ import os
 import pytest
 from torch.utils.data import default_collate
 
-from tests.helpers import PARITY, PARITY_STEPS
-from vitcore import analysis, data, launch, report, train
+from tests.helpers import PARITY, PARITY_STEPS, computed_once, gpu_share, needs_gpus_alone
+from vitcore import analysis, data, launch, report, train, worker_pool
 from vitcore.config import RunConfig
 from vitcore.env import environment
 from vitcore.results import append_point
@@ -29,10 +29,36 @@ def probe(parity_data):
 
 
 @pytest.fixture(scope="session")
-def ddp_reference(parity_data, probe):
+def gpu_pool():
+    """This pytest process's (xdist worker's) long-lived GPU worker: it imports once and runs the
+    correctness cases one after another, each isolated (vitcore/worker_pool.py). Started at the
+    first case, ended at the session's end."""
+    with worker_pool.WorkerPool("cuda") as pool:
+        yield pool
+
+
+@pytest.fixture(scope="session")
+def ddp_reference(pytestconfig, parity_data, probe, gpu_pool):
+    """The torch_ddp fp32 run every parity test compares with: computed once per session (by the
+    first xdist worker that needs it; the others read it) for this preset, recipe, seed and steps."""
     cfg = RunConfig(plugin="torch_ddp", precision="fp32", device="cuda", **PARITY)
-    return launch.spawn(train.steps_then_probe, (cfg, parity_data, PARITY_STEPS, probe), world_size=1,
-                        device="cuda", timeout_s=900)[0]
+    key = (cfg, PARITY_STEPS, parity_data.source, len(parity_data.train), len(parity_data.test))
+    return computed_once(pytestconfig, "ddp-reference", key, lambda: gpu_pool.run(
+        train.steps_then_probe, (cfg, parity_data, PARITY_STEPS, probe), timeout_s=900))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """GPU-tier tests share the GPU with the session's other processes; a performance or multigpu
+    test waits until none of them uses it, and this process's pooled worker leaves it first
+    (helpers.gpu_share, docs/gpu.md). Held from setup to teardown, fixtures included."""
+    if item.get_closest_marker("gpu") is None and item.get_closest_marker("multigpu") is None:
+        return (yield)
+    exclusive = needs_gpus_alone(item)
+    if exclusive:
+        worker_pool.close_all()
+    with gpu_share(item.config, exclusive=exclusive):
+        return (yield)
 
 
 @pytest.fixture

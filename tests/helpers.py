@@ -1,11 +1,21 @@
-"""Shared test helpers: run a training configuration in-process or in gloo processes, and the
-GPU tiers' parity and performance checks (tests/test_gpu.py, tests/test_multigpu.py)."""
+"""Shared test helpers: run a training configuration in-process or in gloo processes, the GPU
+tiers' parity and performance checks (tests/test_gpu.py, tests/test_multigpu.py), and what the
+processes of one pytest session share: results computed once, and the GPU (docs/gpu.md)."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from vitcore import VitcoreError, budgets, launch, train
+from vitcore import VitcoreError, budgets, launch, results, train
 from vitcore.bench import measure_group
 from vitcore.checks import TOLERANCES, compare, require
 from vitcore.config import RunConfig
@@ -40,18 +50,67 @@ def check_parity(label: str, reference: dict, got: dict, precision: str, gpu_res
     require(logits)
 
 
-# The memory and throughput tests of one plugin share one measurement per session (per xdist worker).
-MEASURED = pytest.StashKey[dict]()
+def needs_gpus_alone(item) -> bool:
+    """Performance tests (marker gpu_exclusive) and multigpu tests (every GPU of the host) run with the
+    GPUs to themselves, after every test that shares them (sorted last by the root conftest, the lock
+    taken in tests/conftest.py)."""
+    return item.get_closest_marker("gpu_exclusive") is not None or item.get_closest_marker("multigpu") is not None
+
+
+def session_dir(config) -> Path:
+    """A folder every process of this pytest session shares: the basetemp, whose subfolders are the
+    xdist workers' own basetemps (gw0, gw1, ...)."""
+    base = config._tmp_path_factory.getbasetemp()  # pytest's and xdist's own handle on it
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def computed_once(config, name: str, key: Any, compute: Callable[[], Any]) -> Any:
+    """compute()'s value, computed by the first process of this session that asks for `key` (the
+    others wait on a file lock, then read its pickle). A failure stores nothing: the next asker
+    computes again, and fails the same way."""
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    path = session_dir(config) / f"{name}-{digest}.pickle"
+    with _flock(path.with_suffix(".lock"), fcntl.LOCK_EX):
+        if path.exists():
+            return pickle.loads(path.read_bytes())
+        value = compute()
+        results.write_atomic_bytes(path, pickle.dumps(value))
+        return value
+
+
+@contextmanager
+def gpu_share(config, *, exclusive: bool) -> Iterator[None]:
+    """A readers-writer lock on the GPU across the session's processes (fcntl.flock on one file):
+    correctness tests share it, performance tests wait until no other test holds it and then hold it
+    alone. flock has no writer priority: performance tests are sorted last (root conftest), so the
+    shared holders run out. The kernel drops the lock of a process that dies."""
+    with _flock(session_dir(config) / "gpu.lock", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH):
+        yield
+
+
+@contextmanager
+def _flock(path: Path, operation: int) -> Iterator[None]:
+    """fcntl.flock on a file of its own open (so threads conflict as processes do), until the block ends."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
-    """Measure `cfgs` in --perf-processes separate process groups, once per session, pooling their
+    """Measure `cfgs` in --perf-processes separate process groups, once per session (the device,
+    memory and throughput tests of one plugin share it, across xdist workers too), pooling their
     windows (timing.pool); with --update-budgets, record each point as this device's budget.
     Returns the points and the budgets that could not be recorded, with the reason."""
-    measured = request.config.stash.setdefault(MEASURED, {})
-    key = tuple((c.plugin, c.precision, c.world_size, c.batch_size, c.model) for c in cfgs)
-    if key in measured:
-        return measured[key]
+    opt = request.config.getoption
+    key = (tuple(cfgs), opt("--perf-steps"), opt("--perf-repeats"), opt("--perf-min-window"),
+           opt("--perf-processes"), opt("--update-budgets"), opt("--budgets"))
+    return computed_once(request.config, "performance", key, lambda: _measure(cfgs, request, gpu_results))
+
+
+def _measure(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
     c0 = cfgs[0]
     opt = request.config.getoption
     timing = Timing(warmup=5, steps=opt("--perf-steps"), repeats=opt("--perf-repeats"),
@@ -72,8 +131,7 @@ def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str
                 budgets.update(opt("--budgets"), point)
             except VitcoreError as e:
                 failed.append(f"budget not recorded: {e}")
-    measured[key] = points, failed
-    return measured[key]
+    return points, failed
 
 
 def check_budgets(cfgs, request, gpu_results, budget_checks, groups: tuple[str, ...]) -> None:

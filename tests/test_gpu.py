@@ -1,44 +1,50 @@
 """GPU tier: every single-GPU registry entry and precision, one GPU each.
 
-Each case trains in its own process (fresh CUDA state and memory statistics). Parity, checkpoint
-and convergence report the observed numbers (printed and written to --results-out), not only
-pass/fail. Performance compares with this device's budget file; see vitcore.budgets.
+Parity, checkpoint and convergence cases run in this process's long-lived GPU worker
+(vitcore/worker_pool.py: imports paid once, each case with a fresh process group, seed and memory
+statistics), several xdist workers at a time on the one GPU; they report the observed numbers
+(printed and written to --results-out), not only pass/fail. Performance tests run last, each alone
+on the GPU and in fresh processes (launch.spawn: their budgets were recorded that way), and compare
+with this device's budget file; see vitcore.budgets and docs/gpu.md.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity
+from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity, computed_once
 from tests.test_checkpoint_io import RESUMED_STEPS, check_roundtrip
 from tests.test_convergence import MARGIN, convergence_data, reference_accuracy, require_near_reference
 from tests.test_convergence import RECIPE as CONVERGENCE_RECIPE  # the preset's own recipe
-from vitcore import launch, plain, train
+from vitcore import plain, train
 from vitcore.checks import compare
 from vitcore.config import RunConfig
 
 pytestmark = pytest.mark.gpu
 
 
-def _spawn(fn, *args):
-    return launch.spawn(fn, args, world_size=1, device="cuda", timeout_s=900)[0]
+CASE_TIMEOUT_S = 900  # the first case of a cold machine builds colossalai's kernels (164 s measured on an H100)
+
+
+def _case(pool, fn, *args):
+    return pool.run(fn, args, timeout_s=CASE_TIMEOUT_S)
 
 
 def _cfg(spec, precision, **kw):
     return RunConfig(plugin=spec.name, precision=precision, device="cuda", **kw)
 
 
-def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_reference, gpu_results):
+def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_reference, gpu_results, gpu_pool):
     cfg = _cfg(spec, precision, **PARITY)
-    got = _spawn(train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
+    got = _case(gpu_pool, train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
     check_parity(f"{spec.name} {precision}", ddp_reference, got, precision, gpu_results)
 
 
-def test_checkpoint_roundtrip(spec, precision, parity_data, tmp_path, gpu_results):
+def test_checkpoint_roundtrip(spec, precision, parity_data, tmp_path, gpu_results, gpu_pool):
     """3 steps, save, 3 more steps; a fresh booster loads and runs the same 3: loss, learning rate,
     loss scale and optimizer state must continue the uninterrupted run (tests/test_checkpoint_io)."""
     cfg = _cfg(spec, precision, **PARITY)
-    got = _spawn(train.checkpoint_roundtrip, cfg, parity_data, 3, str(tmp_path / "ckpt"), RESUMED_STEPS)
+    got = _case(gpu_pool, train.checkpoint_roundtrip, cfg, parity_data, 3, str(tmp_path / "ckpt"), RESUMED_STEPS)
     a, b = got["uninterrupted"], got["resumed"]
     c = compare(f"{spec.name} {precision} resumed vs uninterrupted loss", a["loss"], b["loss"], "fp32")
     gpu_results.add("checkpoint", got | {"max_abs": c.max_abs, "ok": c.ok})
@@ -51,20 +57,23 @@ def _plain_reference(d, recipe: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def convergence_reference(request):
-    """The plain PyTorch loop on --dataset, once per module: (data, its held-out accuracy)."""
+def convergence_reference(request, gpu_pool):
+    """The plain PyTorch loop on --dataset, once per session (across xdist workers): (data, its
+    held-out accuracy)."""
     d = convergence_data(request.config.getoption("--dataset"))
-    ref = _spawn(_plain_reference, d, CONVERGENCE_RECIPE)
+    key = (d.source, len(d.train), len(d.test), sorted(CONVERGENCE_RECIPE.items()))
+    ref = computed_once(request.config, "plain-reference", key,
+                        lambda: _case(gpu_pool, _plain_reference, d, CONVERGENCE_RECIPE))
     acc = reference_accuracy(ref, len(d.labels))
     print(f"plain PyTorch {CONVERGENCE_RECIPE['model']} on {ref['dataset']}: held-out accuracy {acc:.3f}")
     return d, acc
 
 
-def test_convergence(spec, precision, gpu_results, convergence_reference):
+def test_convergence(spec, precision, gpu_results, convergence_reference, gpu_pool):
     """Each plugin reaches the plain loop's accuracy on the same preset, data and epochs, minus
     tests.test_convergence.MARGIN; the reference's accuracy is printed and recorded beside it."""
     d, ref_acc = convergence_reference
-    hist = _spawn(train.finetune, _cfg(spec, precision, **CONVERGENCE_RECIPE), d)
+    hist = _case(gpu_pool, train.finetune, _cfg(spec, precision, **CONVERGENCE_RECIPE), d)
     gpu_results.add("convergence", hist | {"reference_accuracy": ref_acc, "margin": MARGIN})
     if hist["status"] == "diverged":
         pytest.fail(f"{spec.name} {precision}: diverged at step {hist['diverged_at_step']}")
@@ -79,6 +88,7 @@ def _perf_cfgs(spec, precision, request):
     return [_cfg(spec, precision, profile="fast", model=model, batch_size=bs, weights="random") for bs in sizes]
 
 
+@pytest.mark.gpu_exclusive
 @pytest.mark.profile("fast")
 def test_performance_device(spec, precision, request, gpu_results, budget_checks):
     """Device time and kernel launches per step at every batch size against the budget: what the
@@ -87,12 +97,14 @@ def test_performance_device(spec, precision, request, gpu_results, budget_checks
                   ("device_time", "launches"))
 
 
+@pytest.mark.gpu_exclusive
 @pytest.mark.profile("fast")
 def test_performance_memory(spec, precision, request, gpu_results, budget_checks):
     """Steady-state peak memory per GPU (allocated and reserved) at every batch size against the budget."""
     check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, budget_checks, ("memory",))
 
 
+@pytest.mark.gpu_exclusive
 @pytest.mark.profile("fast")
 def test_performance_throughput(spec, precision, request, gpu_results, budget_checks):
     """Wall-clock images/s: the windows against the budget's, statistically (inconclusive is a skip

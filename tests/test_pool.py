@@ -1,22 +1,30 @@
 """The worker pool (vitcore/worker_pool.py) on CPU, through the code path the GPU tier uses (the
 device is a parameter): start-up paid once, every case isolated, a crashing or hanging case fails
 alone and the next case runs in a new worker, and a pooled case computes bit for bit what a fresh
-launch.spawn process computes, for several plugins in sequence in one worker."""
+launch.spawn process computes, for several plugins in sequence in one worker. And how the GPU tier's
+processes share the GPU and their results (tests/helpers.py, the root conftest)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from tests import workers
-from tests.helpers import PARITY, PARITY_STEPS
+from tests.helpers import PARITY, PARITY_STEPS, computed_once, gpu_share, session_dir
 from tests.test_lifecycle import alive
 from vitcore import VitcoreError, launch, train
 from vitcore.config import RunConfig
 from vitcore.launch import WorkerError
 from vitcore.worker_pool import WorkerPool
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +130,100 @@ def test_pooled_cases_equal_fresh_processes_bit_for_bit_for_plugins_in_sequence(
         assert len(got["step_loss"]) == PARITY_STEPS and got["plugin"] == plugin
         assert got["step_loss"] == fresh["step_loss"] and got["probe_logits"] == fresh["probe_logits"]
     assert ddp_again["step_loss"] == ddp["step_loss"] and ddp_again["probe_logits"] == ddp["probe_logits"]
+
+
+# --- what the session's processes share: results computed once, the GPU (tests/helpers.py) --------
+def test_a_result_is_computed_once_for_the_whole_session_and_a_failure_stores_nothing(request):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        time.sleep(0.5)  # the other asker arrives meanwhile and waits on the file lock
+        return {"loss": [1.0, 0.5]}
+
+    key = ("torch_ddp", "fp32", 5, time.time())  # unique to this test run
+    session_dir(request.config)  # pytest makes its basetemp at the first ask, not thread-safely
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(computed_once(request.config, "t", key, compute)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == [{"loss": [1.0, 0.5]}] * 2 and len(calls) == 1
+
+    def fails():
+        calls.append(1)
+        raise RuntimeError("no GPU")
+
+    for _ in range(2):  # nothing stored: the second asker computes (and fails) again
+        with pytest.raises(RuntimeError, match="no GPU"):
+            computed_once(request.config, "t", key + ("failing",), fails)
+    assert len(calls) == 3
+
+
+def test_the_gpu_lock_lets_correctness_tests_share_and_a_performance_test_wait_for_all_of_them(request):
+    events = []
+    session_dir(request.config)  # pytest makes its basetemp at the first ask, not thread-safely
+
+    def exclusive():
+        with gpu_share(request.config, exclusive=True):
+            events.append("exclusive")
+
+    with gpu_share(request.config, exclusive=False):
+        with gpu_share(request.config, exclusive=False):  # a second sharer is not held up
+            writer = threading.Thread(target=exclusive)
+            writer.start()
+            time.sleep(0.5)
+            assert events == [], "the exclusive holder ran beside sharing ones"
+            events.append("shared done")
+    writer.join(timeout=10)
+    assert events == ["shared done", "exclusive"]
+
+
+def _pytest(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT, env=env)
+
+
+def test_performance_tests_are_collected_after_every_other_test():
+    p = _pytest("--collect-only", "-q", "tests/test_gpu.py", "tests/test_pool.py", "--plugin", "torch_ddp")
+    ids = [line for line in p.stdout.splitlines() if "::" in line]
+    perf = [i for i, nodeid in enumerate(ids) if nodeid.startswith("tests/test_gpu.py::test_performance_")]
+    assert p.returncode == 0 and len(perf) == 3, p.stdout[-2000:]
+    assert perf == list(range(len(ids) - 3, len(ids))), ids
+
+
+# Makes pytest's own process believe it has a CUDA GPU while the root conftest decides how to run
+# (pytest_cmdline_main), not before (bitsandbytes asks at import) nor after (the tests then skip).
+FAKE_CUDA_AT_START = '''
+import pytest
+import torch
+
+REAL = torch.cuda.is_available
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config):
+    torch.cuda.is_available = lambda: True
+    return (yield)
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    torch.cuda.is_available = REAL
+'''
+
+
+@pytest.mark.slow
+def test_pytest_m_gpu_runs_on_xdist_workers_on_a_cuda_host_unless_told_otherwise(tmp_path):
+    (tmp_path / "fake_cuda_at_start.py").write_text(FAKE_CUDA_AT_START)
+    env = os.environ | {"PYTHONPATH": str(tmp_path)}
+    gpu = ("-m", "gpu", "tests/test_gpu.py", "--plugin", "torch_ddp", "-k", "parity", "-rs")
+    header = "2 xdist workers share the GPU"
+    p = _pytest("-p", "fake_cuda_at_start", *gpu, "--gpu-workers", "2", env=env)
+    assert p.returncode == 0 and header in p.stdout and "created: 2/2 workers" in p.stdout, p.stdout[-3000:]
+    assert "needs a CUDA GPU" in p.stdout  # the workers have none: every case skips with the reason
+    for override in (("-n", "0"), ("--gpu-workers", "0")):
+        p = _pytest("-p", "fake_cuda_at_start", *gpu, *override, env=env)
+        assert p.returncode == 0 and header not in p.stdout and "workers" not in p.stdout, p.stdout[-3000:]
+    p = _pytest(*gpu)  # this CPU host: no workers
+    assert p.returncode == 0 and "workers" not in p.stdout and "needs a CUDA GPU" in p.stdout, p.stdout[-3000:]
