@@ -128,6 +128,11 @@ FIELDS: list[Field] = [
           gate=Gate(fallback="peak_mem_allocated_gib", **_MEM)),
     Field(name="steady_mem_reserved_gib", unit="GiB", description="peak allocator memory over the timed windows "
           "only", fmt=".3f", csv=False, gate=Gate(fallback="peak_mem_reserved_gib", **_MEM)),
+    Field(name="mem_held_at_start_gib", unit="GiB", description="tensor memory still allocated when this point "
+          "started: what earlier points of the same process left behind (0 expected; null off CUDA)", fmt=".3f",
+          csv=False),
+    Field(name="steady_mem_allocated_gib_processes", unit="GiB", description="steady_mem_allocated_gib of each "
+          "process (the point keeps their maximum)", csv=False),
     Field(name="mem_lower_bound_gib", header="memory lower bound GiB", unit="GiB", description="model states at the plugin's precisions and "
           "sharding plus activations (vitcore.memory): no run can need less", fmt=".3f", table=True, derived=True),
     Field(name="mfu", header="MFU", console=7, short="MFU", unit="", description="model FLOP utilisation: images/s x training FLOPs per image / the "

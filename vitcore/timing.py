@@ -376,9 +376,12 @@ def pool(runs: list[dict]) -> dict:
     for name in ("device_ms_per_step", "copy_ms_per_step", "host_ms_per_step"):
         vals = [p[name] for p in ok if p.get(name) is not None]
         out[name] = statistics.fmean(vals) if vals else None
-    for name in ("launches_per_step", *_MEM_FIELDS):
+    for name in ("launches_per_step", "mem_held_at_start_gib", *_MEM_FIELDS):
         vals = [p[name] for p in ok if p.get(name) is not None]
         out[name] = max(vals) if vals else None
+    out["steady_mem_allocated_gib_processes"] = [  # which processes took which memory state
+        v for p in ok for v in (p.get("steady_mem_allocated_gib_processes") or [p.get("steady_mem_allocated_gib")])
+        if v is not None]
     return out
 
 

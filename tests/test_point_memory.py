@@ -1,0 +1,44 @@
+"""What a point says about memory beyond its own peak: the memory earlier points of its process
+left allocated when it started, and each process's steady peak where processes are pooled (the
+two are what tell gemini bf16 bs128's two memory states apart: docs/gate.md)."""
+
+from __future__ import annotations
+
+import torch
+
+from vitcore import bench, timing
+from vitcore.config import RunConfig
+from vitcore.timing import Timing
+
+
+def test_each_point_records_the_memory_held_when_it_started(monkeypatch, tmp_path, cpu_process_group):
+    items = [RunConfig(plugin="torch_ddp", device="cpu", batch_size=bs) for bs in (8, 16)]
+    made = {cfg.batch_size: bench.skeleton(cfg, status="ok") for cfg in items}  # before CUDA is faked
+    held = iter([0, 512 * 2**20])  # bytes allocated before the first and the second point
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: next(held))
+    monkeypatch.setattr(bench, "measure", lambda cfg, t: dict(made[cfg.batch_size]))
+    points = bench.measure_group(items, Timing(), str(tmp_path / "points.jsonl"))
+    assert [p["mem_held_at_start_gib"] for p in points] == [0.0, 0.5]
+
+
+def test_off_cuda_the_held_memory_is_null(monkeypatch, tmp_path, cpu_process_group):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench, "measure", lambda cfg, t: bench.skeleton(cfg, status="ok"))
+    points = bench.measure_group([RunConfig(plugin="torch_ddp", device="cpu", batch_size=8)], Timing(), None)
+    assert points[0]["mem_held_at_start_gib"] is None
+
+
+def _process(alloc, held):
+    return {"status": "ok", "plugin": "gemini", "world_size": 1, "images_per_s": 10.0, "images_per_s_windows": [10.0],
+            "images_per_s_process_medians": [10.0], "processes": 1, "step_time_s": 1.0, "mfu": None,
+            "steady_mem_allocated_gib": alloc, "mem_held_at_start_gib": held}
+
+
+def test_pooled_processes_keep_each_steady_peak_and_the_largest_held_memory():
+    p = timing.pool([_process(9.0, 0.0), _process(9.485, 0.483), _process(9.0, 0.0)])
+    assert p["steady_mem_allocated_gib"] == 9.485
+    assert p["steady_mem_allocated_gib_processes"] == [9.0, 9.485, 9.0]
+    assert p["mem_held_at_start_gib"] == 0.483
+    again = timing.pool([p, _process(9.0, 0.0)])  # --until-decided pools a pooled point with a new process
+    assert again["steady_mem_allocated_gib_processes"] == [9.0, 9.485, 9.0, 9.0]
