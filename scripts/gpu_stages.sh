@@ -49,11 +49,12 @@ stage_fast_b() {
   timeout 560 $py -m vitcore.cli bench --profile fast --plugins gemini,torch_fsdp --no-reference "${MATRIX[@]}" \
     --out "reports/$DEV/$RUN" --resume --update-budgets fixtures/budgets
 }
-# The GPU tier's performance tests (one at a time: never -n): TIMEOUT HTML-NAME K-EXPRESSION [pytest args]
+# The GPU tier's performance tests, in one pytest process (-n 0: the tier's default of 4 workers would only
+# wait on the exclusive GPU lock): TIMEOUT HTML-NAME K-EXPRESSION [pytest args]
 perf_tests() {
   local t=$1 html=$2 k=$3; shift 3
   mkdir -p "reports/gpu/$RUN"
-  timeout -s INT -k 30 "$t" $py -m pytest -m gpu -k "$k" -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
+  timeout -s INT -k 30 "$t" $py -m pytest -m gpu -k "$k" -n 0 -p no:cacheprovider -q -rA --perf-steps 15 --perf-repeats 5 \
     --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/$html" --self-contained-html "$@"
 }
 stage_perf_record() {  # recording this device's budgets
