@@ -266,10 +266,17 @@ class _Options:
     def __init__(self, **given):
         self.values = {"--plugin": None, "--model": None, "--perf-batch-sizes": "32,128", "--world-sizes": "2,4,8",
                        "--budgets": "fixtures/budgets", "--update-budgets": False,
-                       "--perf-processes": 1, "--perf-repeats": 5, "--perf-steps": 20} | given
+                       "--perf-processes": 1, "--perf-repeats": 5, "--perf-steps": 20, "--gpu-workers": 4} | given
 
     def getoption(self, name):
         return self.values[name]
+
+
+def test_pytest_gpu_workers_must_not_be_negative():
+    root_conftest = sys.modules["conftest"]
+    with pytest.raises(pytest.UsageError, match="vitcore: --gpu-workers -1 must be an integer >= 0"):
+        root_conftest._check_options(_Options(**{"--gpu-workers": -1}))
+    root_conftest._check_options(_Options(**{"--gpu-workers": 0}))  # 0: all in one process
 
 
 def test_pytest_perf_counts_must_be_positive():
