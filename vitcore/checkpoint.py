@@ -46,34 +46,30 @@ _COUNTERS = ("_growth_step", "_hysteresis_step")  # DynamicGradScaler's state_di
 
 
 def save_loss_scale(s: Session, path) -> None:
-    found = _scalers(s)
-    if found is None:
+    scaler = _loss_scaler(s)
+    if scaler is None:
         return
-    if hasattr(found, "grad_scaler"):
-        gs = found.grad_scaler
-        state = {"kind": "colossalai", "state": gs.state_dict(),
-                 "counters": {k: getattr(gs, k) for k in _COUNTERS if hasattr(gs, k)}}
+    if _is_colossalai(scaler):
+        state = {"kind": "colossalai", "state": scaler.state_dict(),
+                 "counters": {k: getattr(scaler, k) for k in _COUNTERS if hasattr(scaler, k)}}
     else:
-        state = {"kind": "torch", "state": found.state_dict()}
+        state = {"kind": "torch", "state": scaler.state_dict()}
     torch.save(state, Path(path) / LOSS_SCALE_FILE)
 
 
 def load_loss_scale(s: Session, path) -> None:
     """Restore the scale saved by save_loss_scale; a run with a dynamic loss scale whose checkpoint
     lacks it is an error (it would restart from the initial scale, silently)."""
-    found = _scalers(s)
-    if found is None:
+    scaler = _loss_scaler(s)
+    if scaler is None:
         return
     file = Path(path) / LOSS_SCALE_FILE
     if not file.exists():
         raise FileNotFoundError(f"checkpoint {path} holds no {LOSS_SCALE_FILE}: the loss scale cannot be restored")
     state = torch.load(file)
-    if hasattr(found, "grad_scaler"):
-        found.grad_scaler.load_state_dict(state["state"])
-        for k, v in state.get("counters", {}).items():
-            setattr(found.grad_scaler, k, v)
-    else:
-        found.load_state_dict(state["state"])
+    scaler.load_state_dict(state["state"])
+    for k, v in state.get("counters", {}).items():
+        setattr(scaler, k, v)
 
 
 def restore_param_groups(optimizer) -> None:
@@ -111,34 +107,42 @@ def innermost_optimizer(optimizer):
     return optimizer
 
 
-def _scalers(s: Session):
-    """The ZeRO / Gemini / hybrid fp16 mixin under the optimizer's wrappers, else the AMP GradScaler
-    (enabled), else None: where the dynamic loss scale of this run lives."""
+def _loss_scaler(s: Session):
+    """Where this run's dynamic loss scale lives: the DynamicGradScaler of the ZeRO / Gemini / hybrid
+    fp16 mixin under the optimizer's wrappers, else the AMP GradScaler (enabled), else None (fp32,
+    bf16: their mixins have no scaler)."""
     opt = s.optimizer
     while opt is not None:
         for name in ("mixed_precision_mixin", "mix_precision_mixin", "mixed_precision"):
-            if hasattr(mixin := getattr(opt, name, None), "loss_scale"):
-                return mixin
+            if hasattr(mixin := getattr(opt, name, None), "grad_scaler"):
+                return mixin.grad_scaler
         opt = getattr(opt, "optim", None)
     scaler = getattr(s.optimizer, "scaler", None)
     return scaler if scaler is not None and scaler.is_enabled() else None
 
 
+def _is_colossalai(scaler) -> bool:
+    """colossalai's BaseGradScaler (the mixins'), not torch's GradScaler: the two APIs differ."""
+    from colossalai.amp.naive_amp.grad_scaler import BaseGradScaler
+
+    return isinstance(scaler, BaseGradScaler)
+
+
 def loss_scale(s: Session):
     """The dynamic loss scale a resumed run must continue (None where the plugin has none: fp32, bf16)."""
-    found = _scalers(s)
-    if found is None:
+    scaler = _loss_scaler(s)
+    if scaler is None:
         return None
-    return float(found.loss_scale) if hasattr(found, "loss_scale") else float(found.get_scale())
+    return float(scaler.scale.item()) if _is_colossalai(scaler) else float(scaler.get_scale())
 
 
 def set_loss_scale(s: Session, value: float) -> None:
     """Set the dynamic loss scale, as overflows backing it off would: a checkpoint saved after it
     shows whether a load restores the scale or restarts from the initial one."""
-    found = _scalers(s)
-    if found is None:
+    scaler = _loss_scaler(s)
+    if scaler is None:
         raise ValueError("this run has no dynamic loss scale")
-    if hasattr(found, "grad_scaler"):  # colossalai's Fp16MixedPrecisionMixin: a DynamicGradScaler
-        found.grad_scaler._scale.fill_(value)
-    else:  # torch.amp.GradScaler (its public way, also before the first step made its scale tensor)
-        found.load_state_dict(found.state_dict() | {"scale": float(value)})
+    if _is_colossalai(scaler):
+        scaler.scale.fill_(value)  # the scale tensor itself (load_state_dict would replace it)
+    else:  # torch's public way, also before the first step made its scale tensor
+        scaler.load_state_dict(scaler.state_dict() | {"scale": float(value)})
