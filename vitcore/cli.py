@@ -94,11 +94,6 @@ def _check_runnable(cfg) -> None:
         raise VitcoreError(f"plugin {cfg.plugin!r} with {cfg.precision} {reason}; CPU-capable: {preflight.cpu_capable()}")
 
 
-def _options(pairs: list[str]) -> dict:
-    """--option NAME=VALUE pairs: profile options and the plugins' own (config.parse_options)."""
-    return parse_options(pairs)
-
-
 def _plan_bench(args, profiles, device, model):
     from vitcore import bench, reference  # torch and colossalai: see the note at the top
 
@@ -107,7 +102,7 @@ def _plan_bench(args, profiles, device, model):
         for nproc in args.nproc:
             g, s = bench.plan(args.plugins, args.batch_sizes, args.precisions, profile=prof, model=model,
                               world_size=nproc, device=device, ablate=args.ablate,
-                              options=_options(args.options))
+                              options=parse_options(args.options))
             # an entry that needs more processes than asked runs at its minimum, once
             g = [grp for grp in g if (k := bench.group_key(grp)) not in seen and not seen.add(k)]
             groups, skipped = groups + g, skipped + [x for x in s if x not in skipped]
