@@ -187,6 +187,31 @@ stage_gemini_async() {  # gemini bf16 bs128's two steady memory states: fresh pr
   done
 }
 
+stage_gemini_leftover() {  # gemini bf16 bs32 then bs128, GEMINI_PROCS fresh processes: memory still held at each
+  # point's start and what holds it (scripts/probe/sitecustomize.py GEMINI_LEFTOVER); only the gemini entry
+  local i
+  for i in $(seq "${GEMINI_PROCS:-3}"); do
+    GEMINI_LEFTOVER=1 PROBE_ONLY=gemini PYTHONPATH="$PWD/scripts/probe:${PYTHONPATH:-}" timeout 150 $py -m vitcore.cli bench \
+      --plugins gemini --batch-sizes 32,128 --no-reference --warmup 5 --steps 10 --repeats 5 --min-window 0.3 \
+      --out "$GATE/gemini-leftover/proc$i"
+    grep -h "\[probe\]" "$GATE/gemini-leftover/proc$i/bench.log" | head -20 || echo "probe output NOT found"
+    grep -ho '"batch_size": [0-9]*\|"steady_mem_allocated_gib": [0-9.]*\|"mem_held_at_start_gib": [0-9.e-]*' "$GATE/gemini-leftover/proc$i/points.jsonl"
+  done
+}
+
+stage_tier_gemini() {  # issue 15: `pytest -m gpu --plugin=gemini` as a user types it (default workers), timed
+  mkdir -p "reports/gpu/$RUN"; local t0=$SECONDS
+  timeout -s INT -k 30 "${TIER_T:-300}" $py -m pytest -m gpu --plugin=gemini -p no:cacheprovider -q -rA --durations=20 \
+    --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/pytest-gpu-gemini.html" --self-contained-html
+  echo "pytest -m gpu --plugin=gemini: exit $?, wall $((SECONDS - t0)) s" | tee "reports/gpu/$RUN/tier-gemini-wall.txt"
+}
+stage_tier() {  # issue 15: the whole `pytest -m gpu` with no extra flags, timed
+  mkdir -p "reports/gpu/$RUN"; local t0=$SECONDS
+  timeout -s INT -k 30 "${TIER_T:-560}" $py -m pytest -m gpu -p no:cacheprovider -q -rA --durations=30 \
+    --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/pytest-gpu.html" --self-contained-html
+  echo "pytest -m gpu: exit $?, wall $((SECONDS - t0)) s" | tee "reports/gpu/$RUN/tier-wall.txt"
+}
+
 export VITCORE_GIT_SHA=${VITCORE_GIT_SHA:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 DEV=${DEV:-h100}
 RUN=${RUN:-$(date -u +%F)-$VITCORE_GIT_SHA}
