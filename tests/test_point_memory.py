@@ -42,3 +42,32 @@ def test_pooled_processes_keep_each_steady_peak_and_the_largest_held_memory():
     assert p["mem_held_at_start_gib"] == 0.483
     again = timing.pool([p, _process(9.0, 0.0)])  # --until-decided pools a pooled point with a new process
     assert again["steady_mem_allocated_gib_processes"] == [9.0, 9.485, 9.0, 9.0]
+
+
+class _Manager:
+    """What GeminiManager._get_layout_info reads of its self, and a weak reference to tell it freed."""
+
+    _comp_cuda_demand_time = 0.0
+
+    class _chunk_manager:  # noqa: N801 - the attribute name colossalai reads
+        @staticmethod
+        def get_cuda_movable_chunks():
+            return []
+
+
+def test_release_memory_frees_what_colossalais_method_caches_hold():
+    """colossalai's GeminiManager._get_layout_info is an lru_cache on the class: its key holds the
+    manager (and its chunks) for the life of the process. release_memory() must let them go."""
+    import gc
+    import weakref
+
+    from colossalai.zero.gemini.gemini_mgr import GeminiManager
+
+    manager = _Manager()
+    GeminiManager._get_layout_info(manager, 0, False, ())
+    alive = weakref.ref(manager)
+    del manager
+    gc.collect()
+    assert alive() is not None, "the upstream cache no longer holds its key: this test proves nothing"
+    timing.release_memory()
+    assert alive() is None

@@ -6,16 +6,20 @@ release makes them no-ops (see docs/compat.md for what was measured).
 
 from __future__ import annotations
 
+import functools
+import sys
+
 import torch
 import torch.distributed as dist
-from colossalai.accelerator.cpu_accelerator import CpuAccelerator
-from colossalai.interface import OptimizerWrapper
 
 _applied = False
 
 
 def apply() -> list[str]:
     """Apply the shims that are needed; return the names of those applied."""
+    from colossalai.accelerator.cpu_accelerator import CpuAccelerator
+    from colossalai.interface import OptimizerWrapper
+
     global _applied
     if _applied:
         return []
@@ -78,3 +82,26 @@ def _broken(acc, name: str) -> bool:
         return False
     except (RuntimeError, TypeError, NotImplementedError):
         return True
+
+
+def clear_memoized() -> int:
+    """Empty every functools.lru_cache defined in colossalai's loaded modules; return how many held
+    entries.
+
+    colossalai 0.5.0 memoizes methods on the class: GeminiManager._get_layout_info (its key holds the
+    manager and a tuple of its chunks) and AutoPlacementPolicy._sort_can_evict_chunks (chunk
+    tuples). The caches live as long as the process, so every Gemini model boosted in it keeps its
+    parameter and fp32 master chunks on the GPU. Measured on an H100 (docs/gate.md): 0.549 GiB still
+    allocated when a gemini bf16 bs128 point started after its bs32 point, in 3 of 3 processes;
+    that point's steady peak then read 9.485 GiB instead of 9.000. Clearing costs only recomputation."""
+    held = 0
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("colossalai.") or module is None:
+            continue
+        for owner in [module, *(v for v in vars(module).values() if isinstance(v, type))]:
+            for attr in list(vars(owner).values()):
+                fn = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+                if isinstance(fn, functools._lru_cache_wrapper):
+                    held += fn.cache_info().currsize
+                    fn.cache_clear()
+    return held

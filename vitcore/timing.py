@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from vitcore import VitcoreError
+from vitcore import VitcoreError, compat
 from vitcore import model as model_mod
 from vitcore.env import environment, peak_flops
 from vitcore.points import process_medians
@@ -82,6 +82,7 @@ def random_batch(preset, batch_size: int, seed: int, device: str) -> dict:
 
 def release_memory() -> None:
     """Free what the last point held, so the next one's peak starts from nothing."""
+    compat.clear_memoized()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -251,10 +251,13 @@ def _run_case(blob: bytes, device: str, baseline: _Globals) -> tuple[str, Any, s
 def _clean(device: str, baseline: _Globals) -> None:
     import torch
 
+    from vitcore import compat
+
     launch.destroy_process_group()
     baseline.restore()
     if "torch._dynamo" in sys.modules:  # compiled graphs of this case's model must not serve the next
         torch._dynamo.reset()
+    compat.clear_memoized()  # colossalai's class-level caches would keep this case's Gemini chunks
     gc.collect()
     if device == "cuda":
         torch.cuda.synchronize()  # raises here if the case left the CUDA context broken
