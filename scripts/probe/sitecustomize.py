@@ -59,5 +59,55 @@ if os.environ.get("GEMINI_LEFTOVER") == "1":
         print(f"[probe] point start: {gib:.4f} GiB allocated, {torch.cuda.memory_reserved() / 2**30:.4f} reserved; "
               f"gc reaches {sum(stores.values()) / 2**30:.4f} GiB in {len(stores)} plain-tensor storages",
               file=sys.stderr, flush=True)
+        if gib < 0.1:
+            return
+        # Which of colossalai's objects are still alive, and who refers to them. Only type() and
+        # gc.get_referrers() touch them: attribute reads on its parameter tensors run its hooks.
+        wanted = ("GeminiDDP", "GeminiOptimizer", "GeminiManager", "ChunkManager", "HybridAdam", "Booster",
+                  "GeminiPlugin", "OptimizerWrapper", "ModelWrapper", "Setup", "LambdaLR")
+        alive = [o for o in gc.get_objects() if type(o).__name__ in wanted]
+        counts = {}
+        for o in alive:
+            counts[type(o).__name__] = counts.get(type(o).__name__, 0) + 1
+        print(f"[probe] alive: {counts}", file=sys.stderr, flush=True)
+        for o in alive:
+            if type(o).__name__ in ("GeminiDDP", "GeminiOptimizer", "ChunkManager"):
+                print(f"[probe] {type(o).__name__} <- {_chain(o, 7, {id(alive)})[:1500]}", file=sys.stderr, flush=True)
+
+    def _chain(obj, depth, seen):
+        """Referrers of obj up to `depth` levels (no comprehension or slice here: each would add a
+        cell or list of this walk's own to the referrers it reports)."""
+        import types
+
+        if depth == 0:
+            return "..."
+        raw = gc.get_referrers(obj)
+        seen.add(id(raw))
+        parts = []
+        seen.add(id(parts))
+        for r in raw:
+            if len(parts) == 4:
+                break
+            if id(r) in seen or isinstance(r, types.FrameType) or type(r).__name__ == "list_iterator":
+                continue
+            seen.add(id(r))
+            name = type(r).__module__ + "." + type(r).__qualname__
+            if type(r) is dict:
+                keys = []
+                for k, v in r.items():
+                    if v is obj:
+                        keys.append(k)
+                if "__builtins__" in r:  # a module's globals: the root
+                    parts.append(f"globals of {r.get('__name__')}{keys}")
+                    continue
+                name += str(keys[:2])
+            elif type(r) in (list, tuple):
+                name += f"(len {len(r)})"
+            if type(r) is types.ModuleType or isinstance(r, torch.Tensor):
+                parts.append(name)
+            else:
+                parts.append(f"{name} <- {_chain(r, depth - 1, seen)}")
+        del raw
+        return "{" + " | ".join(parts) + "}" if parts else "(no gc-visible referrer: a C++ root)"
 
     bench._allocated_gib = _probed
