@@ -71,3 +71,16 @@ def test_release_memory_frees_what_colossalais_method_caches_hold():
     assert alive() is not None, "the upstream cache no longer holds its key: this test proves nothing"
     timing.release_memory()
     assert alive() is None
+
+
+def test_each_point_first_settles_the_process_groups_collectives(monkeypatch, tmp_path, cpu_process_group):
+    """measure_group calls settle_collectives before reading the held memory of every point (the
+    NCCL shelf of the previous point's async collectives; a no-op off NCCL)."""
+    calls = []
+    monkeypatch.setattr(bench, "settle_collectives", lambda: calls.append("settle"))
+    monkeypatch.setattr(bench, "_allocated_gib", lambda: calls.append("held"))
+    monkeypatch.setattr(bench, "measure", lambda cfg, t: bench.skeleton(cfg, status="ok"))
+    items = [RunConfig(plugin="torch_ddp", device="cpu", batch_size=bs) for bs in (8, 16)]
+    bench.measure_group(items, Timing(), None)
+    assert calls == ["settle", "held", "settle", "held"]
+    timing.settle_collectives()  # gloo: returns at once

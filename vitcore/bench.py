@@ -28,6 +28,7 @@ from vitcore.timing import (
     pool,
     random_batch,
     release_memory,
+    settle_collectives,
     timed,
     trace,
     trace_path,
@@ -104,6 +105,8 @@ def measure_group(items: list, timing: Timing, out_path: str | None) -> list[dic
     result and the group goes on; every finished point is appended to out_path at once."""
     measured = []
     for item in map(measurable, items):
+        settle_collectives()
+        release_memory()
         held = _allocated_gib()
         try:
             p = item.measure(timing)
