@@ -60,6 +60,33 @@ def test_device_time_at_the_two_percent_boundary(book, device_ms, outcome):
     assert outcomes(point(device_ms=device_ms), ref(book))["device_time"] == outcome
 
 
+# The H100 case (reports/h100-gate/2026-11-25-546c4d3, check2): 331.84 ms at 1965 MHz against 324.06 at 1980.
+@pytest.mark.parametrize("device_ms,cur_mhz,base_mhz,outcome", [
+    (331.84, 1965, 1980, "inconclusive"),  # +2.4%, the clock explains up to +0.76%: within 2.76%
+    (331.84, 1980, 1980, "regressed"),     # the same time at full clock
+    (335.00, 1965, 1980, "regressed"),     # +3.4%: more than the clock explains
+    (331.84, 1990, 1980, "regressed"),     # a faster clock explains nothing
+    (331.84, None, 1980, "regressed"),     # a clock not read: fail closed
+    (328.00, 1965, 1980, "pass"),          # within 2% whatever the clock
+])
+def test_device_time_beyond_tolerance_at_a_lower_clock_is_inconclusive(tmp_path, device_ms, cur_mhz, base_mhz,
+                                                                       outcome):
+    budgets.update(tmp_path, point(device_ms=324.06, device_sm_clock_mhz=base_mhz))
+    got = point(device_ms=device_ms, device_sm_clock_mhz=cur_mhz)
+    (v,) = budgets.judge(got, ref(tmp_path), groups=("device_time",))
+    assert v.outcome == outcome
+    if outcome == "inconclusive":
+        assert "1965 MHz against 1980" in str(v) and "0.8%" in str(v) and v.short() == "device_time inconclusive (clock 1965 vs 1980 MHz)"
+
+
+def test_points_without_the_device_clock_use_their_windows_clocks(tmp_path):
+    """Records made before device_sm_clock_mhz existed carry the clock read at each window's end."""
+    budgets.update(tmp_path, point(device_ms=324.06, host_sm_clock_mhz_windows=[1980] * 5))
+    got = point(device_ms=331.84, host_sm_clock_mhz_windows=[1965, 1965, 1965, 1965, 1950])
+    (v,) = budgets.judge(got, ref(tmp_path), groups=("device_time",))
+    assert v.outcome == "inconclusive" and "1965 MHz against 1980" in str(v)
+
+
 @pytest.mark.parametrize("launches,outcome", [(1285.0, "pass"), (1286.0, "regressed"), (1284.0, "improved")])
 def test_launches_are_compared_exactly(book, launches, outcome):
     assert outcomes(point(launches=launches), ref(book))["launches"] == outcome
@@ -424,8 +451,8 @@ def test_baseline_points_of_another_device_are_not_missing():
 def test_make_entry_records_exactly_the_gated_values_and_provenance():
     entry = budgets.make_entry(point(steady_mem_allocated_gib=3.5, copy_ms_per_step=1.0))
     assert sorted(entry) == sorted([
-        "copy_ms_per_step", "device_ms_per_step", "images_per_s", "images_per_s_process_medians",
-        "images_per_s_windows", "launches_per_step", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
+        "copy_ms_per_step", "device_ms_per_step", "device_sm_clock_mhz", "host_sm_clock_mhz_windows", "images_per_s",
+        "images_per_s_process_medians", "images_per_s_windows", "launches_per_step", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
         "steady_mem_allocated_gib", "steady_mem_reserved_gib", "spread", "processes", "source"])
     assert (entry["steady_mem_allocated_gib"], entry["steady_mem_reserved_gib"], entry["processes"]) == (3.5, None, 6)
     assert entry["source"]["git_sha"] == "abc" and entry["source"]["repeats"] == 5

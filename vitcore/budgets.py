@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,32 @@ def _statistical(field: points.Field, point: dict, ref: dict, tol: float) -> tup
     return shift.verdict, shift.estimate, detail, f"detects {shift.detectable:.1%}"
 
 
+def sm_clock(point: dict) -> float | None:
+    """The SM clock a point's device time ran at: read over its profiled steps, else (points recorded
+    before that field) the median of the clocks read at its timed windows' ends."""
+    if point.get("device_sm_clock_mhz"):
+        return point["device_sm_clock_mhz"]
+    clocks = [c for c in point.get("host_sm_clock_mhz_windows") or [] if c]
+    return statistics.median(clocks) if clocks else None
+
+
+def _slower_clock(point: dict, ref: dict, delta: float, tol: float) -> tuple[str, str] | None:
+    """(detail, note) where device time beyond the tolerance is within what a lower SM clock explains.
+
+    Kernel time of a compute-bound step scales with 1 / clock. On the H100 one machine ran torch_ddp
+    fp32 bs128 at 1950-1965 MHz against 1980 on four others and read +1.7% to +2.4% device time
+    (reports/h100-gate/2026-11-25-546c4d3). Such a point is inconclusive, naming both clocks, never
+    a pass: the allowance is the clock ratio, so a regression larger than it still fails."""
+    cur, base = sm_clock(point), sm_clock(ref)
+    if not cur or not base or cur >= base:
+        return None
+    allowed = base / cur - 1
+    if delta > tol + allowed:
+        return None
+    return (f"the GPU ran at {cur:.0f} MHz against {base:.0f} in the reference, which alone slows a "
+            f"compute-bound step by up to {allowed:.1%}: re-measure at full clock"), f"clock {cur:.0f} vs {base:.0f} MHz"
+
+
 def valid_value(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and math.isfinite(v)
 
@@ -172,6 +199,9 @@ def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups
             outcome, delta, detail, note = _statistical(field, point, ref, tol[g.group])
         else:
             outcome, delta, detail = _threshold(field, got, want, tol[g.group]), got / want - 1, ""
+            clock = _slower_clock(point, ref, delta, tol[g.group]) if g.group == "device_time" else None
+            if outcome == "regressed" and clock:
+                outcome, (detail, note) = "inconclusive", clock
         out.append(Verdict(*who, g.label or name, got, want, delta, outcome, g.group, detail, note))
     return out
 
@@ -232,7 +262,8 @@ def make_entry(point: dict) -> dict:
         raise VitcoreError(f"{points.key_text(point)}: a point with an injected regression "
                            f"({point['injected']}) is not a budget")
     names = {n for f in points.gated() for n in (f.name, f.gate.fallback, f.gate.samples) if n}
-    names |= {"images_per_s_windows", "copy_ms_per_step"}  # shown beside the verdicts, never gated
+    # shown beside the verdicts, never gated; the clocks qualify device time (sm_clock)
+    names |= {"images_per_s_windows", "copy_ms_per_step", "device_sm_clock_mhz", "host_sm_clock_mhz_windows"}
     entry = {n: point.get(n) for n in sorted(names)} | {"images_per_s_process_medians": process_medians(point)}
     return entry | {"spread": point.get("spread"), "processes": point.get("processes") or 1,
                     "source": points.provenance(point)}

@@ -113,6 +113,8 @@ FIELDS: list[Field] = [
     Field(name="device_ms_per_step", header="device ms/step", unit="ms", description="sum of GPU kernel durations per step (copies apart), "
           "profiled over a short window after the timed ones; the host cannot perturb it", fmt=".2f",
           table=True, console=9, short="dev ms", gate=DEVICE_TIME),
+    Field(name="device_sm_clock_mhz", unit="MHz", description="median SM clock read while the device-time "
+          "steps ran: a GPU that lowers its clock under load (power or heat) slows compute-bound kernels", fmt=".0f"),
     Field(name="copy_ms_per_step", unit="ms", description="host<->device copies and memsets per step in that "
           "window: they depend on the host, so they are shown, not gated", fmt=".2f"),
     Field(name="launches_per_step", header="launches/step", unit="launches", description="GPU kernels, copies and memsets per step in "

@@ -256,17 +256,22 @@ def device_window(step, batch, device: str, steps: int) -> dict:
     Host<->device copies are counted apart: their duration depends on the host (gemini_offload's
     device time, copies included, moved 3.7% between processes of unchanged code)."""
     if device != "cuda" or steps < 1:
-        return {"device_ms_per_step": None, "copy_ms_per_step": None, "launches_per_step": None}
+        return {"device_ms_per_step": None, "copy_ms_per_step": None, "launches_per_step": None,
+                "device_sm_clock_mhz": None}
     sync(device)
+    clocks = []
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             step(batch)
+            clocks.append(sm_clock_mhz())  # the host runs ahead: read while the GPU works on the step
         sync(device)
     events = [e for e in prof.key_averages() if _is_device_event(e)]
     copies = [e for e in events if _is_copy(e)]
+    clocks = [c for c in clocks if c]
     return {"device_ms_per_step": kernel_seconds([e for e in events if not _is_copy(e)]) * 1e3 / steps,
             "copy_ms_per_step": kernel_seconds(copies) * 1e3 / steps,
-            "launches_per_step": sum(e.count for e in events) / steps}
+            "launches_per_step": sum(e.count for e in events) / steps,
+            "device_sm_clock_mhz": statistics.median(clocks) if clocks else None}
 
 
 def _is_copy(e) -> bool:
@@ -394,7 +399,7 @@ def pool(runs: list[dict]) -> dict:
     out["mfu"] = ok[0]["mfu"] and ok[0]["mfu"] * med / ok[0]["images_per_s"]
     if ok[0].get("images_per_s_total") is not None:
         out["images_per_s_total"] = med * ok[0]["world_size"]
-    for name in ("device_ms_per_step", "copy_ms_per_step", "host_ms_per_step"):
+    for name in ("device_ms_per_step", "copy_ms_per_step", "host_ms_per_step", "device_sm_clock_mhz"):
         vals = [p[name] for p in ok if p.get(name) is not None]
         out[name] = statistics.fmean(vals) if vals else None
     for name in ("launches_per_step", "mem_held_at_start_gib", *_MEM_FIELDS):
