@@ -461,3 +461,20 @@ def test_cpu_summary_gives_no_ratio_against_a_noisy_reference():
     quiet_ref = analysis.enrich([plugin, _synthetic("reference_eager", 50.0, gpu=None, spread=limit / 2,
                                                     family="reference") | {"profile": "reference"}])
     assert analysis.summary(quiet_ref, {}, point_key)["rows"][0]["fastest"]["ratio_to_reference"] == 2.0
+
+
+def test_points_written_before_the_family_field_still_report(bench_dir, tmp_path):
+    """A points file from an older version lacks `family`: the report takes it from the registry
+    instead of stopping with a KeyError (found on a committed H100 point)."""
+    old = tmp_path / "old.jsonl"
+    rows = [{k: v for k, v in p.items() if k != "family"} for p in load(bench_dir / "points.jsonl")]
+    old.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from vitcore import plugins
+
+    entries = [r for r in rows if r["plugin"] in plugins.REGISTRY]
+    assert any(r["plugin"] != plugins.REGISTRY[r["plugin"]].family for r in entries)  # e.g. hybrid_parallel_tp2
+    assert all(analysis.family(r) == plugins.REGISTRY[r["plugin"]].family for r in entries)
+    p = subprocess.run([sys.executable, "-m", "vitcore.cli", "report", str(old), "--out", str(tmp_path / "r")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "r" / "report.html").stat().st_size > 0

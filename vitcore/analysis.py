@@ -6,8 +6,16 @@ Rows are plain dicts; vitcore.report renders them. Nothing here measures or writ
 
 from __future__ import annotations
 
+from vitcore import plugins
 from vitcore.config import PROFILES
 from vitcore.memory import for_point
+
+
+def family(p: dict) -> str:
+    """A point's plugin family; points written before the field existed get it from the registry
+    (else their plugin's name: a plugin this version no longer has is a family of its own)."""
+    spec = plugins.REGISTRY.get(p["plugin"])
+    return p.get("family") or (spec.family if spec else p["plugin"])
 
 REFERENCES = ("reference_compiled", "reference_eager")  # preference order for ratio_to_reference
 
@@ -62,7 +70,7 @@ def profile_rows(points: list[dict], batch_size: int = 128) -> dict[str, dict[st
     """{plugin: {"fast": point, "study": point}} at one batch size (matrix points only)."""
     by: dict[str, dict[str, dict]] = {}
     for p in ok_points(points):
-        if (not p.get("variant") and p["batch_size"] == batch_size and p.get("family") != "reference"
+        if (not p.get("variant") and p["batch_size"] == batch_size and family(p) != "reference"
                 and p.get("profile") in ("fast", "study")):
             by.setdefault(p["plugin"], {})[p["profile"]] = p
     return by
@@ -128,7 +136,7 @@ def targets(points: list[dict], batch_size: int = 128) -> list[str]:
     ok = [p for p in ok_points(points) if not p.get("variant")]
     t = TARGETS
     out = []
-    plugins_ = [p for p in ok if p.get("family") != "reference" and p.get("ratio_to_reference_compiled")]
+    plugins_ = [p for p in ok if family(p) != "reference" and p.get("ratio_to_reference_compiled")]
     if plugins_:
         best = max(plugins_, key=lambda p: p["images_per_s"])
         out.append(f"fastest plugin point: {best['plugin']} {best['precision']} {best['profile']} bs{best['batch_size']} "
@@ -145,8 +153,8 @@ def targets(points: list[dict], batch_size: int = 128) -> list[str]:
                        f"{'met' if r >= t['fast_over_study'] else 'NOT met'}")
     for prof in ("fast", "study"):
         for p in ok:
-            if p["family"] == "gemini" and p["profile"] == prof:
-                ddp = next((q for q in ok if q["family"] in ("torch_ddp", "torch_ddp_fp16") and q["profile"] == prof
+            if family(p) == "gemini" and p["profile"] == prof:
+                ddp = next((q for q in ok if family(q) in ("torch_ddp", "torch_ddp_fp16") and q["profile"] == prof
                             and q["precision"] == p["precision"] and q["batch_size"] == p["batch_size"]), None)
                 if ddp and p.get("peak_mem_allocated_gib") and ddp.get("peak_mem_allocated_gib"):
                     r = p["peak_mem_allocated_gib"] / ddp["peak_mem_allocated_gib"]
@@ -171,14 +179,14 @@ def correctness_rows(points: list[dict]) -> dict[tuple, dict[str, dict]]:
 def scaling_rows(points: list[dict]) -> list[dict]:
     """Per-GPU throughput and memory against world size, with scaling efficiency against the same
     family, precision, profile, model and batch size on one GPU (when that was measured)."""
-    ok = [p for p in perf_points(points) if p.get("status") == "ok" and p.get("family") != "reference"]
-    single = {(p["family"], p["precision"], p["profile"], p["model"], p["batch_size"]): p
+    ok = [p for p in perf_points(points) if p.get("status") == "ok" and family(p) != "reference"]
+    single = {(family(p), p["precision"], p["profile"], p["model"], p["batch_size"]): p
               for p in ok if p.get("world_size", 1) == 1}
     rows = []
     for p in ok:
         if p.get("world_size", 1) == 1:
             continue
-        one = single.get((p["family"], p["precision"], p["profile"], p["model"], p["batch_size"]))
+        one = single.get((family(p), p["precision"], p["profile"], p["model"], p["batch_size"]))
         rows.append({"plugin": p["plugin"], "precision": p["precision"], "batch_size": p["batch_size"],
                      "world_size": p["world_size"], "images_per_s_per_gpu": p["images_per_s"],
                      "efficiency": p["images_per_s"] / one["images_per_s"] if one else None,
@@ -236,7 +244,7 @@ def summary(points: list[dict], verdicts: dict, key) -> dict:
     if cpu:  # ratios afresh from quiet points only: a noisy reference gives none
         pool = [{k: v for k, v in p.items() if not k.startswith("ratio_to_") and k != "reference"}
                 for p in split_noisy(points)[0]]
-    ok = [p for p in ok_points(pool) if not p.get("variant") and p.get("family") != "reference"]
+    ok = [p for p in ok_points(pool) if not p.get("variant") and family(p) != "reference"]
     rows = []
     for bs in sorted({p["batch_size"] for p in matrix_points(points)}):
         at = [p for p in ok if p["batch_size"] == bs]

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 from matplotlib.ticker import NullLocator  # noqa: E402
 
-from vitcore.analysis import is_cpu_run, matrix_points  # noqa: E402
+from vitcore.analysis import family, is_cpu_run, matrix_points  # noqa: E402
 
 # Distinguishable at a glance and in print: no two shades of one hue side by side (tab20's pairs
 # made gemini and gemini_auto look alike). The references are drawn dashed black, apart from these.
@@ -75,10 +75,10 @@ def _style(points: list[dict], index: int, families: list[str]) -> dict:
     first = points[0]
     if first.get("mirrors"):  # a bare hand-written twin of a plugin: grey dotted, apart from the references
         return dict(color="#666666", ls=":", marker="+" if "fp16" in first["plugin"] else "1", lw=1.4)
-    if first.get("family") == "reference":
+    if family(first) == "reference":
         return dict(color="black", ls="--", marker=REFERENCE_MARKERS.get(first["plugin"], "+"), lw=1.6)
     return dict(color=COLOURS[index % len(COLOURS)], ls="-", lw=1.2,
-                marker=MARKERS[families.index(first.get("family")) % len(MARKERS)])
+                marker=MARKERS[families.index(family(first)) % len(MARKERS)])
 
 
 def _errors(pts, metric):
@@ -103,7 +103,7 @@ def chart_vs_batch(points, metric, title, baseline=None) -> Chart | None:
     series = _series(points, metric)
     if not series:
         return None
-    families = sorted({v[0].get("family") or "" for v in series.values()})
+    families = sorted({family(v[0]) for v in series.values()})
     base_series = _series(baseline, metric) if baseline else {}
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colour_index = 0
