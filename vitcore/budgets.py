@@ -199,8 +199,8 @@ def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups
             outcome, delta, detail, note = _statistical(field, point, ref, tol[g.group])
         else:
             outcome, delta, detail = _threshold(field, got, want, tol[g.group]), got / want - 1, ""
-            clock = _slower_clock(point, ref, delta, tol[g.group]) if g.group == "device_time" else None
-            if outcome == "regressed" and clock:
+            if outcome == "regressed" and g.group == "device_time" and (
+                    clock := _slower_clock(point, ref, delta, tol[g.group])):
                 outcome, (detail, note) = "inconclusive", clock
         out.append(Verdict(*who, g.label or name, got, want, delta, outcome, g.group, detail, note))
     return out

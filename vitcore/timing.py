@@ -86,10 +86,10 @@ def settle_collectives() -> None:
     With TORCH_NCCL_AVOID_RECORD_STREAMS (torch's default) ProcessGroupNCCL keeps a reference to the
     tensors of every async collective until work.wait(); for work nobody waits on, its watchdog
     thread moves them to a shelf that the next call into the process group on the main thread
-    empties (ProcessGroupNCCL.hpp, shelvesToUnstash_). Gemini and FSDP reduce asynchronously, so the
+    empties (ProcessGroupNCCL.hpp, shelvesToUnstash_). Gemini reduces asynchronously, so the
     previous point's chunks stayed allocated into the next point: on an H100, 0.549 GiB when gemini
-    bs128 started after bs32 (0.384 GiB for torch_fsdp), none of it reachable from Python; gemini
-    bs128's steady peak then read 9.485 GiB instead of 9.000 in some processes. So: wait for the
+    bs128 started after bs32, none of it reachable from Python; gemini bs128's steady peak then read
+    9.485 GiB instead of 9.000 in some processes (0.063 GiB held and 9.000 since). So: wait for the
     GPU, give the watchdog (it polls every 100 ms) time to see the work finished, then make one
     call into the group. Every rank of the group must call this at the same point."""
     if not dist.is_initialized() or dist.get_backend() != "nccl":

@@ -30,7 +30,8 @@ if os.environ.get("PROBE_ONLY"):
 # allocated and how much of it is in tensors the garbage collector can reach. (A first version also
 # walked each tensor's referrers: reading attributes of colossalai's parameter tensors that way ended
 # in "illegal memory access" on the H100, so it only counts.) Found with it: colossalai's class-level
-# lru_caches hold the previous point's Gemini chunks (vitcore.compat.clear_memoized).
+# lru_caches kept the previous Gemini model alive (vitcore.compat.clear_memoized), and NCCL held its
+# chunks' memory beyond that (vitcore.timing.settle_collectives).
 if os.environ.get("GEMINI_LEFTOVER") == "1":
     import gc
 
