@@ -626,3 +626,15 @@ def test_fail_on_memory_reaches_the_gate_through_the_cli(tmp_path):
     loose = gate("--fail-on", "memory:5%")
     assert loose.returncode == 0, loose.stderr[-2000:]
     assert "no regressions against" in loose.stdout and "memory:5%" in loose.stdout
+
+
+@pytest.mark.parametrize("entry_date,point_date,kept", [("2026-11-25T17:00", "2026-11-25T17:00", True),
+                                                        ("2026-11-25T17:00", "2026-11-25T14:00", True),
+                                                        ("2026-11-25T14:00", "2026-11-25T17:00", False)])
+def test_a_resumed_point_replaces_only_an_older_entry(tmp_path, entry_date, point_date, kept):
+    """--update-budgets with --resume: a point measured after its entry (a recording split over device
+    calls whose first budget file was lost) replaces it; an older resumed point keeps the entry."""
+    from vitcore import gating
+
+    budgets.update(tmp_path, point(date=entry_date))
+    assert gating.has_budget(tmp_path, point(date=point_date)) is kept

@@ -160,7 +160,7 @@ def _bench(args) -> tuple[int, list[dict]]:
     if args.verbose:
         _print_points(measured, file=sys.stderr)
     if args.update_budgets:  # this run's planned points: measured now, or resumed and missing from the
-        # budget file (an interrupted recording); resumed points keep the budgets they had
+        # budget file or newer than their entry (an interrupted recording); else they keep their entries
         gating.update_budgets(args.update_budgets, [p for p in measured if points.key(p) in planned and (
             points.key(p) not in before or not gating.has_budget(args.update_budgets, p))])
     history = _finetune(args, device, model) if args.finetune else None

@@ -86,11 +86,16 @@ def budget_verdicts(folder, rows) -> tuple[dict, list[str], int]:
 
 
 def has_budget(folder, point) -> bool:
-    """Whether this device's budget file holds an entry for `point` with every gated value the point
-    measured (an entry of an older version lacks device time)."""
+    """Whether this device's budget file holds an entry from `point` itself or from a later recording,
+    with every gated value the point measured (an entry of an older version lacks device time). A
+    resumed point recorded earlier than its entry keeps that entry; one measured after it replaces it
+    (a recording split over device calls whose first budget file was not kept left entries of an
+    older record beside the new one)."""
     try:
         entry = budgets.lookup(budgets.load(folder, point), point)
     except budgets.NoBudget:
+        return False
+    if (entry.get("source") or {}).get("date", "") < (point.get("date") or ""):
         return False
     return all(entry.get(f.name) is not None for f in points.gated() if point.get(f.name) is not None)
 
