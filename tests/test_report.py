@@ -314,7 +314,7 @@ def test_gpu_busy_counts_each_kernel_once():
 
     from torch.autograd import DeviceType
 
-    from vitcore.timing import kernel_seconds
+    from vitcore.profiling import kernel_seconds
 
     avgs = [E(device_type=DeviceType.CPU, self_device_time_total=60_000, is_user_annotation=False),  # aten::mm
             E(device_type=DeviceType.CUDA, self_device_time_total=100_000, is_user_annotation=True),  # DDP.forward

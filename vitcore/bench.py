@@ -21,6 +21,7 @@ from vitcore import VitcoreError, console, launch, points, train
 from vitcore import plugins as reg
 from vitcore import results as res
 from vitcore.config import ABLATE, RunConfig, split_options
+from vitcore.profiling import trace, trace_path
 from vitcore.timing import (
     Timing,
     cuda_mem,
@@ -30,8 +31,6 @@ from vitcore.timing import (
     release_memory,
     settle_collectives,
     timed,
-    trace,
-    trace_path,
     unmeasured_fields,
 )
 

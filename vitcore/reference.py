@@ -25,6 +25,7 @@ from vitcore import model as model_mod
 from vitcore import plugins
 from vitcore.config import PROFILES
 from vitcore.launch import first_line, resolve_device
+from vitcore.profiling import trace, trace_path
 from vitcore.timing import (
     Timing,
     cuda_mem,
@@ -32,8 +33,6 @@ from vitcore.timing import (
     random_batch,
     release_memory,
     timed,
-    trace,
-    trace_path,
     unmeasured_fields,
 )
 from vitcore.train import adamw
