@@ -50,13 +50,12 @@ def ddp_reference(pytestconfig, parity_data, probe, gpu_pool):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """GPU-tier tests share the GPU with the session's other processes; a performance or multigpu
-    test waits until none of them uses it, and before a multigpu test this process's pooled worker
-    leaves it (helpers.gpu_share, docs/gpu.md). Held from setup to teardown, fixtures included."""
+    test waits until none of them uses it, and this process's pooled worker leaves it first
+    (helpers.gpu_share, docs/gpu.md). Held from setup to teardown, fixtures included."""
     if item.get_closest_marker("gpu") is None and item.get_closest_marker("multigpu") is None:
         return (yield)
     exclusive = needs_gpus_alone(item)
-    if item.get_closest_marker("multigpu") is not None:  # every GPU and its memory to the ranks; a
-        # single-GPU performance test keeps the warm worker it measures in (tests/helpers._measure)
+    if exclusive:
         worker_pool.close_all()
     with gpu_share(item.config, exclusive=exclusive):
         return (yield)

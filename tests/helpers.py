@@ -115,14 +115,8 @@ def _measure(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
     opt = request.config.getoption
     timing = Timing(warmup=5, steps=opt("--perf-steps"), repeats=opt("--perf-repeats"),
                     min_window_s=opt("--perf-min-window"))
-    n = opt("--perf-processes")
-    runs = []
-    if c0.world_size == 1:  # the first process: this pytest process's warm pooled worker, whose imports
-        # and CUDA context the correctness cases already paid for (a fresh spawn cost each plugin ~10 s);
-        # it measures as the bench does, points after other work, settled and released in between
-        runs.append(request.getfixturevalue("gpu_pool").run(measure_group, (cfgs, timing, None), timeout_s=900))
-    runs += [launch.spawn(measure_group, (cfgs, timing, None), world_size=c0.world_size, device="cuda",
-                          timeout_s=900)[0] for _ in range(n - len(runs))]
+    runs = [launch.spawn(measure_group, (cfgs, timing, None), world_size=c0.world_size, device="cuda",
+                         timeout_s=900)[0] for _ in range(opt("--perf-processes"))]
     points = [pool(list(same)) for same in zip(*runs, strict=True)]
     failed = []
     for point in points:
