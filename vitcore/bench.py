@@ -54,7 +54,7 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
     traced = {}
     if timing.trace_dir:
         name = f"{cfg.plugin}-{cfg.precision}-{cfg.profile}-ws{cfg.world_size}-bs{cfg.batch_size}"
-        traced = trace(step, batch, s.device, trace_path(timing, name + (f"-{cfg.variant}" if cfg.variant else "")))
+        traced = trace(step, batch, s.device, trace_path(timing.trace_dir, name + (f"-{cfg.variant}" if cfg.variant else "")))
     final_loss = train.global_mean(s, run.loss)
     mem = torch.zeros(4, dtype=torch.float64, device=s.device)
     if s.device == "cuda":

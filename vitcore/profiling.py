@@ -10,7 +10,6 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -19,9 +18,6 @@ from torch.profiler import ProfilerActivity, profile
 
 from vitcore import VitcoreError
 from vitcore.results import write_atomic
-
-if TYPE_CHECKING:
-    from vitcore.timing import Timing
 
 
 def sync(device: str) -> None:
@@ -93,21 +89,21 @@ def _is_device_event(e) -> bool:
     return e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
 
 
-def injected(step, batch, timing: Timing, device: str):
+def injected(step, batch, device_pct: float, host_pct: float, device: str):
     """`step` followed by the test-only injected work, sized from the warmed-up step itself: a GPU
     spin (one kernel on the current stream, so it adds exactly that device time) and a host sleep.
     Returns the step and a label with the amounts in ms."""
-    if not (timing.inject_device_pct or timing.inject_host_pct):
+    if not (device_pct or host_pct):
         return step, ""
-    if timing.inject_device_pct and device != "cuda":
+    if device_pct and device != "cuda":
         raise VitcoreError("--inject-device-pct needs a CUDA device (it adds GPU kernel time)")
-    device_ms = device_window(step, batch, device, 3)["device_ms_per_step"] if timing.inject_device_pct else 0.0
+    device_ms = device_window(step, batch, device, 3)["device_ms_per_step"] if device_pct else 0.0
     t0 = time.perf_counter()
     for _ in range(3):
         step(batch)
     sync(device)
     wall_ms = (time.perf_counter() - t0) / 3 * 1e3
-    spin_ms, sleep_ms = device_ms * timing.inject_device_pct / 100, wall_ms * timing.inject_host_pct / 100
+    spin_ms, sleep_ms = device_ms * device_pct / 100, wall_ms * host_pct / 100
     cycles = int(spin_ms * _spin_cycles_per_ms()) if spin_ms else 0
 
     def step_with_regression(b):
@@ -119,7 +115,7 @@ def injected(step, batch, timing: Timing, device: str):
         return out
 
     label = ",".join(f"{what}+{pct:g}% ({ms:.2f} ms)" for what, pct, ms in
-                     (("device", timing.inject_device_pct, spin_ms), ("host", timing.inject_host_pct, sleep_ms)) if pct)
+                     (("device", device_pct, spin_ms), ("host", host_pct, sleep_ms)) if pct)
     return step_with_regression, label
 
 
@@ -142,8 +138,8 @@ def kernel_seconds(avgs) -> float:
     return sum(e.self_device_time_total for e in avgs if _is_device_event(e)) / 1e6
 
 
-def trace_path(timing: Timing, point_name: str) -> Path | None:
+def trace_path(trace_dir, point_name: str) -> Path | None:
     """Where rank 0 writes a point's operator table; None without --trace and on other ranks."""
-    if not timing.trace_dir or (dist.is_initialized() and dist.get_rank() != 0):
+    if not trace_dir or (dist.is_initialized() and dist.get_rank() != 0):
         return None
-    return Path(timing.trace_dir) / f"trace-{point_name}.txt"
+    return Path(trace_dir) / f"trace-{point_name}.txt"

@@ -211,7 +211,7 @@ def measure_reference(ref: Reference, timing: Timing) -> dict:
     batch = random_batch(preset, ref.batch_size, ref.seed, device)
     run = timed(step, batch, timing, device)
     mem = cuda_mem(run.warm_mem) if device == "cuda" else None
-    traced = trace(step, batch, device, trace_path(timing, f"{ref.plugin}-bs{ref.batch_size}")) if timing.trace_dir else {}
+    traced = trace(step, batch, device, trace_path(timing.trace_dir, f"{ref.plugin}-bs{ref.batch_size}")) if timing.trace_dir else {}
     point = {"plugin": ref.plugin, "family": FAMILY, "precision": ref.precision, "profile": ref.profile,
              "variant": ref.variant, "model": ref.model, "attention": "sdpa", "grad_checkpoint": False,
              "compile": ref.compile, "fused_optimizer": ref.fused and device == "cuda", "ddp": ref.ddp,

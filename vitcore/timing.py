@@ -168,7 +168,7 @@ def timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True) -
         for _ in range(timing.warmup):
             step(batch)
         sync(device)
-        step, label = injected(step, batch, timing, device)
+        step, label = injected(step, batch, timing.inject_device_pct, timing.inject_host_pct, device)
         steps = calibrated_steps(step, batch, timing, device)
         warm_mem = None
         if device == "cuda":
