@@ -226,3 +226,27 @@ def test_resume_at_another_sha_measures_again(tmp_path):
     assert results.read_points(out / "points.jsonl.stale") == first
     err, _ = _bench(out, "bbbb222", "--resume", "--steps", "3")
     assert "starting fresh: its points (bbbb222, " in err and "steps 2 then, 3 now" in err
+
+
+def test_injected_host_regression_sleeps_its_share_of_the_measured_step():
+    """--inject-host-pct (issue 13 d): the step is timed first, then each call sleeps that share of it
+    after the step; the label states the amount; GPU work needs CUDA and says so in one line."""
+    from vitcore import VitcoreError
+    from vitcore.profiling import injected
+
+    calls = []
+
+    def step(b):
+        calls.append(b)
+        time.sleep(0.02)
+        return b
+
+    assert injected(step, 1, 0, 0, "cpu") == (step, "")
+    slowed, label = injected(step, 1, 0, 50, "cpu")
+    ms = float(label.split("(")[1].split(" ms")[0])
+    assert label.startswith("host+50% (") and 9.0 <= ms <= 100.0, label  # half of a >= 20 ms step (a loaded host adds)
+    t0 = time.perf_counter()
+    assert slowed(7) == 7 and calls[-1] == 7
+    assert time.perf_counter() - t0 >= 0.02 + ms / 1e3
+    with pytest.raises(VitcoreError, match="--inject-device-pct needs a CUDA device"):
+        injected(step, 1, 3, 0, "cpu")
