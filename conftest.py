@@ -10,7 +10,7 @@ import pytest
 import torch
 from _pytest.mark.expression import Expression
 
-from tests.helpers import needs_gpus_alone
+from tests.helpers import interleave_shared_gpu, needs_gpus_alone
 from vitcore import VitcoreError, plugins, preflight
 from vitcore.config import profile_precision
 from vitcore.model import get_preset
@@ -150,6 +150,7 @@ def pytest_generate_tests(metafunc):
 def pytest_collection_modifyitems(config, items):
     # Tests that need the GPUs alone (performance, multigpu) last: the shared-GPU tests run out first.
     items.sort(key=needs_gpus_alone)  # stable
+    interleave_shared_gpu(items)
     # --plugin also filters tests that name their plugin in a `plugin_names` marker.
     if not config.getoption("--plugin"):
         return

@@ -57,6 +57,23 @@ def needs_gpus_alone(item) -> bool:
     return item.get_closest_marker("gpu_exclusive") is not None or item.get_closest_marker("multigpu") is not None
 
 
+def interleave_shared_gpu(items) -> None:
+    """Shared-GPU tests (marker gpu, not exclusive) in turns of their test functions (parity,
+    checkpoint, convergence, parity, ...) in the slots they held, in place. pytest-xdist hands out
+    the first tests round-robin, and each function's first case computes a once-per-session result
+    the others wait for (the torch_ddp reference, ~16 s on an H100; the plain convergence loop,
+    ~12 s): in file order the first 8 of the Gemini tier were all parity tests, and every worker
+    waited on the one computing the reference. In turns, the others run checkpoint cases meanwhile."""
+    slots = [i for i, it in enumerate(items) if it.get_closest_marker("gpu") and not needs_gpus_alone(it)]
+    by_function: dict[object, list] = {}
+    for i in slots:
+        by_function.setdefault(getattr(items[i], "originalname", items[i].name), []).append(items[i])
+    turns = [fn[k] for k in range(max(map(len, by_function.values()), default=0))
+             for fn in by_function.values() if k < len(fn)]
+    for i, item in zip(slots, turns, strict=True):
+        items[i] = item
+
+
 def session_dir(config) -> Path:
     """A folder every process of this pytest session shares: the basetemp, whose subfolders are the
     xdist workers' own basetemps (gw0, gw1, ...)."""

@@ -194,6 +194,16 @@ def test_performance_tests_are_collected_after_every_other_test():
     assert perf == list(range(len(ids) - 3, len(ids))), ids
 
 
+def test_shared_gpu_tests_take_turns_by_function_so_no_worker_starts_waiting():
+    p = _pytest("--collect-only", "-q", "-m", "gpu", "tests/test_gpu.py", "--plugin", "gemini,torch_ddp")
+    ids = [line.split("::")[1] for line in p.stdout.splitlines() if "::" in line]
+    functions = [i.split("[")[0] for i in ids if not i.startswith("test_performance_")]
+    assert p.returncode == 0 and len(functions) == 21, p.stdout[-2000:]  # 7 cases of each function
+    turn = ["test_parity_with_torch_ddp", "test_checkpoint_roundtrip", "test_convergence"]
+    assert functions == turn * 7, functions
+    assert len(set(ids)) == len(ids)  # each case once
+
+
 # Makes pytest's own process believe it has a CUDA GPU while the root conftest decides how to run
 # (pytest_cmdline_main), not before (bitsandbytes asks at import) nor after (the tests then skip).
 FAKE_CUDA_AT_START = '''
