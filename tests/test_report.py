@@ -159,7 +159,7 @@ def test_cpu_report_reads_at_1400x900_in_headless_chromium(bench_dir, tmp_path):
     assert len(seen["charts"]) == 2
 
 
-# the 84-point H100 matrix (its dated folder under reports/h100) and the gate's H100 record
+# the 84-point H100 matrix (its dated folder under reports/h100) and the gate's H100 record until 2026-11-26
 H100_REPORTS = {"h100-matrix": ("reports/h100", "**/points.jsonl"),
                 "h100-gate-record": ("reports/h100-gate/2026-11-25-a5d47fc", "record/points.jsonl")}
 

@@ -95,7 +95,7 @@ def has_budget(folder, point) -> bool:
         entry = budgets.lookup(budgets.load(folder, point), point)
     except budgets.NoBudget:
         return False
-    if (entry.get("source") or {}).get("date", "") < (point.get("date") or ""):
+    if ((entry.get("source") or {}).get("date") or "") < (point.get("date") or ""):
         return False
     return all(entry.get(f.name) is not None for f in points.gated() if point.get(f.name) is not None)
 
