@@ -2,9 +2,10 @@ import json
 import os
 
 import pytest
+import torch
 from torch.utils.data import default_collate
 
-from tests.helpers import PARITY, PARITY_STEPS, computed_once, gpu_share, needs_gpus_alone
+from tests.helpers import PARITY, PARITY_STEPS, computed_once, fresh_gpu_workers, gpu_share, needs_gpus_alone
 from vitcore import analysis, data, launch, report, train, worker_pool
 from vitcore.config import RunConfig
 from vitcore.env import environment
@@ -47,6 +48,15 @@ def ddp_reference(pytestconfig, parity_data, probe, gpu_pool):
         train.steps_then_probe, (cfg, parity_data, PARITY_STEPS, probe), timeout_s=900))
 
 
+def pytest_collection_finish(session):
+    """A process that will run a single-GPU performance test starts its first fresh worker now: its
+    imports (10-15 s on the H100 host) overlap the correctness tests instead of the exclusive phase.
+    (The xdist controller collects nothing; a worker handed none of these tests ends it unused.)"""
+    wanted = [it for it in session.items if needs_gpus_alone(it) and it.get_closest_marker("gpu")]
+    if wanted and not session.config.getoption("collectonly") and torch.cuda.is_available():
+        fresh_gpu_workers(session.config).prestart()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """GPU-tier tests share the GPU with the session's other processes; a performance or multigpu
@@ -55,8 +65,8 @@ def pytest_runtest_protocol(item, nextitem):
     if item.get_closest_marker("gpu") is None and item.get_closest_marker("multigpu") is None:
         return (yield)
     exclusive = needs_gpus_alone(item)
-    if exclusive:
-        worker_pool.close_all()
+    if exclusive:  # not the performance tests' started spare: it has not touched the GPU
+        worker_pool.close_all(keep_unused=True)
     with gpu_share(item.config, exclusive=exclusive):
         return (yield)
 

@@ -19,7 +19,7 @@ import pytest
 from tests import workers
 from tests.helpers import PARITY, PARITY_STEPS, computed_once, gpu_share, session_dir
 from tests.test_lifecycle import alive
-from vitcore import VitcoreError, launch, train
+from vitcore import VitcoreError, launch, train, worker_pool
 from vitcore.config import RunConfig
 from vitcore.launch import WorkerError
 from vitcore.worker_pool import WorkerPool
@@ -100,6 +100,38 @@ def test_close_ends_the_worker_and_a_later_case_starts_a_new_one(tmp_path):
     assert p.pid is None and not alive({pid})
     assert p.run(workers.pid_and_world, timeout_s=120)[0] != pid
     p.close()
+
+
+def test_a_single_use_pool_runs_each_case_in_a_worker_that_ran_nothing_and_starts_the_next_meanwhile(tmp_path):
+    """The performance tests' workers (tests/helpers.fresh_gpu_workers): a fresh process per case, as
+    the budgets were measured, whose imports were paid before the case was sent."""
+    with WorkerPool("cpu", log_dir=tmp_path, single_use=True) as p:
+        p.prestart()
+        first = p.pid
+        assert first is not None and p.unused
+        assert p.run(workers.count_cases, timeout_s=120) == (first, 1)
+        assert not alive({first})  # retired after its case
+        spare = p.pid
+        assert spare not in (None, first) and p.unused  # the next one, started before any case asks
+        time.sleep(0.5)
+        assert p.run(workers.count_cases, timeout_s=120) == (spare, 1)
+        with pytest.raises(WorkerError, match="ended its worker"):
+            p.run(workers.exits, (3,), timeout_s=120)
+        assert p.run(workers.count_cases, timeout_s=120)[1] == 1  # a crash fails alone
+        assert p.workers_started == 5  # prestarted, two spares, the crash's replacement, the last spare
+
+
+def test_a_spare_still_importing_is_killed_at_once_and_close_all_keeps_unused_spares(tmp_path):
+    spare = WorkerPool("cpu", log_dir=tmp_path, single_use=True)
+    used = WorkerPool("cpu", log_dir=tmp_path)
+    used.run(workers.pid_and_world, timeout_s=120)
+    spare.prestart()
+    pids = {used.pid, spare.pid}
+    worker_pool.close_all(keep_unused=True)  # what a performance test does before taking the GPU alone
+    assert used.pid is None and spare.pid is not None and alive({spare.pid})
+    t0 = time.monotonic()
+    spare.close()  # its imports (12 s on a 2-core CPU) are not waited for
+    assert time.monotonic() - t0 < 5 and not alive(pids)
 
 
 def test_an_unknown_device_is_one_line_before_anything_starts():

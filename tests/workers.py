@@ -83,3 +83,12 @@ def globals_seen():
 
     return (os.getpid(), os.environ.get("VITCORE_POOL_LEFTOVER"), str(torch.get_default_dtype()),
             torch.is_grad_enabled(), dist.is_initialized())
+
+
+_CASES_RUN = 0  # how many cases this worker process has run (module state a fresh process starts without)
+
+
+def count_cases():
+    global _CASES_RUN
+    _CASES_RUN += 1
+    return os.getpid(), _CASES_RUN

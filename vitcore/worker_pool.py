@@ -12,6 +12,12 @@ fresh process would be:
   mode, deterministic algorithms, cuDNN flags, float32 matmul precision) restored after the case;
   torch._dynamo reset, gc; on CUDA the cache emptied and the peak memory statistics reset.
 
+single_use=True gives every case a worker that has run nothing before (a fresh process as far as the
+GPU and the allocator can tell) and retires it after the case; the next worker is started at once, in
+the background, so its imports overlap whatever comes next (prestart() starts the first one early).
+The performance tests use this: their budgets were recorded in fresh processes, and a pooled
+worker's allocator carries the reserve of the cases it ran (torch_fsdp bs128 reserved +4.3%).
+
 A case that raises fails with one line (WorkerError; its traceback in `details` and a log file), and
 the worker stays. A case that ends its worker (os._exit, a signal, a segfault) or runs past its
 timeout fails alone: the worker is killed and the next case starts a new one. The worker dies with
@@ -54,12 +60,16 @@ class WorkerPool:
     log_dir: where a failed case's traceback goes (default: the user cache, as for spawn)."""
 
     def __init__(self, device: str, *, preload: tuple[str, ...] = PRELOAD,
-                 output: launch.WorkerOutput | None = None, log_dir=None):
+                 output: launch.WorkerOutput | None = None, log_dir=None, single_use: bool = False):
         if device not in DEVICES:
             raise VitcoreError(f"worker pool device {device!r} is not one of {', '.join(DEVICES)}")
         self.device, self.preload, self.output, self.log_dir = device, tuple(preload), output, log_dir
+        self.single_use = single_use
         self._proc = None
         self._conn = None
+        self._ready = False  # the current worker said "ready" (its imports are done)
+        self._used = False  # the current worker has been sent a case
+        self._started_at = 0.0
         self.startup_s: float | None = None  # the current worker's imports, measured in the worker
         self.workers_started = 0  # a crash or a timeout replaces the worker: this counts them
         _OPEN.add(self)
@@ -73,26 +83,48 @@ class WorkerPool:
         """fn(*args)'s result; WorkerError (one line) when the case raises, ends its worker or runs past
         timeout_s. label names the case in that line (default: from a RunConfig in args, else fn's name)."""
         label = label or launch._label(args) or getattr(fn, "__qualname__", repr(fn))
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
+        if self._proc is None or not self._proc.is_alive() or (self.single_use and self._used):
+            self._launch()
+        if not self._ready:
+            self._await_ready()
+        self._used = True
         self._conn.send((fn, tuple(args)))  # pickled here: an unpicklable case fails in this process
         try:
             reply = self._wait(label, timeout_s)
-        except BaseException:  # a crash, a timeout, Ctrl-C: the worker's state is unknown
+        except WorkerError:  # a crash or a timeout: the worker's state is unknown
+            self._end(kill=True)
+            if self.single_use:
+                self._launch()
+            raise
+        except BaseException:  # Ctrl-C: the session is ending
             self._end(kill=True)
             raise
         status, payload, retire = reply
         if retire:  # the case's clean-up failed: the next case gets a new worker
             self._end(kill=True)
+        if self.single_use:  # retire this one; the next imports while the caller goes on
+            self._end(kill=retire is not None)
+            self._launch()
         if status == "ok":
             return payload
         summary, tb = payload
         log = launch._write_log(label, {0: (summary, tb)}, {}, self.log_dir)
         raise WorkerError(f"case {label} failed: {summary}; traceback: {log}", details=tb, log=log)
 
+    def prestart(self) -> None:
+        """Start the worker now, without waiting for its imports (run() waits for them)."""
+        if self._proc is None or not self._proc.is_alive():
+            self._launch()
+
+    @property
+    def unused(self) -> bool:
+        """No worker, or one that has run no case: it holds no GPU memory nor CUDA context."""
+        return self._proc is None or not self._used
+
     def close(self) -> None:
-        """End the worker (asked to stop, killed after CLOSE_GRACE_S). A later run() starts a new one."""
-        self._end(kill=False)
+        """End the worker (asked to stop, killed after CLOSE_GRACE_S; at once while it still imports).
+        A later run() starts a new one."""
+        self._end(kill=not self._ready)
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -101,7 +133,7 @@ class WorkerPool:
         self.close()
 
     # --- the parent's side ------------------------------------------------------------------------
-    def _start(self) -> None:
+    def _launch(self) -> None:
         self._end(kill=True)  # a worker that died between cases (e.g. its starting thread ended)
         ctx = mp.get_context("spawn")
         parent_end, child_end = ctx.Pipe(duplex=True)
@@ -110,8 +142,13 @@ class WorkerPool:
         proc.start()
         child_end.close()
         self._proc, self._conn = proc, parent_end
+        self._ready = self._used = False
+        self._started_at = time.monotonic()
         self.workers_started += 1
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+
+    def _await_ready(self) -> None:
+        proc, parent_end = self._proc, self._conn
+        deadline = self._started_at + STARTUP_TIMEOUT_S
         try:
             while not parent_end.poll(0.2):
                 if not proc.is_alive() or time.monotonic() > deadline:
@@ -127,6 +164,7 @@ class WorkerPool:
             raise WorkerError(f"the {self.device} worker pool's worker failed while starting: {payload[0]}",
                               details=payload[1])
         self.startup_s = payload
+        self._ready = True
 
     def _startup_failure(self, proc) -> str:
         alive = proc.is_alive()
@@ -158,6 +196,7 @@ class WorkerPool:
     def _end(self, *, kill: bool) -> None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
+        self._ready = self._used = False
         if proc is None:
             return
         if not kill:
@@ -182,10 +221,12 @@ _OPEN: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
 @atexit.register
-def close_all() -> None:
-    """Close every pool of this process (also run at interpreter exit)."""
+def close_all(*, keep_unused: bool = False) -> None:
+    """Close every pool of this process (also run at interpreter exit); keep_unused: not those whose
+    worker has run no case (a started spare holds nothing on the GPU)."""
     for pool in list(_OPEN):
-        pool.close()
+        if not (keep_unused and pool.unused):
+            pool.close()
 
 
 # --- the worker's side ----------------------------------------------------------------------------
