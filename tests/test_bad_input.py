@@ -64,7 +64,7 @@ def d(tmp_path_factory) -> Path:
     (d / "side" / "skipped.json").write_text("[{")
     (d / "done").mkdir()
     (d / "done" / "points.jsonl").write_text(point + "\n")
-    _image_folder(d / "labels", ["cat", "dog", "muffin"])
+    _image_folder(d / "labels", ["cat"])
     cut = _image_folder(d / "trunc", data.LABELS) / "muffin" / "cut.jpg"
     data.embedded_image(2, "train", 0).resize((256, 256)).save(cut, "JPEG")
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
@@ -107,7 +107,7 @@ CASES = [
     (TRAIN + ["--weights", "/nonexistent"], "weights path '/nonexistent' does not exist; valid: auto"),
     (TRAIN + ["--weights", "nobody/no-such-vit"], "weights 'nobody/no-such-vit': no such folder, and not in the HF cache"),
     (TRAIN + ["--dataset", "/nonexistent/dog_food"], "dataset path '/nonexistent/dog_food' does not exist"),
-    (TRAIN + ["--dataset", "{d}/labels"], "labels ['cat', 'dog', 'muffin']; dog_food needs ['chicken', 'dog', 'muffin']"),
+    (TRAIN + ["--dataset", "{d}/labels"], "has 1 class folder(s) ['cat']; a classifier needs at least 2"),
     (TRAIN + ["--dataset", "{d}/trunc"], "corrupt image file '{d}/trunc/muffin/cut.jpg': image file is truncated"),
     (TRAIN + ["--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["fly"], "argument cmd: invalid choice: 'fly' (choose from"),

@@ -110,10 +110,24 @@ def test_missing_path(tmp_path):
         data.load(str(tmp_path / "does-not-exist"))
 
 
-def test_labels_must_match(tmp_path):
-    root = _image_folder(tmp_path / "df", labels=["cat", "dog", "muffin"])
+def test_a_folder_of_other_classes_loads_with_its_own_labels(tmp_path):
+    """Any folder of photographs (the convergence check on a user's own data, issue 15)."""
+    d = data.load(str(_image_folder(tmp_path / "df", labels=["cat", "dog", "muffin"])))
+    assert d.labels == ["cat", "dog", "muffin"] and len(d.train) + len(d.test) == 12
+
+
+def test_a_one_class_folder_is_an_error_naming_it(tmp_path):
+    with pytest.raises(DataError, match=r"has 1 class folder\(s\) \['cat'\]; a classifier needs at least 2"):
+        data.load(str(_image_folder(tmp_path / "df", labels=["cat"])))
+
+
+def test_a_saved_dataset_keeps_dog_food_labels(tmp_path):
+    ds = datasets.Dataset.from_dict({"image": [data.embedded_image(0, "train", 0)], "label": [0]},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "label": datasets.ClassLabel(names=["cat", "dog", "muffin"])}))
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "saved"))
     with pytest.raises(DataError, match=r"labels \['cat', 'dog', 'muffin'\]; dog_food needs"):
-        data.load(str(root))
+        data.load(str(tmp_path / "saved"))
 
 
 def test_explicit_hub_dataset_never_falls_back(monkeypatch, tmp_path):

@@ -180,10 +180,16 @@ def _load_local(path: Path) -> DogFood:
     files = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS]
     if not files:
         raise DataError(f"dataset path {str(path)!r} holds no images and no save_to_disk dataset")
+    classes = sorted({f.parent.name for f in files} - {"train", "test", "validation"})
+    if len(classes) < 2:  # imagefolder would load one folder without a label column
+        raise DataError(f"dataset local-imagefolder:{path} has {len(classes)} class folder(s) {classes}; "
+                        "a classifier needs at least 2")
     _verify_images(files)
     with hub_cache.no_progress_bars():  # an error after it would not be the one line on stderr
         dd = datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=str(hub_cache.datasets_cache_dir()))
-    return _from_dict(dd, f"local-imagefolder:{path}")
+    # A folder of photographs of any classes (issue 15: the convergence check on the user's own
+    # photos); the hub dataset and save_to_disk copies keep dog_food's exact schema.
+    return _from_dict(dd, f"local-imagefolder:{path}", any_labels=True)
 
 
 def _check_saved(path: Path) -> None:
@@ -212,7 +218,7 @@ def _checked(dd, source: str) -> DogFood:
     return data
 
 
-def _from_dict(dd, source: str) -> DogFood:
+def _from_dict(dd, source: str, *, any_labels: bool = False) -> DogFood:
     if isinstance(dd, datasets.Dataset):
         dd = datasets.DatasetDict({"train": dd})
     if "train" not in dd:
@@ -222,12 +228,12 @@ def _from_dict(dd, source: str) -> DogFood:
                         "expected 'image' and 'label'")
     feat = dd["train"].features["label"]
     labels = list(getattr(feat, "names", []) or [])
-    if labels != LABELS:
+    if not any_labels and labels != LABELS:
         raise DataError(f"dataset {source} has labels {labels}; dog_food needs {LABELS}")
     if "test" not in dd:
         # A single split (an image folder without train/test): a deterministic stratified 3:1 split.
         full = dd["train"]
-        test = set(stratified_indices(full["label"], max(len(LABELS), round(len(full) / 4)), seed=0))
+        test = set(stratified_indices(full["label"], max(len(labels), round(len(full) / 4)), seed=0))
         train = [i for i in range(len(full)) if i not in test]
         return DogFood(full.select(train), full.select(sorted(test)), labels,
                        source + " (test = stratified 25% of train)")
