@@ -81,6 +81,11 @@ stage_gemini_fast() {
   timeout 300 $py -m vitcore.cli bench --profile fast --plugins gemini --no-reference "${MATRIX[@]}" \
     --out "reports/$DEV/$RUN" --resume
 }
+# issue 17: each family's best fast point beside the references (HF and timm, eager and compiled) at the
+# larger batches, in one run (two calls: --resume continues it): an OOM is a result
+BEST=(--plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,torch_fsdp,gemini --batch-sizes 128,256,512
+      --warmup 5 --steps 10 --repeats 3 --min-window 0.3 --out "reports/$DEV/$RUN-best" --resume)
+stage_best() { timeout "${BEST_T:-560}" $py -m vitcore.cli bench "${BEST[@]}"; }
 stage_trace() {  # what limits each plugin: torch.profiler over 5 steps at bs128, gpu_busy per point (~4 min)
   timeout 330 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini \
     --no-reference --batch-sizes 128 --steps 5 --repeats 2 --min-window 0 --out "reports/$DEV-trace/$RUN" --resume
@@ -149,6 +154,11 @@ stage_gate_smoke() {  # one point end to end, fails fast before the long stages
 stage_gate_record() {  # the budgets: every point in GATE_PROCS processes (default 2: memory budgets take the maximum over processes, and gemini bs128 has two states; ~10 minutes of device time for 18 points in one process)
   timeout "${GATE_T:-590}" $py -m vitcore.cli bench "${GATE_BENCH[@]}" --processes "${GATE_PROCS:-2}" --out "$GATE/record" --resume \
     --update-budgets fixtures/budgets
+}
+stage_fast_record() {  # budgets of the entries whose fast profile changed (FAST_RECORD, default: the plugin options
+  # measured better in reports/h100-leads: low_level_zero overlap_communication=False, hybrid flash attention)
+  timeout "${GATE_T:-400}" $py -m vitcore.cli bench "${GATE_BENCH[@]}" --plugins "${FAST_RECORD:-low_level_zero,hybrid_parallel}" \
+    --processes "${GATE_PROCS:-2}" --out "$GATE/record-fast" --resume --update-budgets fixtures/budgets
 }
 stage_gate_check() {  # unchanged code against the record, a separate process: GATE_RUN names it
   timeout "${GATE_T:-400}" $py -m vitcore.cli bench "${GATE_BENCH[@]}" --out "$GATE/$GATE_RUN" --resume --compare "$GATE/record/points.jsonl"

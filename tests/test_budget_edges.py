@@ -186,7 +186,7 @@ def test_make_entry_records_exactly_the_gated_values_and_provenance():
     assert sorted(entry) == sorted([
         "copy_ms_per_step", "device_ms_per_step", "device_sm_clock_mhz", "host_sm_clock_mhz_windows", "images_per_s",
         "images_per_s_process_medians", "images_per_s_windows", "launches_per_step", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
-        "steady_mem_allocated_gib", "steady_mem_reserved_gib", "spread", "processes", "source"])
+        "steady_mem_allocated_gib", "steady_mem_reserved_gib", "spread", "processes", "plugin_options", "source"])
     assert (entry["steady_mem_allocated_gib"], entry["steady_mem_reserved_gib"], entry["processes"]) == (3.5, None, 6)
     assert entry["source"]["git_sha"] == "abc" and entry["source"]["repeats"] == 5
     assert budgets.make_entry(point(processes=None))["processes"] == 1
@@ -371,3 +371,20 @@ def test_a_resumed_point_replaces_only_an_older_entry(tmp_path, entry_date, poin
 
     budgets.update(tmp_path, point(date=entry_date))
     assert gating.has_budget(tmp_path, point(date=point_date)) is kept
+
+
+def test_a_point_run_with_other_plugin_options_fails_closed_against_a_budget_or_baseline():
+    """The fast profile sets plugin options (overlap_communication=False): a budget recorded with the
+    entry's own values (an entry without the field: {}) cannot judge it, whatever its numbers."""
+    old = budgets.make_entry(point())
+    assert old["plugin_options"] == {}
+    del old["plugin_options"]  # recorded before entries carried them
+    cur = point(plugin_options={"overlap_communication": False})
+    (v,) = budgets.judge(cur, old)
+    assert (v.group, v.outcome, v.short()) == ("settings", "regressed", "plugin options differ")
+    assert str(v) == ("gemini bf16 bs=128: plugin options differ from the recorded ones: overlap_communication=False "
+                      "(recorded with (entry default)); these numbers do not compare: re-record the budget "
+                      "(--update-budgets) or the baseline with the same options")
+    gate = budgets.compare_runs([cur], [point()])
+    assert gate.failed() and "overlap_communication=False (recorded with (entry default))" in gate.regressions[0]
+    assert budgets.judge(cur, budgets.make_entry(cur))[0].group != "settings"  # the same options: judged

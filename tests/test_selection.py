@@ -70,12 +70,13 @@ def test_reference_and_plugin_points_share_the_run_loop(monkeypatch, tmp_path, c
 
 # --- issue 17: the plugins' own options in the ablation, larger batches, the timm reference -------------
 PLUGIN_FLIPS = {  # entry -> (device, the variants `--ablate plugin` measures), typed in
-    "low_level_zero_s1": ("cuda", ["overlap_communication=False", "reduce_bucket_size_in_m=128"]),
+    # the fast profile sets overlap_communication=False (and hybrid flash attention): flipped back to upstream's
+    "low_level_zero_s1": ("cuda", ["overlap_communication=True", "reduce_bucket_size_in_m=128"]),
     "gemini": ("cuda", ["enable_async_reduce=False", "max_prefetch=2", "hidden_dim=768", "shard_param_frac=0.0"]),
     "gemini_auto": ("cuda", ["enable_async_reduce=False", "max_prefetch=2", "hidden_dim=768"]),
     # kept-gathered chunks keep their optimizer states on the GPU: shard_param_frac=0.0 would undo the offload
     "gemini_offload": ("cuda", ["enable_async_reduce=False", "max_prefetch=2", "hidden_dim=768"]),
-    "hybrid_parallel": ("cuda", ["enable_flash_attention=True", "enable_jit_fused=True"]),
+    "hybrid_parallel": ("cuda", ["enable_flash_attention=False", "enable_jit_fused=True"]),
     "hybrid_parallel_tp2": ("cpu", ["enable_jit_fused=True"]),  # ColoAttention's kernels need CUDA
     "torch_ddp": ("cuda", []),
 }
@@ -89,11 +90,26 @@ def test_plugin_ablation_flips_each_own_option_once(name):
     assert [c.variant for c in flips] == expected
     for c in flips:
         option, _, _ = c.variant.partition("=")
-        assert list(c.plugin_options) == [option] and c.spec.settings == tuple(c.plugin_options.items())
+        assert c.plugin_options == base.plugin_options | {option: c.plugin_options[option]}
+        assert c.plugin_options[option] != base.spec.value(option) and c.spec.settings == tuple(c.plugin_options.items())
         assert (c.attention, c.grad_checkpoint, c.precision) == (base.attention, base.grad_checkpoint, base.precision)
     profile = [c.variant for c in bench.ablations(base, device, "profile")]
-    assert not any(c.plugin_options for c in bench.ablations(base, device, "profile"))
+    assert all(c.plugin_options == base.plugin_options for c in bench.ablations(base, device, "profile"))
     assert [c.variant for c in bench.ablations(base, device)] == profile + expected
+
+
+@pytest.mark.parametrize("name,device,profile,options,expect", [
+    ("low_level_zero_s1", "cuda", "fast", {}, {"overlap_communication": False}),
+    ("low_level_zero_s2", "cuda", "study", {}, {}),  # the study keeps upstream's values
+    ("hybrid_parallel", "cuda", "fast", {}, {"enable_flash_attention": True}),
+    ("hybrid_parallel", "cpu", "fast", {}, {}),  # ColoAttention needs CUDA: not set on a CPU
+    ("hybrid_parallel", "cuda", "fast", {"enable_flash_attention": False}, {"enable_flash_attention": False}),
+    ("gemini", "cuda", "fast", {}, {}),  # no Gemini option changed device time (docs/performance.md)
+])
+def test_the_fast_profile_sets_the_plugin_options_measured_better_and_option_wins(name, device, profile, options, expect):
+    cfg = RunConfig(plugin=name, device=device, profile=profile, plugin_options=options, batch_size=8,
+                    world_size=plugins_min_world(name))
+    assert cfg.plugin_options == expect and dict(cfg.spec.settings) == expect
 
 
 def plugins_min_world(name):

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from vitcore import VitcoreError, console, launch, points, train
 from vitcore import plugins as reg
 from vitcore import results as res
-from vitcore.config import ABLATE, RunConfig, split_options
+from vitcore.config import ABLATE, RunConfig, profile_plugin_options, split_options
 from vitcore.profiling import trace, trace_path
 from vitcore.timing import (
     Timing,
@@ -176,13 +176,17 @@ def ablations(base: RunConfig, device: str, which: str = "all") -> list[RunConfi
     out = _profile_flips(base, device) if which in ("all", "profile") else []
     if which in ("all", "plugin"):
         spec = base.spec
+        chosen = profile_plugin_options(spec, base.profile, cuda=device == "cuda")
         for t in spec.tunables:
-            # not flipped: no ablation value, set already (--option), the entry's own value, or CUDA-only here
-            if t.ablate is None or t.name in base.plugin_options or spec.value(t.name) == t.ablate or (
-                    t.needs_cuda and device != "cuda"):
+            # flipped to the ablation value, or back to upstream's where the profile chose the ablation
+            # value; not flipped: no ablation value, set by --option, or CUDA-only here
+            now = spec.value(t.name)
+            flip = t.ablate if now != t.ablate else t.default
+            if (t.ablate is None or flip == now or (t.needs_cuda and device != "cuda")
+                    or (t.name in base.plugin_options and chosen.get(t.name, object()) != now)):
                 continue
-            out.append(dataclasses.replace(base, variant=f"{t.name}={t.ablate}",
-                                           plugin_options=base.plugin_options | {t.name: t.ablate}))
+            out.append(dataclasses.replace(base, variant=f"{t.name}={flip}",
+                                           plugin_options=base.plugin_options | {t.name: flip}))
     return out
 
 

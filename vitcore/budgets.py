@@ -50,6 +50,8 @@ class Verdict:
     note: str = ""  # the report cell's words for an inconclusive verdict (what it can detect)
 
     def __str__(self):
+        if self.group == "settings":
+            return f"{self.plugin} {self.precision} bs={self.batch_size}: {self.detail}"
         who = f"{self.plugin} {self.precision} bs={self.batch_size}: {self.metric}"
         if math.isnan(self.measured):  # a point that did not finish, or a metric this run lacks
             s = f"{who} (not measured; budget {self.budget:.4g})"
@@ -63,6 +65,8 @@ class Verdict:
         """The report's cell: `device_time pass (+0.3%)`."""
         if self.group == "status":
             return self.metric
+        if self.group == "settings":
+            return "plugin options differ"
         if self.outcome == "inconclusive":
             return f"{self.group} inconclusive ({self.note})"
         if math.isnan(self.delta):
@@ -178,6 +182,9 @@ def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups
     if point.get("status") != "ok":
         return [Verdict(*who, f"status {point.get('status')}", float("nan"), ref.get("images_per_s") or float("nan"),
                         float("nan"), group="status")]
+    if (mismatch := options_mismatch(point, ref)) is not None:
+        return [Verdict(*who, "plugin options", float("nan"), float("nan"), float("nan"), group="settings",
+                        detail=mismatch)]
     out = []
     for field in points.gated():
         g = field.gate
@@ -204,6 +211,19 @@ def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups
                 outcome, (detail, note) = "inconclusive", clock
         out.append(Verdict(*who, g.label or name, got, want, delta, outcome, g.group, detail, note))
     return out
+
+
+def options_mismatch(point: dict, ref: dict) -> str | None:
+    """Why `ref` did not measure what `point` ran (the plugin's own options, e.g. the fast profile's
+    overlap_communication=False), or None. A budget or baseline recorded before points carried their
+    options ran every plugin at the entry's own values: missing means {}."""
+    got, want = point.get("plugin_options") or {}, ref.get("plugin_options") or {}
+    if got == want:
+        return None
+    diff = ", ".join(f"{k}={got.get(k, '(entry default)')} (recorded with {want.get(k, '(entry default)')})"
+                     for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k))
+    return (f"plugin options differ from the recorded ones: {diff}; these numbers do not compare: "
+            "re-record the budget (--update-budgets) or the baseline with the same options")
 
 
 def compare(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups=None) -> list[Verdict]:
@@ -266,7 +286,7 @@ def make_entry(point: dict) -> dict:
     names |= {"images_per_s_windows", "copy_ms_per_step", "device_sm_clock_mhz", "host_sm_clock_mhz_windows"}
     entry = {n: point.get(n) for n in sorted(names)} | {"images_per_s_process_medians": process_medians(point)}
     return entry | {"spread": point.get("spread"), "processes": point.get("processes") or 1,
-                    "source": points.provenance(point)}
+                    "plugin_options": dict(point.get("plugin_options") or {}), "source": points.provenance(point)}
 
 
 def update(folder, point: dict) -> tuple[Path, dict]:

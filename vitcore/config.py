@@ -42,6 +42,15 @@ def profile_precision(spec: plugins.PluginSpec, profile: str, *, cuda: bool) -> 
     return prefs[0]
 
 
+def profile_plugin_options(spec: plugins.PluginSpec, profile: str, *, cuda: bool) -> dict:
+    """The plugin options `profile` sets for `spec` (fast: each tunable's measured `fast` value; one
+    that needs CUDA only on CUDA). A run's own --option values win over them."""
+    _choice("profile", profile, PROFILES)
+    if profile != "fast":
+        return {}
+    return {t.name: t.fast for t in spec.tunables if t.fast is not None and (cuda or not t.needs_cuda)}
+
+
 def parse_options(pairs: list[str]) -> dict:
     """`--option NAME=VALUE` pairs: profile options (RunConfig fields, true/false or an attention) and
     the plugins' own options (plugins.tunables()), typed; bad input is one line naming the choices."""
@@ -155,6 +164,8 @@ class RunConfig:
         for name in OPTIONS:
             if getattr(self, name) is None:
                 setattr(self, name, PROFILES[self.profile][name])
+        on_cuda = self.device == "cuda" or _has_cuda(self.device)  # a config made for CUDA on a host without it
+        self.plugin_options = profile_plugin_options(spec, self.profile, cuda=on_cuda) | self.plugin_options
         for name in ("lr", "weight_decay", "warmup_ratio"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(preset.recipe, name))

@@ -47,7 +47,8 @@ class Tunable:
     low: float = 0  # smallest valid value of an int or float
     high: float | None = None
     ablate: Any = None
-    needs_cuda: bool = False  # its code path fails without CUDA: not flipped on a CPU
+    needs_cuda: bool = False  # its code path fails without CUDA: not flipped on a CPU, not set there by a profile
+    fast: Any = None  # the fast profile's value, where an H100 measured it better (docs/performance.md); None: the entry's
 
     def valid(self) -> str:
         if self.kind is bool:
@@ -199,7 +200,9 @@ def tunables() -> dict[str, Tunable]:
 # --- the plugins' own options (issue 17; docs/performance.md "Leads for issue 17") ----------------
 # Read in colossalai 0.5.0's sources; paths are under colossalai/.
 _LLZ_OPTIONS = (
-    Tunable(name="overlap_communication", kind=bool, default=True, ablate=False,
+    # fast: host time per step 19.6 -> 13.8 ms at bs128, device time, launches and memory equal
+    # (reports/h100-leads/2026-11-26-c834c9c)
+    Tunable(name="overlap_communication", kind=bool, default=True, ablate=False, fast=False,
             why="True hooks every parameter (post-accumulate-grad), reduces on a side stream and synchronizes the "
                 "whole device after backward; one GPU has nothing to overlap",
             upstream="zero/low_level/low_level_optim.py: LowLevelZeroOptimizer.__init__ (_attach_reduction_hook), "
@@ -244,7 +247,9 @@ _STATIC_OPTIONS = {  # static placement only
                        "gathered chunks keep their optimizer states on the GPU, undoing the offload"), _OFFLOAD_OPTIM),
 }
 _HYBRID_OPTIONS = (
-    Tunable(name="enable_flash_attention", kind=bool, default=False, ablate=True, needs_cuda=True,
+    # fast: device time per step 48.08 -> 43.31 ms (-9.9%) and 84 fewer launches at bs128
+    # (reports/h100-leads/2026-11-26-c834c9c)
+    Tunable(name="enable_flash_attention", kind=bool, default=False, ablate=True, needs_cuda=True, fast=True,
             why="replaces ViTSelfAttention.forward with ColoAttention: flash-attn's kernel where the flash_attn "
                 "package is installed, else torch SDPA, which the fast profile's attention already is",
             upstream="shardformer/policies/vit.py: ViTPolicy.module_policy; shardformer/modeling/vit.py: "

@@ -85,6 +85,9 @@ FIELDS: list[Field] = [
           identity=True, table=True),
     Field(name="variant", header="option changed", unit="", description="the option changed from the profile (ablation, --option); empty: none",
           identity=True, default="", table=True),
+    Field(name="plugin_options", header="plugin options", unit="", description="the plugin's own options the point "
+          "ran with (the fast profile's, e.g. overlap_communication=False, and --option's); budgets and baselines "
+          "compare only points run with the same", csv=False),
     Field(name="model", unit="", description="model preset (vit-base: ViT-B/16 at 224 px)", identity=True,
           default="vit-base", table=True),
     Field(name="world_size", header="world size", kind=int, unit="GPUs", description="processes (one GPU each) in the process group",
