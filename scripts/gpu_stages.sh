@@ -83,9 +83,10 @@ stage_gemini_fast() {
 }
 # issue 17: each family's best fast point beside the references (HF and timm, eager and compiled) at the
 # larger batches, in one run (two calls: --resume continues it): an OOM is a result
-BEST=(--plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,torch_fsdp,gemini --batch-sizes 128,256,512
-      --warmup 5 --steps 10 --repeats 3 --min-window 0.3 --out "reports/$DEV/$RUN-best" --resume)
-stage_best() { timeout "${BEST_T:-560}" $py -m vitcore.cli bench "${BEST[@]}"; }
+stage_best() {
+  timeout "${BEST_T:-560}" $py -m vitcore.cli bench --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,torch_fsdp,gemini \
+    --batch-sizes 128,256,512 --warmup 5 --steps 10 --repeats 3 --min-window 0.3 --out "reports/$DEV/$RUN-best" --resume
+}
 stage_trace() {  # what limits each plugin: torch.profiler over 5 steps at bs128, gpu_busy per point (~4 min)
   timeout 330 $py -m vitcore.cli bench --trace --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,gemini \
     --no-reference --batch-sizes 128 --steps 5 --repeats 2 --min-window 0 --out "reports/$DEV-trace/$RUN" --resume
