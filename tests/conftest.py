@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import default_collate
 
 from tests.helpers import PARITY, PARITY_STEPS, computed_once, fresh_gpu_workers, gpu_share, needs_gpus_alone
-from vitcore import analysis, data, launch, report, train, worker_pool
+from vitcore import analysis, data, launch, report, worker_pool
 from vitcore.config import RunConfig
 from vitcore.env import environment
 from vitcore.results import append_point
@@ -42,6 +42,8 @@ def gpu_pool():
 def ddp_reference(pytestconfig, parity_data, probe, gpu_pool):
     """The torch_ddp fp32 run every parity test compares with: computed once per session (by the
     first xdist worker that needs it; the others read it) for this preset, recipe, seed and steps."""
+    from vitcore import train  # colossalai: imported where a GPU case needs it (tests/helpers.run)
+
     cfg = RunConfig(plugin="torch_ddp", precision="fp32", device="cuda", **PARITY)
     key = (cfg, PARITY_STEPS, parity_data.source, len(parity_data.train), len(parity_data.test))
     return computed_once(pytestconfig, "ddp-reference", key, lambda: gpu_pool.run(

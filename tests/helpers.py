@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from vitcore import VitcoreError, budgets, launch, results, train, worker_pool
-from vitcore.bench import measure_group
+from vitcore import VitcoreError, budgets, launch, results, worker_pool
 from vitcore.checks import TOLERANCES, compare, require
 from vitcore.config import RunConfig
 from vitcore.timing import Timing, pool
@@ -32,6 +31,8 @@ PARITY = dict(model="vit-tiny", batch_size=16, lr=1e-3, weight_decay=0.1, warmup
 
 
 def run(data=None, **kw) -> dict:
+    from vitcore import train  # colossalai's booster: 6 s of every pytest process's start-up otherwise
+
     cfg = RunConfig(**({"dataset": "embedded", "device": "cpu", "timeout_s": 300} | kw))
     return launch.run(train.finetune, cfg, data, world_size=cfg.world_size, device=cfg.device,
                       timeout_s=cfg.timeout_s)[0]
@@ -141,6 +142,8 @@ def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str
 
 
 def _measure(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
+    from vitcore.bench import measure_group  # imports colossalai: see run()
+
     c0 = cfgs[0]
     opt = request.config.getoption
     timing = Timing(warmup=5, steps=opt("--perf-steps"), repeats=opt("--perf-repeats"),

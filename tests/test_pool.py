@@ -102,27 +102,34 @@ def test_close_ends_the_worker_and_a_later_case_starts_a_new_one(tmp_path):
     p.close()
 
 
-def test_a_single_use_pool_runs_each_case_in_a_worker_that_ran_nothing_and_starts_the_next_meanwhile(tmp_path):
+def _gone(pid: int, within_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while alive({pid}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not alive({pid})
+
+
+def test_a_single_use_pool_runs_each_case_in_a_worker_that_ran_nothing_started_ahead(tmp_path):
     """The performance tests' workers (tests/helpers.fresh_gpu_workers): a fresh process per case, as
     the budgets were measured, whose imports were paid before the case was sent."""
-    with WorkerPool("cpu", log_dir=tmp_path, single_use=True) as p:
+    with WorkerPool("cpu", log_dir=tmp_path, single_use=True, spares=2) as p:
         p.prestart()
+        assert p.workers_started == 2 and p.unused
         first = p.pid
-        assert first is not None and p.unused
         assert p.run(workers.count_cases, timeout_s=120) == (first, 1)
-        assert not alive({first})  # retired after its case
-        spare = p.pid
-        assert spare not in (None, first) and p.unused  # the next one, started before any case asks
-        time.sleep(0.5)
-        assert p.run(workers.count_cases, timeout_s=120) == (spare, 1)
+        assert _gone(first)  # retired after its case (asked to stop, not waited for)
+        assert p.workers_started == 3 and p.unused  # a replacement started: two spares again
+        second = p.pid
+        assert second != first and p.run(workers.count_cases, timeout_s=120) == (second, 1)
         with pytest.raises(WorkerError, match="ended its worker"):
             p.run(workers.exits, (3,), timeout_s=120)
         assert p.run(workers.count_cases, timeout_s=120)[1] == 1  # a crash fails alone
-        assert p.workers_started == 5  # prestarted, two spares, the crash's replacement, the last spare
+        spares = [q[0].pid for q in p._queue]
+    assert len(spares) == 2 and not any(alive({pid}) for pid in spares)  # close() ends the spares
 
 
 def test_a_spare_still_importing_is_killed_at_once_and_close_all_keeps_unused_spares(tmp_path):
-    spare = WorkerPool("cpu", log_dir=tmp_path, single_use=True)
+    spare = WorkerPool("cpu", log_dir=tmp_path, single_use=True, spares=1)
     used = WorkerPool("cpu", log_dir=tmp_path)
     used.run(workers.pid_and_world, timeout_s=120)
     spare.prestart()

@@ -1,10 +1,9 @@
 """A long-lived single-rank worker that runs many cases and pays its start-up once.
 
-launch.spawn starts fresh processes for every call: on an H100 a 5-step parity case of the tiny
-preset took 25-32 s, almost all of it start-up (importing torch, colossalai and transformers, the
-process group, the CUDA context). A WorkerPool keeps one worker process (one per pytest process or
-xdist worker) that imports once, then runs the cases sent to it one at a time, each isolated as a
-fresh process would be:
+launch.spawn starts fresh processes per call: on an H100 a 5-step parity case of the tiny preset took
+25-32 s, nearly all start-up (imports, process group, CUDA context). A WorkerPool keeps one worker
+process that imports once, then runs the cases sent to it one at a time, each isolated as a fresh
+process would be:
 
 - a fresh process group on a fresh port (launch.init_process_group, which seeds random, numpy and
   torch as colossalai.launch does in a fresh process), destroyed after the case;
@@ -13,10 +12,10 @@ fresh process would be:
   torch._dynamo reset, gc; on CUDA the cache emptied and the peak memory statistics reset.
 
 single_use=True gives every case a worker that has run nothing before (a fresh process as far as the
-GPU and the allocator can tell) and retires it after the case; the next worker is started at once, in
-the background, so its imports overlap whatever comes next (prestart() starts the first one early).
-The performance tests use this: their budgets were recorded in fresh processes, and a pooled
-worker's allocator carries the reserve of the cases it ran (torch_fsdp bs128 reserved +4.3%).
+GPU and the allocator can tell) and retires it after the case (asked to stop, not waited for); it keeps
+`spares` workers started ahead, importing in the background (prestart() starts them), and starts a
+replacement after each case. The performance tests use it: a pooled worker's allocator carries the
+reserve of the cases it ran (torch_fsdp bs128 reserved +4.3%), and budgets come from fresh processes.
 
 A case that raises fails with one line (WorkerError; its traceback in `details` and a log file), and
 the worker stays. A case that ends its worker (os._exit, a signal, a segfault) or runs past its
@@ -60,11 +59,14 @@ class WorkerPool:
     log_dir: where a failed case's traceback goes (default: the user cache, as for spawn)."""
 
     def __init__(self, device: str, *, preload: tuple[str, ...] = PRELOAD,
-                 output: launch.WorkerOutput | None = None, log_dir=None, single_use: bool = False):
+                 output: launch.WorkerOutput | None = None, log_dir=None, single_use: bool = False,
+                 spares: int = 2):
         if device not in DEVICES:
             raise VitcoreError(f"worker pool device {device!r} is not one of {', '.join(DEVICES)}")
         self.device, self.preload, self.output, self.log_dir = device, tuple(preload), output, log_dir
-        self.single_use = single_use
+        self.single_use, self.spares = single_use, spares if single_use else 0
+        self._queue: list[tuple[Any, Any, float]] = []  # single_use: started workers (proc, conn, start) not yet used
+        self._retired: list[Any] = []  # single_use: workers asked to stop after their case, reaped later
         self._proc = None
         self._conn = None
         self._ready = False  # the current worker said "ready" (its imports are done)
@@ -76,14 +78,18 @@ class WorkerPool:
 
     @property
     def pid(self) -> int | None:
-        """The current worker's pid (None before the first case and after close())."""
+        """The current worker's pid, or (single_use) the next one's; None before the first case and after close()."""
+        if self._proc is None and self._queue:
+            return self._queue[0][0].pid
         return self._proc.pid if self._proc is not None else None
 
     def run(self, fn: Callable[..., Any], args: tuple = (), *, timeout_s: float, label: str | None = None) -> Any:
         """fn(*args)'s result; WorkerError (one line) when the case raises, ends its worker or runs past
         timeout_s. label names the case in that line (default: from a RunConfig in args, else fn's name)."""
         label = label or launch._label(args) or getattr(fn, "__qualname__", repr(fn))
-        if self._proc is None or not self._proc.is_alive() or (self.single_use and self._used):
+        if self.single_use:
+            self._take_spare()
+        elif self._proc is None or not self._proc.is_alive():
             self._launch()
         if not self._ready:
             self._await_ready()
@@ -93,8 +99,7 @@ class WorkerPool:
             reply = self._wait(label, timeout_s)
         except WorkerError:  # a crash or a timeout: the worker's state is unknown
             self._end(kill=True)
-            if self.single_use:
-                self._launch()
+            self._top_up()
             raise
         except BaseException:  # Ctrl-C: the session is ending
             self._end(kill=True)
@@ -102,9 +107,9 @@ class WorkerPool:
         status, payload, retire = reply
         if retire:  # the case's clean-up failed: the next case gets a new worker
             self._end(kill=True)
-        if self.single_use:  # retire this one; the next imports while the caller goes on
-            self._end(kill=retire is not None)
-            self._launch()
+        if self.single_use:  # retire this one without waiting; a replacement imports while the caller goes on
+            self._retire()
+            self._top_up()
         if status == "ok":
             return payload
         summary, tb = payload
@@ -112,8 +117,10 @@ class WorkerPool:
         raise WorkerError(f"case {label} failed: {summary}; traceback: {log}", details=tb, log=log)
 
     def prestart(self) -> None:
-        """Start the worker now, without waiting for its imports (run() waits for them)."""
-        if self._proc is None or not self._proc.is_alive():
+        """Start the worker (single_use: `spares` of them) now, without waiting for the imports (run() waits)."""
+        if self.single_use:
+            self._top_up()
+        elif self._proc is None or not self._proc.is_alive():
             self._launch()
 
     @property
@@ -122,9 +129,18 @@ class WorkerPool:
         return self._proc is None or not self._used
 
     def close(self) -> None:
-        """End the worker (asked to stop, killed after CLOSE_GRACE_S; at once while it still imports).
-        A later run() starts a new one."""
+        """End the worker (asked to stop, killed after CLOSE_GRACE_S; at once while it still imports) and
+        any spare (killed: it has run nothing). A later run() starts a new one."""
         self._end(kill=not self._ready)
+        for proc, conn, _ in self._queue:
+            proc.kill()
+            conn.close()
+        for proc in [q[0] for q in self._queue] + self._retired:
+            proc.join(timeout=CLOSE_GRACE_S)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=CLOSE_GRACE_S)
+        self._queue, self._retired = [], []
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -135,16 +151,49 @@ class WorkerPool:
     # --- the parent's side ------------------------------------------------------------------------
     def _launch(self) -> None:
         self._end(kill=True)  # a worker that died between cases (e.g. its starting thread ended)
+        self._proc, self._conn, self._started_at = self._spawn()
+        self._ready = self._used = False
+
+    def _spawn(self) -> tuple[Any, Any, float]:
         ctx = mp.get_context("spawn")
         parent_end, child_end = ctx.Pipe(duplex=True)
         proc = ctx.Process(target=_serve, args=(child_end, self.device, os.getpid(), self.preload, self.output),
                            daemon=True, name="vitcore-pool")
         proc.start()
         child_end.close()
-        self._proc, self._conn = proc, parent_end
-        self._ready = self._used = False
-        self._started_at = time.monotonic()
         self.workers_started += 1
+        return proc, parent_end, time.monotonic()
+
+    def _top_up(self) -> None:
+        """single_use: `spares` started workers (a dead one replaced), the retired ones reaped."""
+        self._retired = [p for p in self._retired if p.exitcode is None]
+        dead = [q for q in self._queue if not q[0].is_alive()]
+        for q in dead:
+            q[1].close()
+        self._queue = [q for q in self._queue if q not in dead]
+        while len(self._queue) < max(1, self.spares):
+            self._queue.append(self._spawn())
+
+    def _take_spare(self) -> None:
+        """single_use: the oldest spare becomes the current worker (run() waits for its imports)."""
+        self._end(kill=True)
+        self._top_up()
+        self._proc, self._conn, self._started_at = self._queue.pop(0)
+        self._ready = self._used = False
+
+    def _retire(self) -> None:
+        """single_use: ask the current worker to stop, and go on without waiting for it to exit."""
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        self._ready = self._used = False
+        if proc is None:
+            return
+        try:
+            conn.send_bytes(_STOP)
+        except OSError:
+            proc.kill()
+        conn.close()
+        self._retired.append(proc)
 
     def _await_ready(self) -> None:
         proc, parent_end = self._proc, self._conn
