@@ -8,7 +8,7 @@ The GPU tier's test_convergence applies the same rule per plugin.
 
 The preset is still vit-tiny, measured to learn real photographs: on a folder of Fashion-MNIST
 product photos (pullover / coat / shirt, `scripts/photo_folder.py`) its plain loop reached 0.680-0.708
-over seeds 42-45 in 9-10 s on 2 CPU cores, and every GPU plugin came within 0.022 of it
+over seeds 42-45 (9-10 s on an idle 2-core CPU), and every GPU plugin came within 0.022 of it
 (reports/gpu/2026-11-26-5a96a56-photos). Larger presets learned less in 10 epochs, on those photos
 (hidden 96 / 3 layers / 48 px: 0.466, 119 s; 64 px / patch 8: 0.572, 78 s) and on the embedded
 textures (0.34-0.65), within or beyond the 60 s a CPU run may take.
