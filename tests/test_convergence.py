@@ -8,10 +8,11 @@ The GPU tier's test_convergence applies the same rule per plugin.
 
 The preset is still vit-tiny, measured to learn real photographs: on a folder of Fashion-MNIST
 product photos (pullover / coat / shirt, `scripts/photo_folder.py`) its plain loop reached 0.680-0.708
-over seeds 42-45 (9-10 s on an idle 2-core CPU), and every GPU plugin came within 0.022 of it
-(reports/gpu/2026-11-26-5a96a56-photos). Larger presets learned less in 10 epochs, on those photos
-(hidden 96 / 3 layers / 48 px: 0.466, 119 s; 64 px / patch 8: 0.572, 78 s) and on the embedded
-textures (0.34-0.65), within or beyond the 60 s a CPU run may take.
+over seeds 42-45 on a 2-core CPU (10 s idle), and on the H100 every plugin came within 0.022 of the
+plain loop's 0.706 (reports/gpu/2026-11-26-5a96a56-photos, cpu-preset-trials.jsonl there). Larger
+presets learned less in 10 epochs: on those photos hidden 96 / 3 layers / 48 px 0.466 (119 s) and
+64 px / patch 8 0.572 (78 s); on the embedded textures 0.33-0.65 across the candidates tried
+(0.33-0.59 in earlier sessions, 0.62 and 0.65 in these), against vit-tiny's 0.68.
 """
 
 from __future__ import annotations
