@@ -54,7 +54,7 @@ def pytest_collection_finish(session):
     """A process that will run a single-GPU performance test starts its first fresh worker now: its
     imports (10-15 s on the H100 host) overlap the correctness tests instead of the exclusive phase.
     (The xdist controller collects nothing; a worker handed none of these tests ends it unused.)"""
-    wanted = [it for it in session.items if needs_gpus_alone(it) and it.get_closest_marker("gpu")]
+    wanted = any(needs_gpus_alone(it) and it.get_closest_marker("gpu") for it in session.items)
     if wanted and not session.config.getoption("collectonly") and torch.cuda.is_available():
         fresh_gpu_workers(session.config).prestart()
 

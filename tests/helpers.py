@@ -148,12 +148,16 @@ def _measure(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
     opt = request.config.getoption
     timing = Timing(warmup=5, steps=opt("--perf-steps"), repeats=opt("--perf-repeats"),
                     min_window_s=opt("--perf-min-window"))
+    args = (cfgs, timing, None)
     if c0.world_size == 1:  # a fresh worker, already imported (start-up was 10-15 s of each test)
         fresh = fresh_gpu_workers(request.config)
-        runs = [fresh.run(measure_group, (cfgs, timing, None), timeout_s=900) for _ in range(opt("--perf-processes"))]
+
+        def once():
+            return fresh.run(measure_group, args, timeout_s=900)
     else:
-        runs = [launch.spawn(measure_group, (cfgs, timing, None), world_size=c0.world_size, device="cuda",
-                             timeout_s=900)[0] for _ in range(opt("--perf-processes"))]
+        def once():
+            return launch.spawn(measure_group, args, world_size=c0.world_size, device="cuda", timeout_s=900)[0]
+    runs = [once() for _ in range(opt("--perf-processes"))]
     points = [pool(list(same)) for same in zip(*runs, strict=True)]
     failed = []
     for point in points:

@@ -64,7 +64,7 @@ class WorkerPool:
         if device not in DEVICES:
             raise VitcoreError(f"worker pool device {device!r} is not one of {', '.join(DEVICES)}")
         self.device, self.preload, self.output, self.log_dir = device, tuple(preload), output, log_dir
-        self.single_use, self.spares = single_use, spares if single_use else 0
+        self.single_use, self.spares = single_use, max(1, spares)  # spares: single_use only
         self._queue: list[tuple[Any, Any, float]] = []  # single_use: started workers (proc, conn, start) not yet used
         self._retired: list[Any] = []  # single_use: workers asked to stop after their case, reaped later
         self._proc = None
@@ -108,7 +108,7 @@ class WorkerPool:
         if retire:  # the case's clean-up failed: the next case gets a new worker
             self._end(kill=True)
         if self.single_use:  # retire this one without waiting; a replacement imports while the caller goes on
-            self._retire()
+            self._end(kill=False, wait=False)
             self._top_up()
         if status == "ok":
             return payload
@@ -151,8 +151,7 @@ class WorkerPool:
     # --- the parent's side ------------------------------------------------------------------------
     def _launch(self) -> None:
         self._end(kill=True)  # a worker that died between cases (e.g. its starting thread ended)
-        self._proc, self._conn, self._started_at = self._spawn()
-        self._ready = self._used = False
+        self._proc, self._conn, self._started_at = self._spawn()  # _end left _ready and _used False
 
     def _spawn(self) -> tuple[Any, Any, float]:
         ctx = mp.get_context("spawn")
@@ -171,29 +170,14 @@ class WorkerPool:
         for q in dead:
             q[1].close()
         self._queue = [q for q in self._queue if q not in dead]
-        while len(self._queue) < max(1, self.spares):
+        while len(self._queue) < self.spares:
             self._queue.append(self._spawn())
 
     def _take_spare(self) -> None:
         """single_use: the oldest spare becomes the current worker (run() waits for its imports)."""
         self._end(kill=True)
         self._top_up()
-        self._proc, self._conn, self._started_at = self._queue.pop(0)
-        self._ready = self._used = False
-
-    def _retire(self) -> None:
-        """single_use: ask the current worker to stop, and go on without waiting for it to exit."""
-        proc, conn = self._proc, self._conn
-        self._proc = self._conn = None
-        self._ready = self._used = False
-        if proc is None:
-            return
-        try:
-            conn.send_bytes(_STOP)
-        except OSError:
-            proc.kill()
-        conn.close()
-        self._retired.append(proc)
+        self._proc, self._conn, self._started_at = self._queue.pop(0)  # _end left _ready and _used False
 
     def _await_ready(self) -> None:
         proc, parent_end = self._proc, self._conn
@@ -242,7 +226,9 @@ class WorkerPool:
         raise WorkerError(f"case {label} ended its worker (pid {proc.pid}, {_exit_text(proc.exitcode)}) before "
                           "returning a result; the next case starts a new one")
 
-    def _end(self, *, kill: bool) -> None:
+    def _end(self, *, kill: bool, wait: bool = True) -> None:
+        """End the current worker: killed, or asked to stop and joined (wait=False: not joined; reaped by
+        _top_up or close)."""
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
         self._ready = self._used = False
@@ -253,6 +239,10 @@ class WorkerPool:
                 conn.send_bytes(_STOP)
             except OSError:
                 pass
+            if not wait:
+                conn.close()
+                self._retired.append(proc)
+                return
             proc.join(timeout=CLOSE_GRACE_S)
         if proc.is_alive():
             proc.kill()
