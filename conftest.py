@@ -10,8 +10,8 @@ import pytest
 import torch
 from _pytest.mark.expression import Expression
 
-from tests.helpers import interleave_shared_gpu, needs_gpus_alone
-from vitcore import VitcoreError, plugins, preflight
+from tests.helpers import interleave_shared_gpu, needs_gpus_alone, third_party_log
+from vitcore import VitcoreError, budget_files, budgets, plugins, points, preflight
 from vitcore.config import profile_precision
 from vitcore.model import get_preset
 from vitcore.points import key_text
@@ -20,20 +20,55 @@ from vitcore.points import key_text
 @dataclass
 class BudgetChecks:
     """The session's comparisons of points with budgets (tests/helpers.check_budgets records them),
-    reported together at the end (pytest_terminal_summary)."""
+    reported together at the end (pytest_terminal_summary): how many points were judged on device
+    time, on the portable invariants only, and not at all; every failing verdict; the wall-time
+    verdicts (reported, never a test)."""
 
-    checked: list[str] = field(default_factory=list)  # "<budget entry key> <group>"
+    judged: dict[str, list[str]] = field(default_factory=dict)  # point -> gate groups with a budget
+    missing: dict[str, list[str]] = field(default_factory=dict)  # point -> groups without one
     violations: list[str] = field(default_factory=list)
+    wall: list[str] = field(default_factory=list)
 
-    def record(self, point: dict, violations, group: str) -> None:
-        self.checked.append(f"{key_text(point)} {group}")
-        self.violations += map(str, violations)
+    def record(self, point: dict, groups, verdicts, lacking) -> None:
+        k = key_text(point)
+        have = {v.group for v, _ in verdicts}
+        self.judged.setdefault(k, [])
+        self.judged[k] += sorted(have - set(self.judged[k]))
+        self.missing.setdefault(k, [])
+        self.missing[k] += sorted(set(groups) - have - set(self.missing[k]))
+        self.violations += [f"{v} (budget of {dev})" for v, dev in verdicts
+                            if budgets.fails(v) or v.outcome == "inconclusive"]
+
+    def report(self, judged) -> None:
+        verdicts, lacking = judged
+        self.wall += [f"{v} (budget of {dev})" for v, dev in verdicts] + [f"not judged: {m}" for m in lacking]
+
+    def merge(self, other: dict) -> None:
+        for name in ("judged", "missing"):
+            for k, groups in other[name].items():
+                mine = getattr(self, name).setdefault(k, [])
+                mine += [g for g in groups if g not in mine]
+        self.violations += other["violations"]
+        self.wall += other["wall"]
 
     def summary(self) -> list[str]:
-        if not self.checked:
+        if not self.judged:
             return []
-        return ([f"{len(self.checked)} checks of points against budgets (throughput or memory), "
-                 f"{len(self.violations)} violations"] + [f"VIOLATION {v}" for v in self.violations])
+        keys = sorted(self.judged)
+        device = [k for k in keys if "device_time" in self.judged[k]]
+        invariants = [k for k in keys if k not in device and self.judged[k]]
+        none = [k for k in keys if not self.judged[k]]
+        out = [f"{len(keys)} points: {len(device)} judged on device time and invariants, {len(invariants)} on "
+               f"invariants only (no budget of this device), {len(none)} not at all; "
+               f"{len(self.violations)} failing verdicts"]
+        out += [f"FAILED {v}" for v in self.violations]
+        out += [f"invariants only: {k} (no {', '.join(self.missing[k])})" for k in invariants]
+        out += [f"not judged: {k}" for k in none]
+        if self.wall:
+            out.append("wall time, reported and not gated here (one process a side cannot decide it; "
+                       "`vitcore ab` decides it: docs/gate.md):")
+            out += [f"  {w}" for w in self.wall]
+        return out
 
 
 BUDGET_CHECKS = pytest.StashKey[BudgetChecks]()
@@ -71,7 +106,13 @@ def pytest_addoption(parser):
     g.addoption("--dataset", default="auto", help="auto | embedded | lewtun/dog_food | PATH")
     g.addoption("--budgets", default=BUDGETS_DEFAULT, help="folder of per-device budget files")
     g.addoption("--update-budgets", action="store_true",
-                help="write measured performance as the new budget for this device")
+                help="record the performance tests' points as this device's budgets (3 fresh processes a point "
+                     "unless --perf-processes), printing what changed")
+    g.addoption("--allow-missing-budgets", action="store_true",
+                help="a performance test without a budget skips instead of failing (exploring a new device)")
+    g.addoption("--allow-invariant-change", action="store_true",
+                help="with --update-budgets: record launches / allocated memory that contradict another "
+                     "device's of the same architecture (a deliberate change of the code)")
     g.addoption("--perf-batch-sizes", default="32,128", help="batch sizes of the performance tests (comma-separated)")
     # Defaults: 3 windows of at least 5 steps and 0.3 s, fewer than the budgets were recorded with
     # (10 steps x 5 windows, docs/gate.md), to keep `pytest -m gpu --plugin=gemini` near 3 minutes:
@@ -81,9 +122,11 @@ def pytest_addoption(parser):
     g.addoption("--perf-min-window", type=float, default=0.3,
                 help="seconds each timed window lasts at least (steps are added when they are fast)")
     g.addoption("--perf-repeats", type=int, default=3, help="timed windows per process")
-    g.addoption("--perf-processes", type=int, default=1,
-                help="separate processes per performance measurement, pooled (wall-time verdicts need 5 a side; "
-                     "record budgets with 5)")
+    g.addoption("--perf-processes", type=int, default=None,
+                help="fresh processes per performance measurement (default: 3 with --update-budgets, else 1)")
+    g.addoption("--perf-inject-device-pct", type=float, default=0.0,
+                help="test only: after every step a GPU spin of this %% of its device time (the gate must catch it; "
+                     "such points are never budgets)")
     g.addoption("--world-sizes", default="2,4,8",
                 help="multigpu tier: world sizes (comma-separated); sizes above the GPU count skip with the reason")
     g.addoption("--results-out", default=None, help="write GPU-tier results JSON into this folder")
@@ -174,6 +217,8 @@ def pytest_configure(config):
                                        "GPU to itself (performance; docs/gpu.md)")
     config.stash[BUDGET_CHECKS] = BudgetChecks()
     _check_options(config)
+    _CONFIG["config"] = config
+    config.option.disable_warnings = True  # they go to the third-party log (pytest_warning_recorded)
 
 
 def _check_options(config) -> None:
@@ -188,8 +233,12 @@ def _check_options(config) -> None:
         if config.getoption("--gpu-workers") < 0:
             raise VitcoreError(f"--gpu-workers {config.getoption('--gpu-workers')} must be an integer >= 0")
         for flag in ("--perf-processes", "--perf-repeats", "--perf-steps"):
-            if config.getoption(flag) < 1:
+            if config.getoption(flag) is not None and config.getoption(flag) < 1:
                 raise VitcoreError(f"{flag} {config.getoption(flag)} must be an integer >= 1")
+        n = config.getoption("--perf-processes")
+        if config.getoption("--update-budgets") and n is not None and n < budget_files.MIN_RECORD_PROCESSES:
+            raise VitcoreError(f"--perf-processes {n} with --update-budgets: a budget needs at least "
+                               f"{budget_files.MIN_RECORD_PROCESSES} fresh processes (the band they span)")
         budgets_dir = config.getoption("--budgets")
         if (not config.getoption("--update-budgets") and budgets_dir != BUDGETS_DEFAULT
                 and not os.path.isdir(budgets_dir)):
@@ -231,9 +280,7 @@ def pytest_testnodedown(node, error):
     """pytest-xdist controller: add a finished worker's budget checks to this session's."""
     got = getattr(node, "workeroutput", {}).get("vitcore_budget_checks")
     if got:
-        checks = node.config.stash[BUDGET_CHECKS]
-        checks.checked += got["checked"]
-        checks.violations += got["violations"]
+        node.config.stash[BUDGET_CHECKS].merge(got)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -242,3 +289,43 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("vitcore performance budgets")
         for line in lines:
             terminalreporter.write_line(line)
+    log = third_party_log(config)
+    n = sum(1 for _ in open(log, errors="replace")) if log.exists() else 0
+    if n:  # the one line about everything that is not the suite's own output
+        terminalreporter.write_line(f"vitcore: {n} lines of third-party output (warnings, GPU workers' output) in {log}")
+
+
+def pytest_warning_recorded(warning_message, when, nodeid, location):
+    """Every Python warning goes to the session's third-party log, whichever package raised it (the
+    console's warnings summary is off: pytest_configure); none is matched by its text."""
+    config = _CONFIG.get("config")
+    if config is None:
+        return
+    import warnings
+
+    text = warnings.formatwarning(warning_message.message, warning_message.category, warning_message.filename,
+                                  warning_message.lineno, warning_message.line)
+    with open(third_party_log(config), "a") as f:
+        f.write(f"[{nodeid or when}] {text}")
+
+
+_CONFIG: dict = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_metadata(metadata, config):
+    """The pytest-html Environment table: where the run happened and against which budgets."""
+    from vitcore import budget_files
+    from vitcore.env import environment
+
+    env = environment()
+    path = budget_files.budget_path(config.getoption("--budgets"), env)
+    metadata.update({
+        "GPU": f"{env['gpu_name']} x{env['gpu_count']} (sm {env['gpu_compute_capability']}, "
+               f"{env['gpu_sm_count']} SMs)" if env["gpu_name"] else env["device"],
+        "NVIDIA driver": env["driver"] or "none", "torch": env["torch"], "CUDA": env["cuda"] or "none (CPU build)",
+        "colossalai": env["colossalai"] or "not installed", "transformers": env["transformers"] or "not installed",
+        "git sha": env["git_sha"], "device identity": points.device_key(env),
+        "architecture key": points.arch_key(env) or "none (no GPU)",
+        "budget file": f"{path} ({'exists' if path.exists() else 'missing'})",
+    })

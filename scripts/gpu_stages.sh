@@ -223,6 +223,35 @@ stage_tier() {  # issue 15: the whole `pytest -m gpu` with no extra flags, timed
   echo "pytest -m gpu: exit $?, wall $((SECONDS - t0)) s" | tee "reports/gpu/$RUN/tier-wall.txt"
 }
 
+# --- issue 27, the portable gate (docs/gate.md), into reports/$DEV-gate/$RUN: PGATE selects the entries
+# (default: all single-GPU ones). Each is the documented pytest command with its defaults.
+gate_pytest() {  # NAME TIMEOUT [pytest args]: the performance tests; console log and pytest-html beside
+  local name=$1 t=$2; shift 2
+  mkdir -p "$GATE"; local t0=$SECONDS
+  timeout -s INT -k 30 "$t" $py -m pytest -m gpu -k performance -p no:cacheprovider -rA \
+    --results-out "$GATE/$name" --html "$GATE/$name/pytest.html" --self-contained-html ${PGATE:+--plugin=$PGATE} "$@" \
+    2>&1 | tee "$GATE/$name.console.log"
+  echo "$name: exit ${PIPESTATUS[0]}, wall $((SECONDS - t0)) s" | tee -a "$GATE/walls.txt"
+}
+stage_pg_new() { gate_pytest new-device "${GATE_T:-420}"; }  # (a) no budget of this GPU: invariants from its architecture's
+stage_pg_record() { gate_pytest record "${GATE_T:-560}" --update-budgets; }  # (b) the documented record command
+stage_pg_check() { gate_pytest "check${CHECK:-1}" "${GATE_T:-300}"; }  # (c) unchanged code, a fresh pytest process
+stage_pg_check2() { CHECK=2 stage_pg_check; }
+stage_pg_check3() { CHECK=3 stage_pg_check; }
+stage_pg_inject() { gate_pytest inject-device-3pct "${GATE_T:-300}" --perf-inject-device-pct 3; }  # (d) must fail on every point
+stage_pg_ab_host() {  # (d) a host sleep of AB_PCT% per step in the head side only: A/B decides it
+  timeout "${GATE_T:-560}" $py -m vitcore.cli ab --base-tree "$PWD" --plugins "${AB_PLUGINS:-torch_ddp_fp16}" \
+    --batch-sizes "${AB_BS:-128}" --processes "${AB_N:-5}" --inject-host-pct "${AB_PCT:-10}" --out "$GATE/ab-host-${AB_PCT:-10}"
+}
+stage_pg_ab_same() {  # unchanged code through the A/B mode: nothing regressed
+  timeout "${GATE_T:-560}" $py -m vitcore.cli ab --base-tree "$PWD" --plugins "${AB_PLUGINS:-torch_ddp_fp16}" \
+    --batch-sizes "${AB_BS:-128}" --processes "${AB_N:-5}" --out "$GATE/ab-same"
+}
+stage_pg_ab_change() {  # a real change, both directions: AB_BASE_TREE holds the other revision's code
+  timeout "${GATE_T:-560}" $py -m vitcore.cli ab --base-tree "$AB_BASE_TREE" --plugins "${AB_PLUGINS:-torch_ddp_fp16}" \
+    --batch-sizes "${AB_BS:-128}" --processes "${AB_N:-5}" --out "$GATE/ab-change-$(basename "$AB_BASE_TREE")"
+}
+
 export VITCORE_GIT_SHA=${VITCORE_GIT_SHA:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 DEV=${DEV:-h100}
 RUN=${RUN:-$(date -u +%F)-$VITCORE_GIT_SHA}

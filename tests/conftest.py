@@ -5,7 +5,15 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from tests.helpers import PARITY, PARITY_STEPS, computed_once, fresh_gpu_workers, gpu_share, needs_gpus_alone
+from tests.helpers import (
+    PARITY,
+    PARITY_STEPS,
+    computed_once,
+    fresh_gpu_workers,
+    gpu_share,
+    needs_gpus_alone,
+    worker_output,
+)
 from vitcore import analysis, data, launch, report, worker_pool
 from vitcore.config import RunConfig
 from vitcore.env import environment
@@ -30,11 +38,11 @@ def probe(parity_data):
 
 
 @pytest.fixture(scope="session")
-def gpu_pool():
+def gpu_pool(pytestconfig):
     """This pytest process's (xdist worker's) long-lived GPU worker: it imports once and runs the
     correctness cases one after another, each isolated (vitcore/worker_pool.py). Started at the
     first case, ended at the session's end."""
-    with worker_pool.WorkerPool("cuda") as pool:
+    with worker_pool.WorkerPool("cuda", output=worker_output(pytestconfig)) as pool:
         yield pool
 
 

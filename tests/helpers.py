@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from vitcore import VitcoreError, budgets, launch, results, worker_pool
+from vitcore import VitcoreError, budget_files, budgets, launch, results, worker_pool
+from vitcore.points import key_text
 from vitcore.checks import TOLERANCES, compare, require
 from vitcore.config import RunConfig
 from vitcore.timing import Timing, pool
@@ -117,6 +118,22 @@ def _flock(path: Path, operation: int) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def third_party_log(config) -> Path:
+    """The session's log of everything that is not the suite's own output: Python warnings (root
+    conftest) and the GPU workers' stdout and stderr (colossalai's notices, torch's warnings). One
+    file for every process of the session (--results-out where given, else the session's basetemp);
+    the terminal summary counts its lines."""
+    folder = config.getoption("--results-out")
+    path = Path(folder) if folder else session_dir(config)
+    path.mkdir(parents=True, exist_ok=True)
+    return path / "third-party.log"
+
+
+def worker_output(config) -> launch.WorkerOutput:
+    """GPU workers write into the session's third-party log (the console with -v -v)."""
+    return launch.WorkerOutput(str(third_party_log(config)), config.getoption("verbose") > 1)
+
+
 FRESH_GPU_WORKERS = pytest.StashKey[worker_pool.WorkerPool]()
 
 
@@ -126,18 +143,26 @@ def fresh_gpu_workers(config) -> worker_pool.WorkerPool:
     its imports paid while something else runs (tests/conftest.py starts the first at collection)."""
     pool = config.stash.get(FRESH_GPU_WORKERS, None)
     if pool is None:
-        pool = config.stash[FRESH_GPU_WORKERS] = worker_pool.WorkerPool("cuda", single_use=True)
+        pool = config.stash[FRESH_GPU_WORKERS] = worker_pool.WorkerPool("cuda", single_use=True,
+                                                                         output=worker_output(config))
     return pool
 
 
+def perf_processes(config) -> int:
+    """Fresh processes per performance measurement: --perf-processes, else 3 when recording budgets
+    (a budget is the band several processes span; budget_files.MIN_RECORD_PROCESSES) and 1 to check."""
+    n = config.getoption("--perf-processes")
+    return n if n is not None else (budget_files.MIN_RECORD_PROCESSES if config.getoption("--update-budgets") else 1)
+
+
 def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
-    """Measure `cfgs` in --perf-processes separate process groups, once per session (the device,
-    memory and throughput tests of one plugin share it, across xdist workers too), pooling their
-    windows (timing.pool); with --update-budgets, record each point as this device's budget.
-    Returns the points and the budgets that could not be recorded, with the reason."""
+    """Measure `cfgs` in perf_processes() separate processes, once per session (the invariant and
+    device-time tests of one plugin share it, across xdist workers too), pooling them (timing.pool:
+    each process's values kept in `observed`); with --update-budgets, record each point as this
+    device's budget, printing what changed. Returns the points and the review or refusal lines."""
     opt = request.config.getoption
     key = (tuple(cfgs), opt("--perf-steps"), opt("--perf-repeats"), opt("--perf-min-window"),
-           opt("--perf-processes"), opt("--update-budgets"), opt("--budgets"))
+           perf_processes(request.config), opt("--update-budgets"), opt("--budgets"), opt("--perf-inject-device-pct"))
     return computed_once(request.config, "performance", key, lambda: _measure(cfgs, request, gpu_results))
 
 
@@ -147,7 +172,7 @@ def _measure(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
     c0 = cfgs[0]
     opt = request.config.getoption
     timing = Timing(warmup=5, steps=opt("--perf-steps"), repeats=opt("--perf-repeats"),
-                    min_window_s=opt("--perf-min-window"))
+                    min_window_s=opt("--perf-min-window"), inject_device_pct=opt("--perf-inject-device-pct"))
     args = (cfgs, timing, None)
     if c0.world_size == 1:  # a fresh worker, already imported (start-up was 10-15 s of each test)
         fresh = fresh_gpu_workers(request.config)
@@ -156,50 +181,71 @@ def _measure(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
             return fresh.run(measure_group, args, timeout_s=900)
     else:
         def once():
-            return launch.spawn(measure_group, args, world_size=c0.world_size, device="cuda", timeout_s=900)[0]
-    runs = [once() for _ in range(opt("--perf-processes"))]
+            return launch.spawn(measure_group, args, world_size=c0.world_size, device="cuda", timeout_s=900,
+                                output=worker_output(request.config))[0]
+    runs = [once() for _ in range(perf_processes(request.config))]
     points = [pool(list(same)) for same in zip(*runs, strict=True)]
-    failed = []
+    refused, review = [], []
     for point in points:
         gpu_results.add("performance", point)
         print(f"{c0.plugin} {c0.precision} ws={c0.world_size} bs={point['batch_size']}: "
               f"{point.get('images_per_s') or 0:.1f} img/s per GPU (spread {point.get('spread') or 0:.1%}, "
               f"{point.get('processes')} processes), device {point.get('device_ms_per_step') or 0:.2f} ms/step, "
               f"{point.get('launches_per_step') or 0:.0f} launches/step, alloc "
-              f"{point.get('steady_mem_allocated_gib') or 0:.2f} GiB, status {point['status']}")
+              f"{point.get('steady_mem_allocated_gib') or 0:.3f} GiB, status {point['status']}")
         if opt("--update-budgets"):
             try:
-                budgets.update(opt("--budgets"), point)
+                path, _, lines = budget_files.update(opt("--budgets"), point,
+                                                     allow_invariant_change=opt("--allow-invariant-change"))
+                review.append(f"{key_text(point)} -> {path.name}: {'; '.join(lines)}")
             except VitcoreError as e:
-                failed.append(f"budget not recorded: {e}")
-    return points, failed
+                refused.append(f"budget not recorded: {e}")
+    return points, refused + review
 
 
-def check_budgets(cfgs, request, gpu_results, budget_checks, groups: tuple[str, ...]) -> None:
-    """Every point's verdicts in the gate `groups` against this device's budget (budgets.check, the
-    rule `vitcore bench --compare` uses too). Regressed fails, all of the test's together, and the
-    session's are listed at its end (`budget_checks`); inconclusive (wall time on a noisy host) and a
-    missing budget are a skip with the reason, never a pass; improved passes, naming the baseline to
-    update. With --update-budgets: record instead."""
-    points, failed = performance_points(cfgs, request, gpu_results)
+def judge_point(folder, point, groups) -> tuple[list, list[str]]:
+    """(verdicts, missing): each gate group's verdicts against its reference (budget_files.check:
+    this device's entry, or for portable groups another device's of the same architecture), and the
+    NoBudget reasons of the groups that have none."""
+    verdicts, missing = [], []
+    for group in groups:
+        try:
+            _, vs, device = budget_files.check(folder, point, group)
+        except budget_files.NoBudget as e:
+            missing.append(str(e))
+            continue
+        verdicts += [(v, device) for v in vs]
+    return verdicts, missing
+
+
+def check_budgets(cfgs, request, gpu_results, budget_checks, groups: tuple[str, ...],
+                  reported: tuple[str, ...] = ()) -> None:
+    """Every point's verdicts in the gate `groups` (budgets.judge, the rule `vitcore bench --compare`
+    uses too). Failing verdicts (regressed; improved on a two-sided invariant: a stale budget) fail
+    the test, all of them together, and the session's are listed at its end (`budget_checks`). A
+    group with no budget fails closed, naming the device and the command that records it;
+    --allow-missing-budgets makes that a skip. An inconclusive device time (a throttled clock) fails
+    too: re-measure at full clock. `reported` groups (wall time: one process a side cannot decide it)
+    are judged for the session summary only. With --update-budgets: record instead."""
+    points, lines = performance_points(cfgs, request, gpu_results)
     if request.config.getoption("--update-budgets"):
-        assert not failed, "; ".join(failed)
+        print("\n".join(lines))
+        refused = [ln for ln in lines if ln.startswith("budget not recorded")]
+        assert not refused, "; ".join(refused)
         return
     folder = request.config.getoption("--budgets")
-    problems, undecided, notes = [], [], []
+    problems, missing = [], []
     for point in points:
-        for group in groups:
-            try:
-                _, verdicts = budgets.check(folder, point, group)
-            except budgets.NoBudget as e:
-                undecided.append(str(e))
-                continue
-            regressed = [v for v in verdicts if v.outcome == "regressed"]
-            budget_checks.record(point, regressed, group)
-            problems += map(str, regressed)
-            undecided += [str(v) for v in verdicts if v.outcome == "inconclusive"]
-            notes += [f"update the baseline: {v}" for v in verdicts if v.outcome == "improved"]
-            print("\n".join(str(v) for v in verdicts))
+        verdicts, lacking = judge_point(folder, point, groups)
+        budget_checks.record(point, groups, verdicts, lacking)
+        missing += [m for m in lacking if m not in missing]
+        problems += [f"{v} (budget of {dev})" for v, dev in verdicts
+                     if budgets.fails(v) or v.outcome == "inconclusive"]
+        print("\n".join(f"{v} (budget of {dev})" for v, dev in verdicts))
+        if reported:
+            budget_checks.report(judge_point(folder, point, reported))
     assert not problems, "; ".join(problems)
-    if undecided:
-        pytest.skip("; ".join(undecided + notes))
+    if missing:
+        if request.config.getoption("--allow-missing-budgets"):
+            pytest.skip("--allow-missing-budgets: " + "; ".join(missing))
+        pytest.fail("; ".join(missing), pytrace=False)

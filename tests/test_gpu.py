@@ -4,8 +4,9 @@ Parity, checkpoint and convergence cases run in this process's long-lived GPU wo
 (vitcore/worker_pool.py: imports paid once, each case with a fresh process group, seed and memory
 statistics), several xdist workers at a time on the one GPU; they report the observed numbers
 (printed and written to --results-out), not only pass/fail. Performance tests run last, each alone
-on the GPU and in fresh processes (launch.spawn: their budgets were recorded that way), and compare
-with this device's budget file; see vitcore.budgets and docs/gpu.md.
+on the GPU and in fresh processes (their budgets were recorded that way), and compare with the
+budgets: portable invariants with any GPU of the same architecture, device time with this device's
+own file (vitcore.budget_files, docs/gate.md).
 """
 
 from __future__ import annotations
@@ -90,23 +91,19 @@ def _perf_cfgs(spec, precision, request):
 
 @pytest.mark.gpu_exclusive
 @pytest.mark.profile("fast")
-def test_performance_device(spec, precision, request, gpu_results, budget_checks):
-    """Device time and kernel launches per step at every batch size against the budget: what the
-    host cannot perturb, gated tightly (docs/gate.md)."""
+def test_performance_invariants(spec, precision, request, gpu_results, budget_checks):
+    """Kernel launches per step and allocated memory (steady and whole-run peak) at every batch size,
+    in both directions: properties of the code on an architecture and software stack, judged against
+    this device's budget or, where it has none, another GPU's of the same architecture (docs/gate.md)."""
     check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, budget_checks,
-                  ("device_time", "launches"))
+                  ("launches", "memory", "peak_memory"))
 
 
 @pytest.mark.gpu_exclusive
 @pytest.mark.profile("fast")
-def test_performance_memory(spec, precision, request, gpu_results, budget_checks):
-    """Steady-state peak memory per GPU (allocated and reserved) at every batch size against the budget."""
-    check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, budget_checks, ("memory",))
-
-
-@pytest.mark.gpu_exclusive
-@pytest.mark.profile("fast")
-def test_performance_throughput(spec, precision, request, gpu_results, budget_checks):
-    """Wall-clock images/s: the windows against the budget's, statistically (inconclusive is a skip
-    naming the change this point's noise can detect)."""
-    check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, budget_checks, ("throughput",))
+def test_performance_device_time(spec, precision, request, gpu_results, budget_checks):
+    """The sum of kernel durations per step against this device's own budget (the host cannot perturb
+    it); wall-clock images/s is judged beside it for the session summary only (one process a side
+    cannot decide it: the A/B job does, docs/gate.md)."""
+    check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, budget_checks,
+                  ("device_time",), reported=("throughput",))

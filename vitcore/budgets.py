@@ -1,4 +1,4 @@
-"""Per-device performance budgets and THE regression rule.
+"""THE regression rule (budget files: vitcore.budget_files).
 
 One rule serves the GPU tier's performance tests (a point against this device's budget entry) and
 the merge gate (`vitcore bench --compare` / `vitcore report --baseline`: a run against a baseline
@@ -12,23 +12,16 @@ every verdict. Only `--update-budgets` writes entries. docs/gate.md says how eac
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
 from vitcore import ConfigError, VitcoreError, points, stats
 from vitcore.points import process_medians
-from vitcore.results import write_json
 
 OUTCOMES = ("pass", "regressed", "improved", "inconclusive")
 MIN_PROCESSES = next(n for n in range(1, 50) if stats.critical_rank(n, n) is not None)  # 5 at 99%
-
-
-class NoBudget(VitcoreError):
-    """No budget for this device, point or metric: the caller skips with this reason."""
 
 
 @dataclass
@@ -48,6 +41,7 @@ class Verdict:
     group: str = ""
     detail: str = ""
     note: str = ""  # the report cell's words for an inconclusive verdict (what it can detect)
+    two_sided: bool = False  # improved fails too (budgets.fails)
 
     def __str__(self):
         if self.group == "settings":
@@ -106,11 +100,29 @@ def compared_field(field: points.Field, point: dict, ref: dict) -> str:
     return field.name
 
 
-def _threshold(field: points.Field, got: float, want: float, tol: float) -> str:
-    change = got / want - 1
+def band(name: str, ref: dict) -> tuple[float, float]:
+    """The reference's recorded range of a metric: each process's value where several were recorded
+    (points.observed), else its single value."""
+    seen = [v for v in points.observed(ref).get(name, []) if valid_value(v)] or [ref[name]]
+    return min(seen), max(seen)
+
+
+def _threshold(field: points.Field, got: float, lo: float, hi: float, tol: float) -> str:
+    """Outside the recorded range widened by the tolerance: regressed on the worse side, improved on
+    the better side (for a two-sided gate the caller fails that too: the budget is stale)."""
     if field.gate.worse == "higher":
-        change = -change
-    return "regressed" if change < -tol else "improved" if change > tol else "pass"
+        worse, better = got > hi * (1 + tol), got < lo * (1 - tol)
+    else:
+        worse, better = got < lo * (1 - tol), got > hi * (1 + tol)
+    return "regressed" if worse else "improved" if better else "pass"
+
+
+def fails(v: Verdict, strict: bool = False) -> bool:
+    """Whether a verdict fails the gate: regressed, or improved on a two-sided (portable) metric —
+    fewer launches or less memory than recorded means the budget no longer describes the code."""
+    if v.outcome == "regressed":
+        return True
+    return v.outcome == "improved" and (strict or v.two_sided)
 
 
 def _statistical(field: points.Field, point: dict, ref: dict, tol: float) -> tuple[str, float, str, str]:
@@ -205,11 +217,17 @@ def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups
         if g.samples:
             outcome, delta, detail, note = _statistical(field, point, ref, tol[g.group])
         else:
-            outcome, delta, detail = _threshold(field, got, want, tol[g.group]), got / want - 1, ""
+            lo, hi = band(name, ref)
+            want = statistics.median([lo, hi])
+            outcome, delta, detail = _threshold(field, got, lo, hi, tol[g.group]), got / want - 1, ""
+            if lo != hi:
+                detail = f"recorded {lo:.6g}..{hi:.6g} over {len(points.observed(ref)[name])} processes"
+            if outcome == "improved" and g.two_sided:
+                detail = "; ".join(filter(None, [detail, "the budget is stale (re-record it: --update-budgets)"]))
             if outcome == "regressed" and g.group == "device_time" and (
                     clock := _slower_clock(point, ref, delta, tol[g.group])):
                 outcome, (detail, note) = "inconclusive", clock
-        out.append(Verdict(*who, g.label or name, got, want, delta, outcome, g.group, detail, note))
+        out.append(Verdict(*who, g.label or name, got, want, delta, outcome, g.group, detail, note, g.two_sided))
     return out
 
 
@@ -227,78 +245,14 @@ def options_mismatch(point: dict, ref: dict) -> str | None:
 
 
 def compare(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups=None) -> list[Verdict]:
-    """The regressions among judge()'s verdicts."""
-    return [v for v in judge(point, ref, tol=tol, groups=groups) if v.outcome == "regressed"]
+    """The failing verdicts among judge()'s (budgets.fails)."""
+    return [v for v in judge(point, ref, tol=tol, groups=groups) if fails(v)]
 
 
 def change(point: dict, ref: dict, field: str = "images_per_s") -> float | None:
     """Relative change of one field, point against ref (None where either lacks it)."""
     got, want = point.get(field), ref.get(field)
     return got / want - 1 if got is not None and want else None
-
-
-# --- budget files: one per device identity ----------------------------------------------------------
-def budget_path(folder, env: dict) -> Path:
-    return Path(folder) / f"{points.device_key(env)}.json"
-
-
-def load(folder, env: dict) -> dict:
-    path = budget_path(folder, env)
-    if not path.exists():
-        known = sorted(p.stem for p in Path(folder).glob("*.json"))
-        raise NoBudget(f"no budget file for device {points.device_key(env)!r} in {folder} "
-                       f"(budgets exist for: {', '.join(known) or 'none'}); "
-                       "run with --update-budgets on this device to record one")
-    return json.loads(path.read_text())
-
-
-def lookup(book: dict, point: dict) -> dict:
-    try:
-        return book["entries"][points.key_text(point)]
-    except KeyError:
-        raise NoBudget(f"no budget entry {points.key_text(point)!r} for this device; "
-                       "run with --update-budgets to record one") from None
-
-
-def check(folder, point: dict, group: str) -> tuple[dict, list[Verdict]]:
-    """The budget entry of `point` on its device and the verdicts of one gate group; NoBudget where
-    the device, the point or that metric has no budget (the reason says why and how to record it)."""
-    entry = lookup(load(folder, point), point)
-    verdicts = judge(point, entry, groups=(group,))
-    if not verdicts and point.get("status") == "ok":
-        raise NoBudget(f"{points.key_text(point)}: the budget entry on this device has no {group} "
-                       f"(recorded by an older version); re-record it with --update-budgets")
-    return entry, verdicts
-
-
-def make_entry(point: dict) -> dict:
-    """The point's gated values (and the throughput gate's window samples), spread, the number of
-    processes the samples come from, and provenance."""
-    if point.get("status") != "ok":
-        raise VitcoreError(f"{points.key_text(point)}: status {point.get('status')} cannot be a budget")
-    if point.get("variant"):
-        raise VitcoreError(f"{points.key_text(point)}: ablation variant {point['variant']!r} is not a budget")
-    if point.get("injected"):
-        raise VitcoreError(f"{points.key_text(point)}: a point with an injected regression "
-                           f"({point['injected']}) is not a budget")
-    names = {n for f in points.gated() for n in (f.name, f.gate.fallback, f.gate.samples) if n}
-    # shown beside the verdicts, never gated; the clocks qualify device time (sm_clock)
-    names |= {"images_per_s_windows", "copy_ms_per_step", "device_sm_clock_mhz", "host_sm_clock_mhz_windows"}
-    entry = {n: point.get(n) for n in sorted(names)} | {"images_per_s_process_medians": process_medians(point)}
-    return entry | {"spread": point.get("spread"), "processes": point.get("processes") or 1,
-                    "plugin_options": dict(point.get("plugin_options") or {}), "source": points.provenance(point)}
-
-
-def update(folder, point: dict) -> tuple[Path, dict]:
-    """Record `point` as the budget of its entry on this device (read-modify-write, atomic)."""
-    path = budget_path(folder, point)
-    book = json.loads(path.read_text()) if path.exists() else {
-        "identity": points.device_key(point),
-        "device": {k: point.get(k) for k in ("gpu_name", "gpu_count", "torch", "cuda")},
-        "entries": {}}
-    book["entries"][points.key_text(point)] = entry = make_entry(point)
-    write_json(path, book)
-    return path, entry
 
 
 # --- a run against a baseline run (the merge gate) -------------------------------------------------
@@ -358,8 +312,8 @@ def compare_runs(current: list[dict], baseline: list[dict], tol: dict[str, float
         res.verdicts[k] = verdicts = judge(p, ref, tol=tol)
         for v in verdicts:
             line = f"{name}: {v}" if v.group == "status" else str(v)
-            {"regressed": res.regressions, "improved": res.improvements,
-             "inconclusive": res.inconclusive}.get(v.outcome, []).append(line)
+            (res.regressions if fails(v) else {"improved": res.improvements, "inconclusive": res.inconclusive}
+             .get(v.outcome, [])).append(line)
     devices = {dev for dev, _ in seen}
     for (dev, k), p in base.items():
         if dev in devices and (dev, k) not in seen and not allow_missing:

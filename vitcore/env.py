@@ -61,10 +61,14 @@ def environment() -> dict:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    props = torch.cuda.get_device_properties(0) if gpu else None
     return {
         "device": gpu or f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
         "gpu_name": gpu,
         "gpu_count": torch.cuda.device_count() if gpu else 0,
+        # the architecture portable invariants are keyed by (arch_identity): H100 and H200 are both sm_90, 132 SMs
+        "gpu_compute_capability": f"{props.major}.{props.minor}" if props else None,
+        "gpu_sm_count": props.multi_processor_count if props else None,
         "driver": _driver(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -102,3 +106,19 @@ def device_identity(env: dict) -> str:
     gpu = env.get("gpu_name") or "cpu"
     raw = f"{gpu}-x{env.get('gpu_count') or 1}-torch{env['torch'].split('+')[0]}-cuda{env.get('cuda') or 'none'}"
     return re.sub(r"[^A-Za-z0-9.]+", "-", raw).strip("-").lower()
+
+
+ARCH_FIELDS = ("gpu_compute_capability", "gpu_sm_count", "torch", "cuda", "colossalai", "transformers")
+
+
+def arch_identity(env: dict) -> str | None:
+    """The key portable invariants (launches per step, allocated memory) are shared under: the GPU's
+    architecture (compute capability and SM count: cuBLAS picks kernels by them) and the software
+    stack that chooses the kernels and the allocations. None for a CPU, or a point recorded before
+    these fields existed: such a point shares invariants with no other device."""
+    if not env.get("gpu_name") or any(not env.get(k) for k in ARCH_FIELDS):
+        return None
+    cc = str(env["gpu_compute_capability"]).replace(".", "")
+    raw = (f"sm{cc}-{env['gpu_sm_count']}sms-torch{env['torch'].split('+')[0]}-cuda{env['cuda']}"
+           f"-colossalai{env['colossalai']}-transformers{env['transformers']}")
+    return re.sub(r"[^A-Za-z0-9.]+", "-", raw).lower()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from vitcore import VitcoreError, analysis, budgets, points, report, results
+from vitcore import VitcoreError, analysis, budget_files, budgets, points, report, results
 from vitcore.env import environment
 
 
@@ -70,18 +70,21 @@ def report_and_gate(args, rows, skipped, history, baseline) -> int:
 
 
 def budget_verdicts(folder, rows) -> tuple[dict, list[str], int]:
-    """Each point's verdicts against this device's budget entry, for the report (the exit code is the
-    gate's alone); where the device has no budget file, a note says how to record one."""
+    """Each point's verdicts against the budgets (this device's entry; portable metrics also another
+    device's of the same architecture), for the report (the exit code is the gate's alone); where a
+    metric has no budget, the note says what is missing and how to record it."""
     verdicts, notes = {}, []
     for p in rows:
-        try:
-            entry = budgets.lookup(budgets.load(folder, p), p)
-        except budgets.NoBudget as e:
-            verdicts[points.key(p)] = "no budget"
-            if "no budget file" in str(e) and str(e) not in notes:
-                notes.append(str(e))
-            continue
-        verdicts[points.key(p)] = budgets.verdict_cell(budgets.judge(p, entry))
+        cells = []
+        for group in points.gate_groups():
+            try:
+                _, vs, _ = budget_files.check(folder, p, group)
+            except budget_files.NoBudget as e:
+                if str(e) not in notes:
+                    notes.append(str(e))
+                continue
+            cells += vs
+        verdicts[points.key(p)] = budgets.verdict_cell(cells)
     return verdicts, notes or [f"verdicts against the budgets in {folder}"], 0
 
 
@@ -92,18 +95,23 @@ def has_budget(folder, point) -> bool:
     (a recording split over device calls whose first budget file was not kept left entries of an
     older record beside the new one)."""
     try:
-        entry = budgets.lookup(budgets.load(folder, point), point)
-    except budgets.NoBudget:
+        entry = budget_files.lookup(budget_files.load(folder, point), point)
+    except budget_files.NoBudget:
         return False
     if ((entry.get("source") or {}).get("date") or "") < (point.get("date") or ""):
         return False
     return all(entry.get(f.name) is not None for f in points.gated() if point.get(f.name) is not None)
 
 
-def update_budgets(folder, rows) -> None:
+def update_budgets(folder, rows, *, allow_invariant_change: bool = False) -> int:
+    """Record each row as its entry's budget, printing what changed metric by metric; 1 where any was
+    refused (an invariant contradicting another device's of the same architecture, a failed point)."""
+    refused = 0
     for p in rows:
         try:
-            path, _ = budgets.update(folder, p)
-            print(f"[vitcore] budget {points.key_text(p)} -> {path}")
+            path, _, review = budget_files.update(folder, p, allow_invariant_change=allow_invariant_change)
+            print(f"[vitcore] budget {points.key_text(p)} -> {path}: {'; '.join(review)}")
         except VitcoreError as e:
             print(f"[vitcore] budget refused: {e}", file=sys.stderr)
+            refused += 1
+    return 1 if refused else 0

@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "The plugin registry (vitcore/plugins.py) as a table: family, precisions, minimum GPUs, and "
                        "whether each precision runs on this machine, or why not.",
                        _examples("vitcore plugins", "vitcore plugins --device cpu")))
+    ab_parser(add("ab", "wall time decided: a base revision against this checkout, interleaved on one GPU",
+                  "Measure a base revision (a git worktree) and this working tree in fresh processes interleaved "
+                  "A B B A ... on the same device in one run, and judge the working tree against the base by the "
+                  "gate's rule: wall time by per-process medians at 99% (5 processes a side decide), device time, "
+                  "launches and allocated memory by their thresholds. Exit 1 on a regression.",
+                  _examples("vitcore ab --base origin/main --plugins gemini --batch-sizes 128 --out /tmp/ab",
+                            "vitcore ab --base HEAD~1 --plugins low_level_zero_s1 --processes 7 --out /tmp/ab")))
     env_parser(add("env", "show the device identity, versions and the budget file that applies",
                    "The device identity budgets and baselines are keyed by, the versions that make it up, and "
                    "the budget file of this device in --budgets (and whether it exists).",
@@ -238,6 +245,32 @@ def report_parser(r: argparse.ArgumentParser) -> None:
 
 def plugins_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="the device 'runs here' is judged for: auto | cuda | cpu")
+
+
+def ab_parser(a: argparse.ArgumentParser) -> None:
+    w = a.add_argument_group("what to compare")
+    base = w.add_mutually_exclusive_group(required=True)
+    base.add_argument("--base", metavar="REV", help="the base revision (sha, branch, HEAD~1), checked out in a "
+                                                    "temporary git worktree under --out")
+    base.add_argument("--base-tree", metavar="DIR", help="the base revision's code already checked out in DIR "
+                                                         "(a host without the suite's .git)")
+    w.add_argument("--plugins", type=names, required=True, help="names or families, comma-separated")
+    w.add_argument("--batch-sizes", type=ints, default=[128], help="per data-parallel rank")
+    _model(w)
+    _device(w)
+    h = a.add_argument_group("how each process is timed")
+    h.add_argument("--processes", type=int, default=5, help="fresh processes a side (5 decide at 99%%)")
+    h.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    h.add_argument("--steps", type=int, default=10, help="steps per timed window")
+    h.add_argument("--repeats", type=int, default=3, help="timed windows per process")
+    h.add_argument("--min-window", type=float, default=0.3, help="seconds each timed window lasts at least")
+    h.add_argument("--timeout", type=float, default=900.0, help="seconds one bench process may take")
+    o = a.add_argument_group("output and the rule")
+    o.add_argument("--out", required=True, help="an empty or new folder: base.jsonl, head.jsonl, ab.json, ab.log")
+    o.add_argument("--fail-on", default=None, help="override tolerances, as for bench --compare")
+    t = a.add_argument_group("test only: a change injected into the head side (docs/gate.md)")
+    t.add_argument("--inject-host-pct", type=float, default=0.0, help="a host sleep of this %% of each head step")
+    t.add_argument("--inject-device-pct", type=float, default=0.0, help="a GPU spin of this %% of each head step")
 
 
 def env_parser(e: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from vitcore import compat
 from vitcore import model as model_mod
 from vitcore.env import environment, peak_flops
-from vitcore.points import process_medians
+from vitcore.points import OBSERVED, observed, process_medians
 from vitcore.profiling import device_window, injected, sm_clock_mhz, sync
 
 GIB = 2**30
@@ -278,6 +278,7 @@ def pool(runs: list[dict]) -> dict:
     for name in ("launches_per_step", "mem_held_at_start_gib", *_MEM_FIELDS):
         vals = [p[name] for p in ok if p.get(name) is not None]
         out[name] = max(vals) if vals else None
+    out["observed"] = {name: [v for p in ok for v in observed(p).get(name, [])] for name in OBSERVED}
     out["steady_mem_allocated_gib_processes"] = [  # which processes took which memory state
         v for p in ok for v in (p.get("steady_mem_allocated_gib_processes") or [p.get("steady_mem_allocated_gib")])
         if v is not None]
