@@ -126,13 +126,15 @@ def run(opts) -> int:
     OUT/ab.json; exit 1 on a regression (two-sided invariants included), 0 otherwise."""
     started = time.monotonic()
     check(opts)
+    for flag, tree in (("--base-tree", opts.base_tree), ("--head-tree", opts.head_tree)):
+        if tree and not (Path(tree) / "vitcore" / "cli.py").is_file():
+            raise VitcoreError(f"{flag} {tree!r} holds no vitcore/cli.py: give a checkout of the suite")
+    head_root = Path(opts.head_tree).resolve() if opts.head_tree else HEAD_ROOT
     if opts.base_tree:  # a copy of the base's code made elsewhere (a checkout without .git, a CI cache)
         sha = f"tree {opts.base_tree}"
-        if not (Path(opts.base_tree) / "vitcore" / "cli.py").is_file():
-            raise VitcoreError(f"--base-tree {opts.base_tree!r} holds no vitcore/cli.py: give the base revision's checkout")
     else:
         sha = resolve(opts.base)
-    head_sha = os.environ.get("VITCORE_GIT_SHA") or resolve("HEAD")
+    head_sha = (f"tree {opts.head_tree}" if opts.head_tree else os.environ.get("VITCORE_GIT_SHA") or resolve("HEAD"))
     order = schedule(opts.processes)
     out = Path(opts.out)
     if out.exists() and any(out.iterdir()):
@@ -146,7 +148,7 @@ def run(opts) -> int:
     with tree_cm as base_tree:
         for i, side in enumerate(order, 1):
             t0 = time.monotonic()
-            tree = base_tree if side == "base" else HEAD_ROOT
+            tree = base_tree if side == "base" else head_root
             rows = measure(bench_argv(opts, out / side / f"p{len(runs[side])}", side), tree, log, opts.timeout)
             runs[side].append(rows)
             print(f"[{i}/{len(order)}] {side}: {len(rows)} points, {time.monotonic() - t0:.0f} s", file=sys.stderr)

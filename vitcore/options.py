@@ -254,6 +254,8 @@ def ab_parser(a: argparse.ArgumentParser) -> None:
                                                     "temporary git worktree under --out")
     base.add_argument("--base-tree", metavar="DIR", help="the base revision's code already checked out in DIR "
                                                          "(a host without the suite's .git)")
+    w.add_argument("--head-tree", metavar="DIR", default=None,
+                   help="the code under test (default: this checkout, uncommitted changes included)")
     w.add_argument("--plugins", type=names, required=True, help="names or families, comma-separated")
     w.add_argument("--batch-sizes", type=ints, default=[128], help="per data-parallel rank")
     _model(w)
