@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "plugins": cmd_plugins,
-                "env": cmd_env}[args.cmd](args)
+                "env": cmd_env, "ab": cmd_ab}[args.cmd](args)
     except VitcoreError as e:
         first = str(e).strip().splitlines()
         msg = first[0] if len(first) == 1 else str(e).strip()
@@ -222,6 +222,12 @@ def cmd_report(args) -> int:
     return gating.report_and_gate(args, rows, skipped, history, baseline)
 
 
+def cmd_ab(args) -> int:
+    from vitcore import ab  # git and subprocesses; torch only once they have run
+
+    return ab.run(args)
+
+
 def cmd_plugins(args) -> int:
     """The registry as a table; 'here': the precisions that run on this machine at the entry's minimum
     world size, and why the others do not (plugins.unrunnable_reason)."""
@@ -243,10 +249,10 @@ def cmd_plugins(args) -> int:
 
 def cmd_env(args) -> int:
     """The device identity budgets and baselines are keyed by, and the budget file that applies."""
-    from vitcore import budgets  # light: no torch
+    from vitcore import budget_files  # light: no torch
 
     env = environment()
-    path = budgets.budget_path(args.budgets, env)
+    path = budget_files.budget_path(args.budgets, env)
     state = "exists" if path.is_file() else "missing: no budgets for this device; bench --update-budgets records them"
     rows = [("device", env["device"]), ("device identity", points.device_key(env)),
             ("torch", env["torch"]), ("cuda", env["cuda"] or "none (CPU build)"),

@@ -12,7 +12,7 @@ import io
 import json
 from pathlib import Path
 
-from vitcore import analysis, budgets, charts
+from vitcore import analysis, budget_files, charts
 from vitcore import points as schema
 from vitcore.analysis import enrich, matrix_points
 from vitcore.results import write_atomic, write_atomic_bytes, write_json
@@ -127,7 +127,7 @@ def correctness_table(points: list[dict]) -> str:
 
 def budget_table(points: list[dict], folder) -> str:
     """The performance tests' verdicts, recomputed from their result rows and a budget folder by
-    the tests' own rule (budgets.check): one row per point, one column per gate group."""
+    the tests' own rule (budget_files.check): one row per point, one column per gate group."""
     groups = schema.gate_groups()
     head = ["plugin", "precision", "bs", "img/s (spread)", "device ms/step", "launches/step"] + groups
     rows = []
@@ -135,10 +135,10 @@ def budget_table(points: list[dict], folder) -> str:
         cells = []
         for g in groups:
             try:
-                _, verdicts = budgets.check(folder, p, g)
+                _, verdicts, _ = budget_files.check(folder, p, g)
                 cells.append("; ".join(v.short().split(" ", 1)[1] for v in verdicts))
-            except budgets.NoBudget as e:
-                cells.append(f"skip: {e}")
+            except budget_files.NoBudget as e:
+                cells.append(f"no budget: {e}")
         rows.append([p["plugin"], p["precision"], p["batch_size"],
                      f"{_fmt(p.get('images_per_s'), '.0f')} ({_fmt(p.get('spread'), '.0%')})",
                      _fmt(p.get("device_ms_per_step"), ".2f"), _fmt(p.get("launches_per_step"), ".0f")] + cells)
