@@ -320,7 +320,9 @@ def pytest_metadata(metadata, config):
 
     env = environment()
     path = budget_files.budget_path(config.getoption("--budgets"), env)
-    metadata.update({
+    # plain str values: pytest-xdist sends a worker's metadata to the controller, and execnet cannot
+    # serialise torch's TorchVersion (every H200 check's workers went down on it at session end)
+    metadata.update({k: str(v) for k, v in {
         "GPU": f"{env['gpu_name']} x{env['gpu_count']} (sm {env['gpu_compute_capability']}, "
                f"{env['gpu_sm_count']} SMs)" if env["gpu_name"] else env["device"],
         "NVIDIA driver": env["driver"] or "none", "torch": env["torch"], "CUDA": env["cuda"] or "none (CPU build)",
@@ -328,4 +330,4 @@ def pytest_metadata(metadata, config):
         "git sha": env["git_sha"], "device identity": points.device_key(env),
         "architecture key": points.arch_key(env) or "none (no GPU)",
         "budget file": f"{path} ({'exists' if path.exists() else 'missing'})",
-    })
+    }.items()})

@@ -96,7 +96,7 @@ def test_performance_invariants(spec, precision, request, gpu_results, budget_ch
     in both directions: properties of the code on an architecture and software stack, judged against
     this device's budget or, where it has none, another GPU's of the same architecture (docs/gate.md)."""
     check_budgets(_perf_cfgs(spec, precision, request), request, gpu_results, budget_checks,
-                  ("launches", "memory", "peak_memory"))
+                  ("launches", "memory"))
 
 
 @pytest.mark.gpu_exclusive

@@ -85,7 +85,7 @@ def _identity(key: str) -> dict:
 
 
 def test_portable_groups_are_launches_and_allocated_memory_only():
-    assert sorted(PORTABLE) == ["launches", "memory", "peak_memory"]
+    assert sorted(PORTABLE) == ["launches", "memory"]
     assert not points.portable("device_time") and not points.portable("throughput")
     assert all(f.gate is None for f in points.FIELDS if "reserved" in f.name)  # never gated
 
@@ -99,8 +99,8 @@ def test_a_new_gpu_is_judged_on_the_invariants_from_its_first_run_and_fails_clos
         (tmp_path / f"{name}.json").write_text(json.dumps(book))
     (tmp_path / f"{device_identity(H200)}.json").unlink(missing_ok=True)  # the H200 as it first met the suite
     p = h100_point(KEY, **H200)
-    verdicts, missing = helpers.judge_point(tmp_path, p, ("launches", "memory", "peak_memory", "device_time"))
-    assert {v.group for v, _ in verdicts} == {"launches", "memory", "peak_memory"}
+    verdicts, missing = helpers.judge_point(tmp_path, p, ("launches", "memory", "device_time"))
+    assert {v.group for v, _ in verdicts} == {"launches", "memory"}
     assert {dev for _, dev in verdicts} == {device_identity(H100)}
     assert all(v.outcome == "pass" for v, _ in verdicts)
     (why,) = missing

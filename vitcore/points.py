@@ -73,8 +73,9 @@ class Field:
 
 # Tolerances from H100 and H200 measurements (docs/gate.md): the sum of kernel durations per step
 # reproduced to 0.2-0.6% across processes, launches per step exactly, steady allocated memory within
-# 2 MB (of 2-16 GiB) on both GPUs; the whole-run allocated peak (warm-up included) shows two states up
-# to 2.9% apart (torch_ddp_fp16 bs128). Reserved memory depends on the allocator's history (+5.9..8.3%
+# 2 MB (of 2-16 GiB) on both GPUs. The whole-run allocated peak (warm-up included) is not an invariant:
+# states up to 2.9% apart on the H100 (torch_ddp_fp16 bs128) and 6.1% on the H200 (torch_ddp bs32: 4.968
+# in one fresh process, 5.288 in the 3 that recorded it; reports/h200-gate/2026-12-02-79fc853). Reserved memory depends on the allocator's history (+5.9..8.3%
 # on unchanged code on the H200): shown, never gated. Wall-clock throughput moved 10-50% with the
 # host, so it is compared statistically over per-process medians with a minimum effect of 5%.
 # A budget recorded in several processes is a band: the observed range, widened by the tolerance.
@@ -84,8 +85,6 @@ DEVICE_TIME = Gate(group="device_time", worse="higher", tolerance=0.02, label="d
 LAUNCHES = Gate(group="launches", worse="higher", tolerance=0.0, label="launches/step", portable=True,
                 two_sided=True)
 STEADY_ALLOCATED = Gate(group="memory", worse="higher", tolerance=0.005, label="steady allocated GiB", portable=True, two_sided=True)
-PEAK_ALLOCATED = Gate(group="peak_memory", worse="higher", tolerance=0.05, label="peak allocated GiB",
-                      portable=True, two_sided=True)
 
 FIELDS: list[Field] = [
     # identity
@@ -137,7 +136,8 @@ FIELDS: list[Field] = [
     Field(name="host_ms_per_step", header="host ms/step", unit="ms", description="median wall ms per step minus device ms per step: "
           "Python, kernel launches and waits on the host", fmt=".2f", table=True),
     Field(name="peak_mem_allocated_gib", header="peak allocated GiB", console=11, short="alloc GiB", unit="GiB", description="peak memory held by tensors, whole run "
-          "(warm-up included)", fmt=".3f", table=True, gate=PEAK_ALLOCATED),
+          "(warm-up included; shown, not gated: its warm-up states differ by up to 6.1% on unchanged code)",
+          fmt=".3f", table=True),
     Field(name="peak_mem_reserved_gib", header="peak reserved GiB", unit="GiB", description="peak memory held by the caching allocator, "
           "whole run", fmt=".3f", table=True),
     Field(name="steady_mem_allocated_gib", unit="GiB", description="peak tensor memory over the timed windows "
