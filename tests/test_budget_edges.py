@@ -8,12 +8,12 @@ import math
 import pytest
 
 from tests.test_budgets import DEVICE, point
-from vitcore import VitcoreError, budgets
+from vitcore import VitcoreError, budget_files, budgets
 
 
 @pytest.fixture
 def book(tmp_path):
-    budgets.update(tmp_path, point())
+    budget_files.update(tmp_path, point())
     return tmp_path
 
 
@@ -182,24 +182,24 @@ def test_baseline_points_of_another_device_are_not_missing():
 
 
 def test_make_entry_records_exactly_the_gated_values_and_provenance():
-    entry = budgets.make_entry(point(steady_mem_allocated_gib=3.5, copy_ms_per_step=1.0))
+    entry = budget_files.make_entry(point(steady_mem_allocated_gib=3.5, copy_ms_per_step=1.0))
     assert sorted(entry) == sorted([
         "copy_ms_per_step", "device_ms_per_step", "device_sm_clock_mhz", "host_sm_clock_mhz_windows", "images_per_s",
         "images_per_s_process_medians", "images_per_s_windows", "launches_per_step", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
         "steady_mem_allocated_gib", "steady_mem_reserved_gib", "spread", "processes", "plugin_options", "source"])
     assert (entry["steady_mem_allocated_gib"], entry["steady_mem_reserved_gib"], entry["processes"]) == (3.5, None, 6)
     assert entry["source"]["git_sha"] == "abc" and entry["source"]["repeats"] == 5
-    assert budgets.make_entry(point(processes=None))["processes"] == 1
+    assert budget_files.make_entry(point(processes=None))["processes"] == 1
 
 
 def test_check_returns_the_entry_and_one_groups_verdicts(book):
-    entry, verdicts = budgets.check(book, point(alloc=4.2), "memory")
+    entry, verdicts = budget_files.check(book, point(alloc=4.2), "memory")
     assert entry["peak_mem_allocated_gib"] == 4.0
     assert [(v.metric, v.outcome) for v in verdicts] == [("peak_mem_allocated_gib", "regressed"),
                                                          ("peak_mem_reserved_gib", "pass")]
-    with pytest.raises(budgets.NoBudget, match=r"no budget entry 'gemini\|bf16\|fast\|vit-base\|ws1\|bs8'"):
-        budgets.check(book, point(batch_size=8), "memory")
-    _, (v,) = budgets.check(book, point(status="oom"), "memory")
+    with pytest.raises(budget_files.NoBudget, match=r"no budget entry 'gemini\|bf16\|fast\|vit-base\|ws1\|bs8'"):
+        budget_files.check(book, point(batch_size=8), "memory")
+    _, (v,) = budget_files.check(book, point(status="oom"), "memory")
     assert v.group == "status"
 
 
@@ -230,26 +230,26 @@ def test_reference_error_names_the_point_and_field():
 def test_missing_budget_file_names_the_device_and_the_files_there(tmp_path):
     msg = (r"^no budget file for device 'nvidia-a100-sxm4-80gb-x1-torch2\.11\.0-cuda13\.0' in {} \(budgets exist "
            r"for: {}\); run with --update-budgets on this device to record one$")
-    with pytest.raises(budgets.NoBudget, match=msg.format(tmp_path, "none")):
-        budgets.load(tmp_path, point(gpu_name="NVIDIA A100-SXM4-80GB"))
+    with pytest.raises(budget_files.NoBudget, match=msg.format(tmp_path, "none")):
+        budget_files.load(tmp_path, point(gpu_name="NVIDIA A100-SXM4-80GB"))
     (tmp_path / "b.json").write_text("{}")
     (tmp_path / "a.json").write_text("{}")
     (tmp_path / "c.txt").write_text("{}")
-    with pytest.raises(budgets.NoBudget, match=msg.format(tmp_path, "a, b")):
-        budgets.load(tmp_path, point(gpu_name="NVIDIA A100-SXM4-80GB"))
+    with pytest.raises(budget_files.NoBudget, match=msg.format(tmp_path, "a, b")):
+        budget_files.load(tmp_path, point(gpu_name="NVIDIA A100-SXM4-80GB"))
 
 
 def test_missing_entry_message_is_exact(book):
-    with pytest.raises(budgets.NoBudget, match=r"^no budget entry 'gemini\|bf16\|fast\|vit-base\|ws1\|bs8' for this "
+    with pytest.raises(budget_files.NoBudget, match=r"^no budget entry 'gemini\|bf16\|fast\|vit-base\|ws1\|bs8' for this "
                                                r"device; run with --update-budgets to record one$"):
-        budgets.lookup(budgets.load(book, point()), point(batch_size=8))
+        budget_files.lookup(budget_files.load(book, point()), point(batch_size=8))
 
 
 def test_update_adds_entries_to_an_existing_file(tmp_path):
-    path, entry = budgets.update(tmp_path, point())
-    assert path == tmp_path / f"{DEVICE}.json" and entry == budgets.make_entry(point())
-    budgets.update(tmp_path, point(batch_size=32, device_ms=40.0))
-    budgets.update(tmp_path, point(device_ms=45.0))  # re-recording replaces the entry
+    path, entry = budget_files.update(tmp_path, point())
+    assert path == tmp_path / f"{DEVICE}.json" and entry == budget_files.make_entry(point())
+    budget_files.update(tmp_path, point(batch_size=32, device_ms=40.0))
+    budget_files.update(tmp_path, point(device_ms=45.0))  # re-recording replaces the entry
     book = json.loads(path.read_text())
     assert book["identity"] == DEVICE
     assert book["device"] == {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_count": 1, "torch": "2.11.0+cu130",
@@ -336,9 +336,9 @@ def test_a_new_point_does_not_hide_the_regressions_after_it():
 
 
 def test_a_budget_records_the_spread_it_was_measured_with(tmp_path):
-    _, entry = budgets.update(tmp_path, point(spread=0.037))
+    _, entry = budget_files.update(tmp_path, point(spread=0.037))
     assert entry["spread"] == 0.037
-    assert budgets.lookup(budgets.load(tmp_path, point()), point())["spread"] == 0.037
+    assert budget_files.lookup(budget_files.load(tmp_path, point()), point())["spread"] == 0.037
 
 
 def test_fail_on_memory_reaches_the_gate_through_the_cli(tmp_path):
@@ -369,14 +369,14 @@ def test_a_resumed_point_replaces_only_an_older_entry(tmp_path, entry_date, poin
     calls whose first budget file was lost) replaces it; an older resumed point keeps the entry."""
     from vitcore import gating
 
-    budgets.update(tmp_path, point(date=entry_date))
+    budget_files.update(tmp_path, point(date=entry_date))
     assert gating.has_budget(tmp_path, point(date=point_date)) is kept
 
 
 def test_a_point_run_with_other_plugin_options_fails_closed_against_a_budget_or_baseline():
     """The fast profile sets plugin options (overlap_communication=False): a budget recorded with the
     entry's own values (an entry without the field: {}) cannot judge it, whatever its numbers."""
-    old = budgets.make_entry(point())
+    old = budget_files.make_entry(point())
     assert old["plugin_options"] == {}
     del old["plugin_options"]  # recorded before entries carried them
     cur = point(plugin_options={"overlap_communication": False})
@@ -387,4 +387,4 @@ def test_a_point_run_with_other_plugin_options_fails_closed_against_a_budget_or_
                       "(--update-budgets) or the baseline with the same options")
     gate = budgets.compare_runs([cur], [point()])
     assert gate.failed() and "overlap_communication=False (recorded with (entry default))" in gate.regressions[0]
-    assert budgets.judge(cur, budgets.make_entry(cur))[0].group != "settings"  # the same options: judged
+    assert budgets.judge(cur, budget_files.make_entry(cur))[0].group != "settings"  # the same options: judged

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from vitcore import VitcoreError, budgets
+from vitcore import VitcoreError, budget_files, budgets
 
 
 def windows(center, n=6, spread=0.01):
@@ -26,12 +26,12 @@ def point(ips=1000.0, alloc=4.0, reserved=5.0, device_ms=50.0, launches=1285.0, 
 
 @pytest.fixture
 def book(tmp_path):
-    budgets.update(tmp_path, point())
+    budget_files.update(tmp_path, point())
     return tmp_path
 
 
 def ref(folder):
-    return budgets.lookup(budgets.load(folder, point()), point())
+    return budget_files.lookup(budget_files.load(folder, point()), point())
 
 
 def outcomes(p, r, **kw):
@@ -71,7 +71,7 @@ def test_device_time_at_the_two_percent_boundary(book, device_ms, outcome):
 ])
 def test_device_time_beyond_tolerance_at_a_lower_clock_is_inconclusive(tmp_path, device_ms, cur_mhz, base_mhz,
                                                                        outcome):
-    budgets.update(tmp_path, point(device_ms=324.06, device_sm_clock_mhz=base_mhz))
+    budget_files.update(tmp_path, point(device_ms=324.06, device_sm_clock_mhz=base_mhz))
     got = point(device_ms=device_ms, device_sm_clock_mhz=cur_mhz)
     (v,) = budgets.judge(got, ref(tmp_path), groups=("device_time",))
     assert v.outcome == outcome
@@ -81,7 +81,7 @@ def test_device_time_beyond_tolerance_at_a_lower_clock_is_inconclusive(tmp_path,
 
 def test_points_without_the_device_clock_use_their_windows_clocks(tmp_path):
     """Records made before device_sm_clock_mhz existed carry the clock read at each window's end."""
-    budgets.update(tmp_path, point(device_ms=324.06, host_sm_clock_mhz_windows=[1980] * 5))
+    budget_files.update(tmp_path, point(device_ms=324.06, host_sm_clock_mhz_windows=[1980] * 5))
     got = point(device_ms=331.84, host_sm_clock_mhz_windows=[1965, 1965, 1965, 1965, 1950])
     (v,) = budgets.judge(got, ref(tmp_path), groups=("device_time",))
     assert v.outcome == "inconclusive" and "1965 MHz against 1980" in str(v)
@@ -104,8 +104,8 @@ def test_reserved_memory_is_gated_too(book):
 
 def test_steady_state_memory_is_compared_where_both_sides_have_it(tmp_path):
     # The first steps' peak varies between runs (timing.timed); the steady-state one decides.
-    budgets.update(tmp_path, point(alloc=4.0, steady_mem_allocated_gib=3.5, steady_mem_reserved_gib=4.5))
-    book = budgets.lookup(budgets.load(tmp_path, point()), point())
+    budget_files.update(tmp_path, point(alloc=4.0, steady_mem_allocated_gib=3.5, steady_mem_reserved_gib=4.5))
+    book = budget_files.lookup(budget_files.load(tmp_path, point()), point())
     assert budgets.compare(point(alloc=4.3, steady_mem_allocated_gib=3.5, steady_mem_reserved_gib=4.5), book) == []
     (v,) = budgets.compare(point(alloc=4.0, steady_mem_allocated_gib=3.7, steady_mem_reserved_gib=4.5), book)
     assert v.metric == "steady_mem_allocated_gib" and v.delta == pytest.approx(3.7 / 3.5 - 1)
@@ -114,14 +114,14 @@ def test_steady_state_memory_is_compared_where_both_sides_have_it(tmp_path):
 
 
 def test_noisy_windows_are_inconclusive_and_name_the_detectable_change(tmp_path):
-    budgets.update(tmp_path, point(spread=0.3))
+    budget_files.update(tmp_path, point(spread=0.3))
     (v,) = budgets.judge(point(ips=960.0, spread=0.3), ref(tmp_path), groups=("throughput",))
     assert v.outcome == "inconclusive" and "detects" in v.detail and "processes per side would decide" in v.detail
 
 
 def test_fewer_than_five_processes_a_side_never_decide_wall_time(tmp_path):
     # windows of one process are not independent samples: the process is (docs/gate.md)
-    budgets.update(tmp_path, point(images_per_s_process_medians=windows(1000.0, n=4)))
+    budget_files.update(tmp_path, point(images_per_s_process_medians=windows(1000.0, n=4)))
     few = point(ips=500.0, images_per_s_process_medians=windows(500.0, n=4))
     (v,) = budgets.judge(few, ref(tmp_path), groups=("throughput",))
     assert v.outcome == "inconclusive" and "too few processes to decide at 99% (5 a side suffice" in v.detail
@@ -144,11 +144,11 @@ def test_error_or_oom_point_against_an_ok_budget_is_a_regression(book):
 
 def test_failed_variant_or_injected_points_are_not_budgets(tmp_path):
     with pytest.raises(VitcoreError, match="status oom cannot be a budget"):
-        budgets.update(tmp_path, point(status="oom"))
+        budget_files.update(tmp_path, point(status="oom"))
     with pytest.raises(VitcoreError, match="ablation variant 'compile=True' is not a budget"):
-        budgets.update(tmp_path, point(variant="compile=True"))
+        budget_files.update(tmp_path, point(variant="compile=True"))
     with pytest.raises(VitcoreError, match=r"injected regression \(device\+1ms\) is not a budget"):
-        budgets.update(tmp_path, point(injected="device+1ms"))
+        budget_files.update(tmp_path, point(injected="device+1ms"))
 
 
 @pytest.mark.parametrize("groups,expected", [(("memory",), ["peak_mem_allocated_gib"]), (("throughput",), ["images/s"]),
@@ -159,8 +159,8 @@ def test_compare_only_the_groups_asked(book, groups, expected):
 
 
 def test_other_device_is_no_budget(book):
-    with pytest.raises(budgets.NoBudget, match="no budget file for device 'nvidia-a100"):
-        budgets.load(book, point(gpu_name="NVIDIA A100-SXM4-80GB"))
+    with pytest.raises(budget_files.NoBudget, match="no budget file for device 'nvidia-a100"):
+        budget_files.load(book, point(gpu_name="NVIDIA A100-SXM4-80GB"))
 
 
 def test_entry_holds_measurements_and_provenance_never_a_tolerance(book):
@@ -180,9 +180,9 @@ def test_fail_on_overrides_only_what_it_names(book):
 
 
 def test_entry_of_an_older_version_without_device_time_is_a_skip(tmp_path):
-    budgets.update(tmp_path, point(device_ms_per_step=None, launches_per_step=None))
-    with pytest.raises(budgets.NoBudget, match="has no device_time .* re-record it"):
-        budgets.check(tmp_path, point(), "device_time")
+    budget_files.update(tmp_path, point(device_ms_per_step=None, launches_per_step=None))
+    with pytest.raises(budget_files.NoBudget, match="has no device_time .* re-record it"):
+        budget_files.check(tmp_path, point(), "device_time")
 
 
 @pytest.mark.parametrize("bad", [0.0, float("nan"), -1.0])
@@ -194,7 +194,7 @@ def test_zero_or_nan_reference_value_is_an_error(bad):
 def test_budget_table_gives_each_point_the_tests_verdicts(tmp_path):
     from vitcore import report
 
-    budgets.update(tmp_path, point(batch_size=32))
+    budget_files.update(tmp_path, point(batch_size=32))
     rows = [point(batch_size=32, ips=850.0, test="performance"), point(batch_size=8, test="performance")]
     table = report.budget_table(rows, tmp_path).splitlines()[2:]
     assert "| gemini | bf16 | 8 |" in table[0] and "skip: no budget entry" in table[0]
@@ -249,7 +249,7 @@ def test_current_error_against_ok_baseline_fails_the_gate():
 
 
 def test_budget_file_round_trip_is_json(book):
-    data = json.loads(budgets.budget_path(book, point()).read_text())
+    data = json.loads(budget_files.budget_path(book, point()).read_text())
     assert data["identity"] == DEVICE and list(data["entries"]) == ["gemini|bf16|fast|vit-base|ws1|bs128"]
 
 
@@ -266,12 +266,12 @@ def test_device_time_recorded_with_copies_faces_kernels_plus_copies(book):
 
 
 def test_split_entries_compare_kernels_only(tmp_path):
-    budgets.update(tmp_path, point(copy_ms_per_step=3.0))
+    budget_files.update(tmp_path, point(copy_ms_per_step=3.0))
     assert outcomes(point(device_ms=50.5, copy_ms_per_step=9.0), ref(tmp_path))["device_time"] == "pass"
 
 
 def test_inconclusive_report_cell_names_what_it_can_detect(tmp_path):
-    budgets.update(tmp_path, point(spread=0.3))
+    budget_files.update(tmp_path, point(spread=0.3))
     (v,) = budgets.judge(point(ips=960.0, spread=0.3), ref(tmp_path), groups=("throughput",))
     assert v.short().startswith("throughput inconclusive (detects ") and v.short().endswith("%)")
     few = point(images_per_s_process_medians=[1000.0])

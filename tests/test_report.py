@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vitcore import ConfigError, analysis, budgets, gating, report
+from vitcore import ConfigError, analysis, budget_files, budgets, gating, report
 from vitcore.points import key as point_key
 from vitcore.results import load, read_points
 
@@ -327,7 +327,7 @@ def test_update_budgets_records_what_this_run_measured_and_what_the_file_lacks(b
     out = tmp_path / "b"
     shutil.copytree(bench_dir, out)
     resumed = [p for p in read_points(out / "points.jsonl") if p["plugin"] == "torch_ddp"]
-    budgets.update(tmp_path / "budgets", resumed[0])  # one resumed point already has its budget
+    budget_files.update(tmp_path / "budgets", resumed[0])  # one resumed point already has its budget
     p = subprocess.run(ALL + ["--plugins", "torch_ddp", "--batch-sizes", "4,8,16", "--no-reference", "--out", str(out),
                               "--resume", "--update-budgets", str(tmp_path / "budgets")],
                        capture_output=True, text=True, timeout=600)
