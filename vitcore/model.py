@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -152,13 +153,17 @@ def build_model(preset: ModelPreset, *, labels: list[str], attention: str = "sdp
             source = f"random-init ({source})"
         else:
             try:
-                model = ViTForImageClassification.from_pretrained(
+                model, info = ViTForImageClassification.from_pretrained(
                     target, local_files_only=True, num_labels=len(labels), id2label=id2label,
-                    label2id=config.label2id, ignore_mismatched_sizes=True, attn_implementation=attention)
-            except (OSError, ValueError) as e:  # files present but unreadable: never random weights
-                raise ConfigError(f"weights {source} cannot be loaded ({str(e).splitlines()[0]}); "
-                                  f"valid: {WEIGHTS_FORMS}") from None
-        _check_architecture(model.config, preset)
+                    label2id=config.label2id, ignore_mismatched_sizes=True, attn_implementation=attention,
+                    output_loading_info=True)
+            except Exception as e:  # noqa: BLE001 - any failure to read the user's files (a corrupt
+                # safetensors header is a SafetensorError, a torn .bin a RuntimeError): one line, never
+                # a traceback, never random weights
+                raise ConfigError(f"weights {source}: {_named_file(Path(target))} cannot be loaded "
+                                  f"({_first_line(e)}); {REWRITE}") from None
+            _check_architecture(model.config, preset)
+            _check_loaded(info, target, preset)
     if grad_checkpoint:
         model.gradient_checkpointing_enable()
     return model, source
@@ -181,12 +186,153 @@ def _weights_folder(preset: ModelPreset, weights: str) -> tuple[str | None, str]
     return str(snap.path), f"pretrained:{snap}"
 
 
-def _check_architecture(cfg, preset: ModelPreset) -> None:
-    got = (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.image_size, cfg.patch_size)
-    want = (preset.hidden_size, preset.num_layers, preset.num_heads, preset.image_size, preset.patch_size)
+def _check_architecture(cfg, preset: ModelPreset, where: str = "weights") -> None:
+    # intermediate_size too: from_pretrained builds the model from the folder's config, not the preset's
+    got = (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size, cfg.image_size,
+           cfg.patch_size)
+    want = (preset.hidden_size, preset.num_layers, preset.num_heads, preset.intermediate_size, preset.image_size,
+            preset.patch_size)
     if got != want:
-        raise ConfigError(f"weights have architecture {got} (hidden, layers, heads, image, patch), "
+        raise ConfigError(f"{where}: architecture {got} (hidden, layers, heads, intermediate, image, patch), "
                           f"preset {preset.name!r} expects {want}")
+
+
+# --- the files of a weights folder, read before anything launches ----------------------------------
+# A corrupt model.safetensors used to surface as a 37-line traceback from inside the training
+# process, and a tensor of another shape was silently re-initialised (ignore_mismatched_sizes, which
+# exists for the classifier alone). Only headers are read here: safe_open parses the header and
+# checks that the data it describes is all there; a .bin is unpickled onto the meta device.
+REWRITE = "write the folder again with save_pretrained, or pass --weights random"
+CLASSIFIER = "classifier."  # re-initialised for the dataset's labels: its shape may differ
+
+
+def check_weights_files(weights: str, preset: ModelPreset) -> None:
+    """The folder `weights` loads from (a local folder, a hub snapshot, auto's snapshot where cached)
+    holds a config.json transformers reads as a ViT of the preset's architecture and a weights file
+    whose header parses and whose tensors have the preset's names and shapes (the classifier aside).
+    Each problem is a ConfigError naming the file. Imports torch and transformers' ViT (~5 s), not
+    colossalai; a no-op for random weights and for auto without a cached snapshot."""
+    if weights == "random" or (weights == "auto" and preset.pretrained_id is None):
+        return
+    target, _ = _weights_folder(preset, weights)
+    if target is None:
+        return
+    folder = Path(target)
+    _check_architecture(_read_config(folder), preset, f"weights config {folder / 'config.json'}")
+    path, shapes = _checkpoint_shapes(folder)
+    expected = _expected_shapes(preset)
+    missing = sorted(set(expected) - set(shapes))
+    if len(missing) == len(expected):
+        raise ConfigError(f"weights file {path} holds none of the ViT's tensors (e.g. {missing[0]}): it is "
+                          f"not a ViT checkpoint; {REWRITE}")
+    if missing:
+        raise ConfigError(f"weights file {path} lacks {len(missing)} of the {len(expected)} tensors of preset "
+                          f"{preset.name!r} ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); {REWRITE}")
+    wrong = [f"{k} {shapes[k]} in the file, {expected[k]} expected" for k in sorted(expected) if shapes[k] != expected[k]]
+    if wrong:
+        raise ConfigError(f"weights file {path}: {len(wrong)} tensor(s) do not have the shapes of preset "
+                          f"{preset.name!r} ({'; '.join(wrong[:2])}{'; ...' if len(wrong) > 2 else ''})")
+
+
+def _read_config(folder: Path):
+    """config.json as transformers reads it, else a ConfigError naming it and why."""
+    path = folder / "config.json"
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"weights config {path} cannot be read ({_first_line(e)}); {REWRITE}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"weights config {path}:{e.lineno} is not valid JSON ({e.msg}); {REWRITE}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"weights config {path} holds a JSON {type(raw).__name__}, not a model config")
+    if raw.get("model_type") != "vit":
+        raise ConfigError(f"weights config {path} is of model_type {raw.get('model_type')!r}, not a ViT ('vit'); "
+                          f"valid: {WEIGHTS_FORMS}")
+    from transformers import ViTConfig
+
+    try:
+        return ViTConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever transformers objects to, in one line
+        raise ConfigError(f"weights config {path} cannot be read by transformers ({_first_line(e)})") from None
+
+
+def _checkpoint_shapes(folder: Path) -> tuple[Path, dict[str, tuple]]:
+    """(the weights file transformers would load, {tensor name: shape}) from headers only; names
+    without the `vit.` prefix (a ViTModel checkpoint has none, ViTForImageClassification's has it).
+    transformers' order: model.safetensors, its index, pytorch_model.bin, its index."""
+    order = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    path = next((folder / f for f in order if (folder / f).is_file()), None)
+    if path is None:
+        raise ConfigError(f"weights folder {folder} holds config.json but no weights file (none of "
+                          f"{', '.join(order)}); {REWRITE}")
+    files = [path]
+    if path.name.endswith(".index.json"):
+        try:
+            files = [folder / f for f in dict.fromkeys(json.loads(path.read_text())["weight_map"].values())]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"weights index {path} has no readable weight_map ({_first_line(e)}); {REWRITE}") from None
+    shapes = {}
+    for f in files:
+        shapes |= _file_shapes(f)
+    return path, {k.removeprefix("vit."): v for k, v in shapes.items()}
+
+
+def _file_shapes(path: Path) -> dict[str, tuple]:
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} is missing (named by the folder's index); {REWRITE}")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"weights file {path} is empty (0 bytes: an interrupted copy?); {REWRITE}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        import torch
+
+        state = torch.load(path, map_location="meta", weights_only=True)
+        return {k: tuple(v.shape) for k, v in state.items()}
+    except Exception as e:  # noqa: BLE001 - SafetensorError, UnpicklingError, RuntimeError, AttributeError...
+        raise ConfigError(f"weights file {path} is corrupt or truncated ({_first_line(e)}); {REWRITE}") from None
+
+
+def _expected_shapes(preset: ModelPreset) -> dict[str, tuple]:
+    """The preset's tensors as build_model makes them (on the meta device: no memory, no init), the
+    classifier aside."""
+    import torch
+    from transformers import ViTForImageClassification
+
+    cfg = preset.hf_config(num_labels=2, id2label={0: "a", 1: "b"}, attention="eager")
+    with torch.device("meta"):
+        model = ViTForImageClassification(cfg)
+    return {k.removeprefix("vit."): tuple(v.shape) for k, v in model.state_dict().items()
+            if not k.startswith(CLASSIFIER)}
+
+
+def _check_loaded(info: dict, target: str, preset: ModelPreset) -> None:
+    """After from_pretrained: a tensor missing from the file or of another shape would train from a
+    random init with a warning only; the classifier alone may be re-initialised."""
+    def names(key):  # transformers lists names (4.51) or (name, shapes) tuples (older)
+        keys = [k if isinstance(k, str) else k[0] for k in info.get(key) or []]
+        return [k for k in keys if not k.startswith(CLASSIFIER)]
+
+    for key, what in (("mismatched_keys", "have other shapes than"), ("missing_keys", "are missing for")):
+        bad = names(key)
+        if bad:
+            raise ConfigError(f"weights {_named_file(Path(target))}: {len(bad)} tensor(s) {what} preset "
+                              f"{preset.name!r} ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); {REWRITE}")
+
+
+def _named_file(folder: Path) -> Path:
+    """The weights file of a folder (for messages), else the folder."""
+    return next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), folder)
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    """The upstream error's type and first line (torch's can run to 300 characters)."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def forward_flops_per_image(preset: ModelPreset, num_labels: int = 3) -> int:

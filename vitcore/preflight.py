@@ -1,7 +1,7 @@
 """Checks made before anything is trained or measured, and the claim on an output folder.
 
-Every option, output path, budget folder, baseline or history file and (for training) every image
-of the chosen dataset is checked first; each problem is one VitcoreError line naming the value and
+Every option, output path, budget folder, baseline or history file and (for training) the weights
+folder's files and every image of the chosen dataset is checked first; each problem is one VitcoreError line naming the value and
 the valid choices, which `vitcore.cli.main` prints as `vitcore: error: ...` with exit code 2. Only
 then is `--out` locked against a second run and, for `--resume`, cleaned of torn lines and of
 points that ended in error (measured again). The CLI imports this module at startup, so it stays
@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 from vitcore import ConfigError, DataError, VitcoreError, budgets, plugins, points, results
+from vitcore import model as model_mod
 from vitcore.config import PROFILES, RunConfig
-from vitcore.model import PRESETS, check_weights
+from vitcore.model import PRESETS
 
 DEVICES = ("auto", "cuda", "cpu")
 
@@ -123,10 +124,19 @@ def check_train(args, cfg: RunConfig) -> None:
         check_out_file(args.out, "--out")
     if args.checkpoint_dir:
         check_out_folder(args.checkpoint_dir, "--checkpoint-dir")
-    check_weights(cfg.weights)
+    check_weights(cfg.weights, cfg.model)
     train_n, _ = _data().split_sizes(cfg.dataset, subset=cfg.subset)
     if cfg.epochs > 0 and math.ceil(train_n / cfg.dp_size) < cfg.batch_size:
         raise DataError(zero_steps_message(train_n, cfg.batch_size, cfg.dp_size))
+
+
+def check_weights(weights: str, model: str) -> None:
+    """`--weights`, before anything launches: its form (model.check_weights), then the folder it
+    loads from: config.json a ViT of `model`'s architecture, a weights file whose header parses and
+    whose tensors have the preset's shapes (model.check_weights_files). Imports torch, safetensors
+    and transformers' ViT where there is a folder to read; never colossalai."""
+    model_mod.check_weights(weights)
+    model_mod.check_weights_files(weights, model_mod.get_preset(model))
 
 
 def check_report(args) -> None:
