@@ -2,6 +2,9 @@
 fine-tuning curves. Each chart comes back with metadata measured from matplotlib's own layout
 (axis labels, the bounding boxes of the plotting areas and of the legend), which the report writes
 as data attributes so a browser test can check what PNG pixels cannot tell.
+
+matplotlib is the `report` extra and is imported only to draw (`available()` says whether it can
+be): `import vitcore.cli` and every command but the drawing itself run without it.
 """
 
 from __future__ import annotations
@@ -9,14 +12,32 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-import matplotlib
+from vitcore.analysis import family, is_cpu_run, matrix_points
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
-from matplotlib.ticker import NullLocator  # noqa: E402
+MISSING = "charts need matplotlib: pip install vitcore[report]"
 
-from vitcore.analysis import family, is_cpu_run, matrix_points  # noqa: E402
+
+@lru_cache(maxsize=1)
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless, chosen before pyplot is imported
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def available() -> bool:
+    """Whether matplotlib can be imported (a broken matplotlib still raises, naming its own error)."""
+    try:
+        _plt()
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] != "matplotlib":
+            raise
+        return False
+    return True
 
 # Distinguishable at a glance and in print: no two shades of one hue side by side (tab20's pairs
 # made gemini and gemini_auto look alike). The references are drawn dashed black, apart from these.
@@ -57,7 +78,7 @@ def _finish(fig, title, axes, legend) -> Chart:
                 axes=[_box(a, renderer) for a in axes], legend=_box(legend, renderer) if legend else [])
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _plt().close(fig)
     return Chart(title=title, src="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), **meta)
 
 
@@ -104,8 +125,10 @@ def chart_vs_batch(points, metric, title, baseline=None) -> Chart | None:
     if not series:
         return None
     families = sorted({family(v[0]) for v in series.values()})
+    from matplotlib.ticker import NullLocator
+
     base_series = _series(baseline, metric) if baseline else {}
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = _plt().subplots(figsize=(9, 4.5))
     colour_index = 0
     for name, pts in series.items():
         style = _style(pts, colour_index, families)
@@ -134,7 +157,7 @@ def chart_finetune(history: dict) -> Chart | None:
     epochs = [e for e in history.get("epochs", []) if e.get("epoch")]
     if not epochs:
         return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (a, b) = _plt().subplots(1, 2, figsize=(9, 3.5))
     x = [e["epoch"] for e in epochs]
     a.plot(x, [e["train_loss"] for e in epochs], marker="o", color=COLOURS[0], label="train loss")
     a.plot(x, [e["eval_loss"] for e in epochs], marker="s", color=COLOURS[1], label="held-out loss")

@@ -10,6 +10,7 @@ import csv
 import html
 import io
 import json
+import sys
 from pathlib import Path
 
 from vitcore import analysis, budget_files, charts
@@ -149,7 +150,7 @@ def budget_table(points: list[dict], folder) -> str:
 def chart_vs_batch(points, metric, ylabel=None, title="", baseline=None) -> str | None:
     """A chart's PNG data URL (pytest-html embeds it); the axis labels follow the device kind, so
     `ylabel` is ignored and kept only for callers that pass it."""
-    chart = charts.chart_vs_batch(points, metric, title, baseline)
+    chart = charts.chart_vs_batch(points, metric, title, baseline) if charts.available() else None
     return chart.src if chart else None
 
 
@@ -319,7 +320,8 @@ def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=Non
     quiet, noisy = analysis.split_noisy(points) if cpu else (points, [])
     skipped_html = "".join(f"<li>{_esc(s['plugin'])} {_esc(s.get('precision') or '')}: {_esc(s['reason'])}</li>"
                            for s in skipped) or "<li>none</li>"
-    figs = "".join(_chart_html(c) for c in charts.report_charts(points, history, baseline))
+    figs = "".join(_chart_html(c) for c in charts.report_charts(points, history, baseline)) if charts.available() \
+        else f"<p id='charts-missing' class='banner'>{_esc(charts.MISSING)}</p>"  # never silently chartless
     banner = f"<p id='cpu-banner' class='banner'>{_esc(CPU_BANNER)}</p>" if cpu else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{_esc(title)}</title>
 <style>{STYLE}</style></head><body>
@@ -366,7 +368,11 @@ def summary_markdown(points: list[dict]) -> str:
 
 
 def _write_chart_files(out: Path, points) -> None:
-    """throughput.png and memory.png beside the report, for READMEs (the HTML embeds its own)."""
+    """throughput.png and memory.png beside the report, for READMEs (the HTML embeds its own);
+    without matplotlib, one console line saying the report has none."""
+    if not charts.available():
+        print(f"[vitcore] report without charts: {charts.MISSING}", file=sys.stderr)
+        return
     for name, metric, title in (("throughput.png", "images_per_s", "Throughput"),
                                 ("memory.png", "peak_mem_allocated_gib", "Peak memory, allocated")):
         chart = charts.chart_vs_batch(points, metric, title)
