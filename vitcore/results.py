@@ -117,6 +117,11 @@ def _lines(path: Path) -> list[tuple[int, bytes, bool]]:
 def read(path) -> tuple[list[dict], list[BadLine]]:
     """The points of a JSON-lines file and every line that is not one, named by file:line.
     A missing file holds nothing."""
+    good, bad = _read_numbered(path)
+    return [obj for _, obj in good], bad
+
+
+def _read_numbered(path) -> tuple[list[tuple[int, dict]], list[BadLine]]:
     path = Path(path)
     if not path.exists():
         return [], []
@@ -126,7 +131,45 @@ def read(path) -> tuple[list[dict], list[BadLine]]:
         if why:
             bad.append(BadLine(str(path), n, why, raw.decode(errors="replace")))
         else:
-            good.append(obj)
+            good.append((n, obj))
+    return good, bad
+
+
+# What `load` requires of a throughput point, beyond its plugin: the identity fields the schema gives
+# no default (those with one were added later, and older points lack them), its status, and the device
+# fields points.device_key reads: torch's version by value; gpu_name, gpu_count and cuda by name (null
+# on a CPU, but every point the suite writes has them). A report of {"plugin": "torch_ddp"} used to
+# exit 0 with an empty report. GPU-tier correctness rows are keyed by (plugin, precision) alone.
+DEVICE_VALUES = ("torch",)
+DEVICE_NAMES = ("gpu_name", "gpu_count", "cuda")
+CORRECTNESS_FIELDS = ("precision",)
+
+
+def required_fields() -> list[str]:
+    """The fields a throughput point must hold a value for (read from the schema when called, so a
+    registered identity field counts)."""
+    return [f.name for f in points.FIELDS if f.identity and f.default is None and f.name != POINT_FIELD] + \
+        ["status", *DEVICE_VALUES]
+
+
+def missing_fields(p: dict) -> list[str]:
+    """The fields that identify `p` which it lacks, in schema order (empty: a whole point)."""
+    if p.get("test", "performance") != "performance":
+        return [k for k in CORRECTNESS_FIELDS if p.get(k) is None]
+    return [k for k in required_fields() if p.get(k) is None] + [k for k in DEVICE_NAMES if k not in p]
+
+
+def _whole(rows: list[tuple[int, dict]], path: Path, items: bool) -> tuple[list[dict], list[BadLine]]:
+    """(the points that name what they measured and where, a BadLine for each that does not)."""
+    good, bad = [], []
+    for n, p in rows:
+        miss = missing_fields(p)
+        if miss:
+            what = f"item {n}: point" if items else "point"  # a .json file's items are counted from 0
+            bad.append(BadLine(str(path), n, f"{what} missing {', '.join(miss)} (the fields that identify it)",
+                               json.dumps(p)))
+        else:
+            good.append(p)
     return good, bad
 
 
@@ -143,17 +186,21 @@ def finished_keys(path) -> set[tuple]:
 
 def load(path, *, skip_bad: bool = False) -> list[dict]:
     """Points from a points.jsonl, a gpu-results.json ({"results": [...]}) or a JSON list. A missing
-    file, invalid JSON, a line or item that is not a point, or no point at all is a ResultsError
-    naming the file (and line); skip_bad: leave such lines out, each named on stderr."""
+    file, invalid JSON, a line or item that is not a point or lacks the fields that identify it
+    (missing_fields), or no point at all is a ResultsError naming the file (and line); skip_bad:
+    leave such lines out, each named on stderr."""
     path = Path(path)
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
         raise ResultsError(f"results file {str(path)!r} {what}; give a points.jsonl, points.json or "
                            "gpu-results.json(l) file")
     if path.suffix == ".jsonl":
-        rows, bad = read(path)
+        numbered, bad = _read_numbered(path)
+        rows, partial = _whole(numbered, path, items=False)
     else:
-        rows, bad = _load_json(path)
+        numbered, bad = _load_json(path)
+        rows, partial = _whole(numbered, path, items=True)
+    bad = sorted(bad + partial, key=lambda b: b.line)
     if bad and not skip_bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise ResultsError(f"{bad[0]}{more}; `vitcore report --skip-bad` reports the rest")
@@ -164,7 +211,7 @@ def load(path, *, skip_bad: bool = False) -> list[dict]:
     return rows
 
 
-def _load_json(path: Path) -> tuple[list[dict], list[BadLine]]:
+def _load_json(path: Path) -> tuple[list[tuple[int, dict]], list[BadLine]]:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -175,7 +222,7 @@ def _load_json(path: Path) -> tuple[list[dict], list[BadLine]]:
     if not isinstance(rows, list):
         raise ResultsError(f"{path}: JSON {type(data).__name__} without a list of points; a .json results file "
                            'holds a list of points or {"results": [...]}')
-    good = [r for r in rows if isinstance(r, dict) and POINT_FIELD in r]
+    good = [(i, r) for i, r in enumerate(rows) if isinstance(r, dict) and POINT_FIELD in r]
     bad = [BadLine(str(path), i, f"item {i} ({json.dumps(r)[:40]}) is not a point", json.dumps(r))
            for i, r in enumerate(rows) if not (isinstance(r, dict) and POINT_FIELD in r)]
     return good, bad
