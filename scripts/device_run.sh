@@ -5,7 +5,9 @@
 set -uo pipefail
 out=${OUT:-out}; mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 HF_HUB_OFFLINE=1 \
+# The checkout before the wheelhouse (its code wins over the vitcore wheel's copy); the wheel's
+# `vitcore` script (scripts/wheelhouse.sh builds it) on PATH, as the README's setup line puts it.
+export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 HF_HUB_OFFLINE=1 \
        TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 # Freshly installed sources are newer than the cached objects, and ninja would rebuild every kernel
 # (2 min per call, measured). Safe only because the wheelhouse pins colossalai (its kernel sources

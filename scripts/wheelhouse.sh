@@ -4,10 +4,13 @@
 # CUDA (e.g. 13.0) keeps only that CUDA's library in the bitsandbytes wheel: colossalai merely
 # imports bitsandbytes, and its libraries for six CUDA versions are 110 of the wheel's 129 MB
 # unpacked (43 MB packed), which matters where the copy to the host is size-limited.
-# Install there with:
-#   pip install --no-index --no-deps --target /tmp/site DEST/*.whl && export PYTHONPATH=/tmp/site:$PWD
-# torch is never included: use the host's own CUDA build.
+# vitcore's own wheel is built too, so that the install below puts the `vitcore` command in
+# /tmp/site/bin. Install there, from the repository root, with:
+#   pip install --no-index --no-deps --target /tmp/site DEST/*.whl && export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH
+# The working tree comes first on PYTHONPATH, so the checkout's code wins over the wheel's copy
+# (the script only imports vitcore.cli). torch is never included: use the host's own CUDA build.
 set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
 dest=${1:-.whl}
 pyver=${2:-3.12}
 arch=${3:-x86_64}
@@ -32,6 +35,13 @@ done
 # nothing but python3 and pip: an installed setuptools without bdist_wheel, and no `wheel`, broke
 # the earlier --no-build-isolation build ("invalid command 'bdist_wheel'").
 BUILD_EXT=0 python3 -m pip wheel -q --no-deps -w "$dest" colossalai==0.5.0 contexttimer==0.3.3
+# vitcore itself (pure Python, the same isolated build), from a copy of what the wheel holds: an
+# in-tree build would leave build/ behind, whose stale modules a later wheel would carry.
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+cp -r "$root/pyproject.toml" "$root/README.md" "$root/vitcore" "$src/"
+rm -f "$dest"/vitcore-*.whl
+python3 -m pip wheel -q --no-deps -w "$dest" "$src"
 if [ "$cuda" != all ]; then
   python3 - "$dest" "${cuda//./}" <<'EOF'
 import pathlib, re, sys, zipfile
