@@ -13,7 +13,7 @@ from vitcore.timing import Timing, host_noise, timed
 
 def _point(bs, status="ok", **kw):
     return {"plugin": "torch_ddp", "precision": "fp32", "profile": "fast", "model": "vit-tiny", "world_size": 1,
-            "batch_size": bs, "status": status, **kw}
+            "batch_size": bs, "status": status, "torch": "2.13.0", "gpu_name": None, "gpu_count": 0, "cuda": None, **kw}
 
 
 def test_append_is_line_atomic_and_a_torn_line_is_named_never_trusted(tmp_path):
@@ -56,7 +56,7 @@ def test_foreign_lines_are_named_by_file_and_line(tmp_path):
     ("missing.json", None, "results file '{p}' does not exist"),
     ("bad.json", '{"results": [', "{p}:1: not valid JSON (Expecting value)"),
     ("scalar.json", "42", "{p}: JSON int without a list of points"),
-    ("items.json", '[{"plugin": "x"}, 7]', "{p}:1: item 1 (7) is not a point"),
+    ("items.json", '[{"plugin": "x"}, 7]', "{p}:0: item 0: point missing precision, profile, batch_size, status"),
     ("empty.jsonl", "", "results file '{p}' holds no points"),
     ("empty.json", "[]", "results file '{p}' holds no points"),
 ])
