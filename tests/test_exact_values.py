@@ -34,24 +34,30 @@ def test_csv_header_is_pinned_to_the_schema():
     assert row.split(",")[CSV_HEADER.index("mfu")] == "0.25"
 
 
-# field -> (group, worse, tolerance, fallback, samples)
+# field -> (group, worse, tolerance, fallback, samples, portable, two_sided, label)
 GATES = {
-    "images_per_s": ("throughput", "lower", 0.05, None, "images_per_s_process_medians"),
-    "device_ms_per_step": ("device_time", "higher", 0.02, None, None),
-    "launches_per_step": ("launches", "higher", 0.0, None, None),
-    "steady_mem_allocated_gib": ("memory", "higher", 0.03, "peak_mem_allocated_gib", None),
-    "steady_mem_reserved_gib": ("memory", "higher", 0.03, "peak_mem_reserved_gib", None),
+    "images_per_s": ("throughput", "lower", 0.05, None, "images_per_s_process_medians", False, False, "images/s"),
+    "device_ms_per_step": ("device_time", "higher", 0.02, None, None, False, False, "device ms/step"),
+    "launches_per_step": ("launches", "higher", 0.0, None, None, True, True, "launches/step"),
+    "steady_mem_allocated_gib": ("memory", "higher", 0.005, None, None, True, True, "steady allocated GiB"),
 }
 
 
 def test_gated_fields_and_their_defaults_are_pinned():
-    got = {f.name: (f.gate.group, f.gate.worse, f.gate.tolerance, f.gate.fallback, f.gate.samples)
+    got = {f.name: (f.gate.group, f.gate.worse, f.gate.tolerance, f.gate.fallback, f.gate.samples, f.gate.portable,
+                    f.gate.two_sided, f.gate.label)
            for f in points.gated()}
     assert got == GATES
-    assert budgets.tolerances() == {"throughput": 0.05, "device_time": 0.02, "launches": 0.0, "memory": 0.03}
+    assert budgets.tolerances() == {"throughput": 0.05, "device_time": 0.02, "launches": 0.0, "memory": 0.005}
     assert budgets.tolerances({"memory": 0.1}) == {"throughput": 0.05, "device_time": 0.02, "launches": 0.0,
                                                    "memory": 0.1}
     assert points.gate_groups() == ["throughput", "device_time", "launches", "memory"]
+    assert [g for g in points.gate_groups() if points.portable(g)] == ["launches", "memory"]
+    # shown, never gated: reserved memory (the allocator's history) and the whole run's allocated peak
+    for name in ("steady_mem_reserved_gib", "peak_mem_reserved_gib", "peak_mem_allocated_gib"):
+        assert points.get(name).gate is None, name
+    assert points.OBSERVED == ("device_ms_per_step", "launches_per_step", "steady_mem_allocated_gib",
+                               "peak_mem_allocated_gib", "steady_mem_reserved_gib")
 
 
 # --- timing: median and spread of given windows ------------------------------------------------------
