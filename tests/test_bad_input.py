@@ -1,8 +1,10 @@
 """Bad input on every path: exit code 2 and ONE stderr line `vitcore: error: ...` naming the value
 (and the valid choices), before anything is trained or measured. docs/errors.md lists each case.
 
-vitcore.cli.main is called in this process (a subprocess pays ~8 s of imports on a small CPU host);
-only the pytest option is run in a subprocess, because pytest itself must report it.
+vitcore.cli.main is called in this process (a subprocess pays ~8 s of imports on a small CPU host),
+except for FRESH (a fresh process, where import-time output of third-party packages would show, with
+an unknown one injected: the error line alone, issue 26) and the pytest option, which pytest itself
+must report.
 """
 
 from __future__ import annotations
@@ -157,6 +159,42 @@ CASES = [
 def test_bad_input_is_one_line(d, argv, needle):
     line = error_line(*run(*(a.format(d=d) for a in argv)))
     assert needle.format(d=d) in line
+
+
+def _gpu_runs_it(argv):
+    """On a GPU host these are no bad input: they would train."""
+    import torch
+
+    return pytest.param(argv, marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"))
+
+
+# Issue 26's eight (the first eight), then others a user would try: in a fresh process (the import-time
+# output of torch, datasets and colossalai), with an unknown package making noise as they are imported.
+FRESH = [
+    ["train", "--epochs", "-1"], ["train", "--lr", "nan"], ["train", "--nproc", "0"],
+    ["train", "--dataset", "/nonexistent/dog_food"], ["train", "--dataset", "{d}/labels"],
+    ["train", "--weights", "/nonexistent"], ["train", "--plugin", "hybrid_parallel", "--tp-size", "3", "--nproc", "3"],
+    _gpu_runs_it(["train", "--device", "cuda"]),
+    ["train", "--batch-size", "abc"], ["train", "--lr", "-1"], ["train", "--subset", "0"], ["train", "--seed", "x"],
+    ["train", "--checkpoint-dir", "{d}/afile"], ["train", "--timeout", "0"], ["train", "--frobnicate"],
+    ["train", "--dataset", "{d}/trunc"], _gpu_runs_it(["train", "--plugin", "gemini"]), ["fly"],
+    ["bench", "--batch-sizes", "0", "--out", "{d}/o"], ["bench", "--precisions", "fp16", "--out", "{d}/o"],
+    ["report", "{d}/foreign.jsonl", "--out", "{d}/r"], ["plugins", "--device", "tpu"],
+]
+
+
+@pytest.mark.parametrize("argv", FRESH, ids=lambda a: " ".join(a))
+def test_bad_input_in_a_fresh_process_is_its_error_line_alone(d, tmp_path, argv):
+    from tests import third_party_noise as noise
+
+    p = subprocess.run([sys.executable, "-m", "vitcore.cli", *(a.format(d=d) for a in argv)], capture_output=True,
+                       text=True, timeout=300, env=noise.environ(tmp_path), cwd=ROOT)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("vitcore: error: ")]
+    assert p.returncode != 0 and len(errors) == 1 and len(lines) <= 3, p.stderr[-3000:]  # at most 2 other lines
+    assert "Traceback" not in p.stderr and noise.MARK not in p.stderr + p.stdout, p.stderr[-3000:]
+    assert list((tmp_path / "tmp").iterdir()) == []  # refused: no log left behind
+    assert not (d / "o").exists() and not (d / "r").exists()
 
 
 @pytest.mark.parametrize("option,needle", [

@@ -1,27 +1,29 @@
 """`vitcore train | bench | report | plugins | env`. Bad input ends in one line naming the value and the
-choices. The options are vitcore.options'; the bench's console lines are vitcore.console's."""
+choices, checked before any heavy import. The options are vitcore.options'; the console lines are
+vitcore.console's, and everything that is not the suite's own goes to the run's log
+(console.ThirdPartyOutput), with one line saying how much went there."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import json
-import logging
 import os
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from vitcore import (
     VitcoreError,
     analysis,
     console,
-    gating,
     options,
     plugins,
     points,
     preflight,
-    report,
     results,
 )
 from vitcore.config import RunConfig, parse_options
@@ -29,42 +31,68 @@ from vitcore.env import environment
 from vitcore.model import get_preset
 
 # Commands that measure import torch (2.4 s measured here) and colossalai (8.1 s) inside their
-# function (launch, bench, reference, timing, train), so that `--help`, bad-input errors and
-# `vitcore report` answer at once.
+# function (launch, bench, reference, timing, train), and vitcore.gating / report (matplotlib, 2 s)
+# where they are used, so that `--help` and bad-input errors answer at once. Those imports run in
+# ThirdPartyOutput.quiet(): colossalai prints notices as it is imported.
 
 
 def build_parser():
     return options.build_parser()
 
 
+class RunFailed(VitcoreError):
+    """A run that started and failed (exit code 1; bad input is 2)."""
+
+    exit_code = 1
+
+
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        return {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "plugins": cmd_plugins,
-                "env": cmd_env, "ab": cmd_ab}[args.cmd](args)
-    except VitcoreError as e:
-        first = str(e).strip().splitlines()
-        msg = first[0] if len(first) == 1 else str(e).strip()
-        print(f"vitcore: error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vitcore: interrupted; finished points are kept", file=sys.stderr)
-        return 130
+    error = None
+    with console.ThirdPartyOutput(verbose=getattr(args, "verbose", False)) as tp:
+        try:
+            rc = {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "plugins": cmd_plugins,
+                  "env": cmd_env, "ab": cmd_ab}[args.cmd](args, tp)
+        except VitcoreError as e:
+            first = str(e).strip().splitlines()
+            error = f"vitcore: error: {first[0] if len(first) == 1 else str(e).strip()}"
+            rc = getattr(e, "exit_code", 2)
+        except KeyboardInterrupt:
+            error, rc = "vitcore: interrupted; finished points are kept", 130
+        else:  # a finished command without a log of its own (plugins, env): one in $TMPDIR
+            if tp.path is None and tp.held:
+                tp.attach(_tmp_log(args.cmd))
+        line = tp.summary_line()
+    if line:  # the error, where there is one, stays the last line
+        print(line, file=sys.stderr)
+    if error:
+        print(error, file=sys.stderr)
+    return rc
 
 
-def _default_model(args) -> str:
+def _tmp_log(cmd: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"vitcore-{cmd}-{os.getpid()}.log"
+
+
+def _default_model(args, tp) -> str:
     if args.model:
         return args.model
-    import torch  # 2.4 s: only when no --model was given
+    if args.device not in ("auto", "cuda"):  # cpu, or a bad value RunConfig names
+        return "vit-tiny"
+    with tp.quiet():
+        import torch  # 2.4 s: only when no --model was given
 
-    return "vit-base" if args.device != "cpu" and torch.cuda.is_available() else "vit-tiny"
+    return "vit-base" if torch.cuda.is_available() else "vit-tiny"
 
 
-def cmd_train(args) -> int:
-    from vitcore import launch, train  # torch and colossalai: see the note at the top
-
-    model = _default_model(args)
+def cmd_train(args, tp) -> int:
+    """Every argument is checked before colossalai is imported: the config (torch only where the
+    device is not cpu), the device, then the dataset (torch, datasets); then the run, whose failure is
+    one line too (the traceback in the log)."""
+    model = _default_model(args, tp)
+    if args.device in ("auto", "cuda"):
+        with tp.quiet():
+            import torch  # noqa: F401 - RunConfig asks whether CUDA is here
     cfg = RunConfig(plugin=args.plugin, precision=args.precision, profile=args.profile, model=model,
                     dataset=args.dataset, weights=args.weights, subset=args.subset,
                     batch_size=args.batch_size, epochs=args.epochs,
@@ -72,18 +100,36 @@ def cmd_train(args) -> int:
                     attention=args.attention, tp_size=args.tp_size, pp_size=args.pp_size,
                     world_size=args.nproc, device=args.device, checkpoint_dir=args.checkpoint_dir,
                     timeout_s=args.timeout)
-    _check_runnable(cfg)
-    preflight.check_train(args, cfg)
-    hist = launch.run(train.finetune, cfg, None, sys.stderr.isatty(), world_size=cfg.world_size,
-                      device=cfg.device, timeout_s=cfg.timeout_s)[0]
+    with tp.quiet():  # torch, datasets, and the dataset's own progress bars
+        _check_runnable(cfg)
+        preflight.check_train(args, cfg)
+        from vitcore import launch, train  # colossalai: see the note at the top
+    log = tp.attach(_train_log(args))
+    # a worker's bar would not be one of the suite's lines; one process draws it on a terminal
+    progress = sys.stderr.isatty() and cfg.world_size == 1
+    try:
+        hist = launch.run(train.finetune, cfg, None, progress, world_size=cfg.world_size, device=cfg.device,
+                          timeout_s=cfg.timeout_s, output=tp.worker_output(console_lines=True))[0]
+    except VitcoreError:  # the suite's own one line (a worker's WorkerError names its tracebacks' log)
+        raise
+    except Exception as e:  # noqa: BLE001 - in this process: the traceback to the log, one line here
+        tp.note(f"--- vitcore train failed:\n{traceback.format_exc()}")
+        raise RunFailed(f"training failed: {launch.first_line(e)} (traceback in {log})") from None
     hist["environment"] = environment()
     if args.out:
         results.write_json(args.out, hist)
         print(f"[vitcore] history written to {args.out}")
     if hist["status"] != "ok":
-        print(f"vitcore: error: {hist['error']}", file=sys.stderr)
-        return 1
+        raise RunFailed(hist["error"])
     return 0
+
+
+def _train_log(args) -> Path:
+    """Beside --out (h.json: h.log), else $TMPDIR/vitcore-train-PID.log."""
+    if not args.out:
+        return _tmp_log("train")
+    out = Path(args.out).expanduser()
+    return out.with_suffix(".log") if out.suffix != ".log" else out.with_name(out.name + ".log")
 
 
 def _check_runnable(cfg) -> None:
@@ -114,11 +160,11 @@ def _plan_bench(args, profiles, device, model):
     return groups, skipped
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args, tp) -> int:
     """With --json, everything but the points goes to stderr; they follow on stdout, one JSON line each."""
     stdout = sys.stdout
     with contextlib.redirect_stdout(sys.stderr if args.json else stdout):
-        rc, rows = _bench(args)
+        rc, rows = _bench(args, tp)
     if args.json:
         for p in rows:
             stdout.write(json.dumps(p, sort_keys=True) + "\n")
@@ -126,16 +172,16 @@ def cmd_bench(args) -> int:
     return rc
 
 
-def _bench(args) -> tuple[int, list[dict]]:
+def _bench(args, tp) -> tuple[int, list[dict]]:
     started = time.monotonic()
-    preflight.check_bench(args)
-    warning_log = console.WarningLog(verbose=args.verbose)  # colossalai's import-time warnings, below
-    from vitcore import bench, launch  # torch and colossalai: see the note at the top
-    from vitcore.timing import Timing
+    with tp.quiet():  # the fine-tuning dataset's check imports torch and datasets
+        preflight.check_bench(args)
+        from vitcore import bench, gating, launch, reference  # noqa: F401 - torch and colossalai: see the top
+        from vitcore.timing import Timing
 
-    profiles = options.names(args.profile)
-    device = launch.resolve_device(args.device)
-    model = _default_model(args)
+        profiles = options.names(args.profile)
+        device = launch.resolve_device(args.device)
+    model = _default_model(args, tp)
     groups, skipped = _plan_bench(args, profiles, device, model)
     preflight.check_plan(groups, skipped)
     planned = {bench.group_key([c])[0] for g in groups for c in g}
@@ -148,22 +194,23 @@ def _bench(args) -> tuple[int, list[dict]]:
                     trace_dir=os.path.join(args.out, "traces") if args.trace else None,
                     inject_device_pct=args.inject_device_pct, inject_host_pct=args.inject_host_pct)
     reused = preflight.claim_out(args.out, resume=args.resume, run=_run_record(args, profiles, model))
-    log = warning_log.attach(args.out)
+    tp.attach(console.log_path(args.out))
     before = {points.key(p) for p in results.read_points(os.path.join(args.out, "points.jsonl"))}
     measured = bench.run_matrix(groups, timing, args.out, resume=reused, progress=True, processes=args.processes,
-                                output=launch.WorkerOutput(str(log), args.verbose), stream=sys.stderr)
+                                output=tp.worker_output(), stream=sys.stderr)
     if baseline is not None and args.until_decided:
         measured = gating.until_decided(args, groups, timing, measured, baseline)
     results.write_json(os.path.join(args.out, "skipped.json"), skipped)
-    with open(log, "a") as f:
-        _print_points(measured, file=f)
+    table = io.StringIO()
+    _print_points(measured, file=table)
+    tp.note(table.getvalue())
     if args.verbose:
         _print_points(measured, file=sys.stderr)
     if args.update_budgets:  # this run's planned points: measured now, or resumed and missing from the
         # budget file or newer than their entry (an interrupted recording); else they keep their entries
         gating.update_budgets(args.update_budgets, [p for p in measured if points.key(p) in planned and (
             points.key(p) not in before or not gating.has_budget(args.update_budgets, p))])
-    history = _finetune(args, device, model) if args.finetune else None
+    history = _finetune(args, device, model, tp) if args.finetune else None
     rc = gating.report_and_gate(args, measured, skipped, history, baseline)
     failed = [p for p in measured if p.get("status") not in ("ok", "oom")]
     for p in failed:  # an OOM is a result; an error is not
@@ -188,7 +235,7 @@ def _run_record(args, profiles, model) -> dict:
             "settings": settings}
 
 
-def _finetune(args, device, model):
+def _finetune(args, device, model, tp):
     """The study's fine-tuning (gemini on a GPU), at the model preset's recipe."""
     from vitcore import launch, train  # torch and colossalai: see the note at the top
 
@@ -201,13 +248,19 @@ def _finetune(args, device, model):
     cfg = RunConfig(plugin=plugin, profile=options.names(args.profile)[0], model=model, dataset=args.dataset or "auto",
                     subset=None if gpu else 1500, epochs=args.finetune_epochs or recipe.epochs, device=device,
                     batch_size=recipe.batch_size)
-    hist = launch.run(train.finetune, cfg, None, False, device=device, timeout_s=cfg.timeout_s)[0]
+    hist = launch.run(train.finetune, cfg, None, False, device=device, timeout_s=cfg.timeout_s,
+                      output=tp.worker_output(console_lines=True))[0]
     results.write_json(os.path.join(args.out, "finetune.json"), hist)
     return hist
 
 
-def cmd_report(args) -> int:
+def cmd_report(args, tp) -> int:
+    """Its log: OUT/report.log, only where something went there (matplotlib's notices)."""
     preflight.check_report(args)
+    with tp.quiet():
+        from vitcore import charts, gating, report
+
+        charts.available()  # matplotlib (charts imports it only to draw): its notices to the log
     rows = analysis.perf_points([p for f in args.results for p in results.load(f, skip_bad=args.skip_bad)])
     skipped = []
     for f in args.results:
@@ -217,24 +270,26 @@ def cmd_report(args) -> int:
     history = json.loads(Path(args.history).read_text()) if args.history else None
     baseline = gating.load_baseline(args, planned={points.key(p) for p in rows},
                               device=points.device_key(rows[0]) if rows else None)
+    tp.attach(Path(args.out) / "report.log")
     if args.markdown:
         print(report.summary_markdown(rows))
     return gating.report_and_gate(args, rows, skipped, history, baseline)
 
 
-def cmd_ab(args) -> int:
+def cmd_ab(args, tp) -> int:
     from vitcore import ab  # git and subprocesses; torch only once they have run
 
     return ab.run(args)
 
 
-def cmd_plugins(args) -> int:
+def cmd_plugins(args, tp) -> int:
     """The registry as a table; 'here': the precisions that run on this machine at the entry's minimum
     world size, and why the others do not (plugins.unrunnable_reason)."""
     preflight.check_device(args.device)
-    from vitcore import launch  # torch: whether a GPU is here
+    with tp.quiet():
+        from vitcore import launch  # torch: whether a GPU is here
 
-    device = launch.resolve_device(args.device)
+        device = launch.resolve_device(args.device)
     rows = [("name", "family", "precisions", "min GPUs", f"runs here ({device})")]
     for spec in plugins.REGISTRY.values():
         why = {p: plugins.unrunnable_reason(spec, p, spec.min_world_size, device) for p in spec.precisions}
@@ -247,11 +302,12 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def cmd_env(args) -> int:
+def cmd_env(args, tp) -> int:
     """The device identity budgets and baselines are keyed by, and the budget file that applies."""
     from vitcore import budget_files  # light: no torch
 
-    env = environment()
+    with tp.quiet():  # torch, colossalai and transformers, for their versions
+        env = environment()
     path = budget_files.budget_path(args.budgets, env)
     state = "exists" if path.is_file() else "missing: no budgets for this device; bench --update-budgets records them"
     rows = [("device", env["device"]), ("device identity", points.device_key(env)),

@@ -95,8 +95,9 @@ def under_torchrun() -> bool:
 
 
 def run(fn: Callable[..., Any], *args, world_size: int = 1, device: str = "auto",
-        timeout_s: float = 900.0) -> list[Any]:
-    """Run fn(*args) on every rank; return the list of per-rank results (rank order)."""
+        timeout_s: float = 900.0, output: WorkerOutput | None = None) -> list[Any]:
+    """Run fn(*args) on every rank; return the list of per-rank results (rank order). output: where
+    spawned workers' stdout and stderr go (see spawn)."""
     if not isinstance(world_size, int) or world_size < 1:
         raise VitcoreError(f"world size {world_size!r} must be a positive integer (--nproc)")
     device = resolve_device(device)
@@ -115,50 +116,77 @@ def run(fn: Callable[..., Any], *args, world_size: int = 1, device: str = "auto"
             return [fn(*args)]
         finally:
             destroy_process_group()
-    return spawn(fn, args, world_size=world_size, device=device, timeout_s=timeout_s)
+    return spawn(fn, args, world_size=world_size, device=device, timeout_s=timeout_s, output=output)
 
 
 @dataclass(frozen=True)
 class WorkerOutput:
     """Where a spawned worker's stdout and stderr go: appended to `log` (third-party warnings and
-    prints, e.g. colossalai's "install apex"), and also to the console's stderr when `verbose`."""
+    prints, e.g. colossalai's "install apex"), and also to the console's stderr when `verbose`.
+    console_lines: the suite's own lines (vitcore.console.is_own: `[vitcore] ...`, as train's epoch
+    lines) stay on the console's stdout or stderr, as written; rank 0's logger notices are among them."""
 
     log: str
     verbose: bool = False
+    console_lines: bool = False
 
 
-def _redirect_output(output: WorkerOutput) -> Callable[[], None]:
-    """Point fds 1 and 2 of this worker at the log file (verbose: through a pipe whose thread copies
-    to the log and the console's stderr). Returns what flushes and closes it at the worker's end."""
+def _redirect_output(output: WorkerOutput, rank: int = 0) -> Callable[[], None]:
+    """Point fds 1 and 2 of this worker at the log file; with verbose or console_lines, through a pipe
+    each whose thread sends every line by its shape: the suite's own (console_lines) to the console's
+    same stream, any other to the log (and the console's stderr when verbose). Returns what flushes
+    and closes it at the worker's end."""
     log_fd = os.open(output.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    if not output.verbose:
+    if not (output.verbose or output.console_lines):
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
         return lambda: None
-    console = os.dup(2)
-    r, w = os.pipe()
-    os.dup2(w, 1)
-    os.dup2(w, 2)
-    os.close(w)
+    import logging
 
-    def copy():
-        while chunk := os.read(r, 65536):
-            os.write(log_fd, chunk)
-            os.write(console, chunk)
+    from vitcore import console as con  # light: no torch
 
-    thread = threading.Thread(target=copy, daemon=True, name="vitcore-worker-tee")
-    thread.start()
+    if output.console_lines and rank == 0:  # the DATASET/WEIGHTS notices once, as the parent's
+        logging.getLogger(con.OWN_LOGGER).addHandler(con.OwnLogHandler())
+    echo = os.dup(2) if output.verbose else None
+    threads = []
+    for fd in (1, 2):
+        console = os.dup(fd) if output.console_lines else None
+        r, w = os.pipe()
+        os.dup2(w, fd)
+        os.close(w)
+        threads.append(threading.Thread(target=_route_lines, args=(r, console, log_fd, echo, con.is_own),
+                                        daemon=True, name=f"vitcore-worker-fd{fd}"))
+        threads[-1].start()
 
-    def close():
+    def close():  # idempotent: before the result is sent, and at the worker's end
         sys.stdout.flush()
         sys.stderr.flush()
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)  # the pipe's last writers: the copying thread then reads its end
-        os.dup2(null, 2)
-        thread.join(timeout=5)
+        os.dup2(log_fd, 1)  # the pipes' last writers: the threads then drain them; later output (the
+        os.dup2(log_fd, 2)  # process group's teardown) goes to the log as it is
+        for t in threads:
+            t.join(timeout=5)
 
     return close
+
+
+def _route_lines(r: int, console: int | None, log_fd: int, echo: int | None, is_own) -> None:
+    rest = b""
+    while chunk := os.read(r, 65536):
+        *lines, rest = (rest + chunk).split(b"\n")
+        for line in lines:
+            _route_line(line + b"\n", console, log_fd, echo, is_own)
+    if rest:
+        _route_line(rest + b"\n", console, log_fd, echo, is_own)
+
+
+def _route_line(line: bytes, console, log_fd, echo, is_own) -> None:
+    if console is not None and is_own(line.decode(errors="replace")):
+        os.write(console, line)
+        return
+    os.write(log_fd, line)
+    if echo is not None:
+        os.write(echo, line)
 
 
 class _Deferred:
@@ -184,7 +212,7 @@ class _Deferred:
 
 def _worker(rank, world_size, port, device, payload: _Deferred, results_q, parent_pid, output=None):
     _die_with_parent(parent_pid, f"vitcore-rank{rank}")
-    close_output = _redirect_output(output) if output is not None else (lambda: None)
+    close_output = _redirect_output(output, rank) if output is not None else (lambda: None)
     import torch  # see the module's docstring
 
     try:
@@ -193,9 +221,12 @@ def _worker(rank, world_size, port, device, payload: _Deferred, results_q, paren
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
         init_process_group(rank, world_size, port, device)
         out = fn(*args)
+        close_output()  # its lines all written before the parent, holding every result, ends this worker
         results_q.put((rank, "ok", out))
     except BaseException as e:  # noqa: BLE001 - every failure must reach the parent
-        results_q.put((rank, "error", (first_line(e), traceback.format_exc())))
+        failure = (first_line(e), traceback.format_exc())
+        close_output()
+        results_q.put((rank, "error", failure))
         raise SystemExit(1) from None
     finally:
         destroy_process_group()
