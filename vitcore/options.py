@@ -146,6 +146,8 @@ def train_parser(t: argparse.ArgumentParser) -> None:
     o = t.add_argument_group("output")
     o.add_argument("--checkpoint-dir", default=None, help="save and reload a checkpoint through the Booster here")
     o.add_argument("--out", default=None, help="write the history JSON here")
+    o.add_argument("--verbose", action="store_true",
+                   help="also show third-party output on the console (it always goes to the run's log)")
 
 
 def bench_parser(b: argparse.ArgumentParser) -> None:
@@ -197,7 +199,8 @@ def bench_parser(b: argparse.ArgumentParser) -> None:
     o.add_argument("--json", action="store_true",
                    help="print the points to stdout as JSON lines (the schema's fields); everything else to stderr")
     o.add_argument("--verbose", action="store_true",
-                   help="also show third-party warnings on the console (they always go to OUT/bench.log)")
+                   help="also show third-party output (warnings, other packages' logging, workers' output) on the console; "
+                        "it always goes to OUT/bench.log")
     o.add_argument("--budgets", metavar="FOLDER", default=DEFAULT_BUDGETS,
                    help="budget folder whose verdicts the report shows per point")
     o.add_argument("--update-budgets", metavar="FOLDER", default=None,
@@ -240,6 +243,8 @@ def report_parser(r: argparse.ArgumentParser) -> None:
                         "(default: such a line is an error)")
     o.add_argument("--history", default=None, help="a fine-tuning history JSON (vitcore train --out)")
     o.add_argument("--markdown", action="store_true", help="also print the Markdown tables")
+    o.add_argument("--verbose", action="store_true",
+                   help="also show third-party output on the console (it always goes to OUT/report.log)")
     gate_options(r, "--baseline")
 
 
