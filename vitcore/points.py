@@ -277,7 +277,9 @@ def observed(p: dict) -> dict[str, list[float]]:
 
 
 def portable(group: str) -> bool:
-    return all(f.gate.portable for f in gated(group))
+    """Whether every field of a gate group is portable (an undeclared group is not)."""
+    fields = gated(group)
+    return bool(fields) and all(f.gate.portable for f in fields)
 
 
 def process_medians(p: dict) -> list[float]:
