@@ -318,7 +318,10 @@ def pytest_metadata(metadata, config):
     from vitcore import budget_files
     from vitcore.env import environment
 
-    env = environment()
+    # an xdist controller never opens a CUDA context (it would hold GPU memory beside the workers
+    # that measure); pytest-metadata replaces these rows with a worker's when it goes down
+    controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+    env = environment(cuda=not controller)
     path = budget_files.budget_path(config.getoption("--budgets"), env)
     # plain str values: pytest-xdist sends a worker's metadata to the controller, and execnet cannot
     # serialise torch's TorchVersion (every H200 check's workers went down on it at session end)

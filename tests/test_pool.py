@@ -7,6 +7,7 @@ processes share the GPU and their results (tests/helpers.py, the root conftest).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -229,8 +230,9 @@ def test_performance_tests_are_collected_after_every_other_test():
     p = _pytest("--collect-only", "-q", "tests/test_gpu.py", "tests/test_pool.py", "--plugin", "torch_ddp")
     ids = [line for line in p.stdout.splitlines() if "::" in line]
     perf = [i for i, nodeid in enumerate(ids) if nodeid.startswith("tests/test_gpu.py::test_performance_")]
-    assert p.returncode == 0 and len(perf) == 3, p.stdout[-2000:]
-    assert perf == list(range(len(ids) - 3, len(ids))), ids
+    expected = len(re.findall(r"^def test_performance_", (ROOT / "tests" / "test_gpu.py").read_text(), re.M))
+    assert p.returncode == 0 and expected >= 2 and len(perf) == expected, p.stdout[-2000:]  # one case each
+    assert perf == list(range(len(ids) - expected, len(ids))), ids
 
 
 def test_shared_gpu_tests_take_turns_by_function_so_no_worker_starts_waiting():
@@ -243,22 +245,18 @@ def test_shared_gpu_tests_take_turns_by_function_so_no_worker_starts_waiting():
     assert len(set(ids)) == len(ids)  # each case once
 
 
-# Makes pytest's own process believe it has a CUDA GPU while the root conftest decides how to run
-# (pytest_cmdline_main), not before (bitsandbytes asks at import) nor after (the tests then skip).
+# Makes the root conftest's pytest_cmdline_main (where it decides how to run) believe this host has
+# a CUDA GPU, and nothing else: not bitsandbytes at import, not pytest-metadata, not the tests.
 FAKE_CUDA_AT_START = '''
-import pytest
+import sys
 import torch
 
 REAL = torch.cuda.is_available
 
-@pytest.hookimpl(wrapper=True)
-def pytest_cmdline_main(config):
-    torch.cuda.is_available = lambda: True
-    return (yield)
+def _asked_by_cmdline_main():
+    return sys._getframe(1).f_code.co_name == "pytest_cmdline_main" or REAL()
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config):
-    torch.cuda.is_available = REAL
+torch.cuda.is_available = _asked_by_cmdline_main
 '''
 
 

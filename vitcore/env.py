@@ -57,10 +57,12 @@ def git_sha() -> str:
         return "unknown"
 
 
-def environment() -> dict:
+def environment(cuda: bool = True) -> dict:
+    """Where this process runs. cuda=False never opens a CUDA context (an xdist controller whose
+    workers own the GPU): the GPU fields are then None."""
     import torch
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    gpu = torch.cuda.get_device_name(0) if cuda and torch.cuda.is_available() else None
     props = torch.cuda.get_device_properties(0) if gpu else None
     return {
         "device": gpu or f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
