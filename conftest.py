@@ -29,18 +29,20 @@ class BudgetChecks:
     violations: list[str] = field(default_factory=list)
     wall: list[str] = field(default_factory=list)
 
-    def record(self, point: dict, groups, verdicts, lacking) -> None:
+    def record(self, point: dict, groups, verdicts, lacking) -> list[str]:
+        """Notes one point's gated verdicts; returns its failing ones (the test fails on them). An
+        inconclusive gated verdict fails too: the gate could not decide (a throttled clock)."""
         k = key_text(point)
         have = {v.group for v, _ in verdicts}
         self.judged.setdefault(k, [])
         self.judged[k] += sorted(have - set(self.judged[k]))
         self.missing.setdefault(k, [])
         self.missing[k] += sorted(set(groups) - have - set(self.missing[k]))
-        self.violations += [f"{v} (budget of {dev})" for v, dev in verdicts
-                            if budgets.fails(v) or v.outcome == "inconclusive"]
+        failing = [f"{v} (budget of {dev})" for v, dev in verdicts if budgets.fails(v) or v.outcome == "inconclusive"]
+        self.violations += failing
+        return failing
 
-    def report(self, judged) -> None:
-        verdicts, lacking = judged
+    def report(self, verdicts, lacking) -> None:
         self.wall += [f"{v} (budget of {dev})" for v, dev in verdicts] + [f"not judged: {m}" for m in lacking]
 
     def merge(self, other: dict) -> None:

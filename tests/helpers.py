@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from vitcore import VitcoreError, budget_files, budgets, launch, results, worker_pool
-from vitcore.points import key_text
+from vitcore import VitcoreError, budget_files, launch, results, worker_pool
 from vitcore.checks import TOLERANCES, compare, require
 from vitcore.config import RunConfig
+from vitcore.points import key_text
 from vitcore.timing import Timing, pool
 
 PARITY_STEPS = 5
@@ -237,13 +237,11 @@ def check_budgets(cfgs, request, gpu_results, budget_checks, groups: tuple[str, 
     problems, missing = [], []
     for point in points:
         verdicts, lacking = judge_point(folder, point, groups)
-        budget_checks.record(point, groups, verdicts, lacking)
+        problems += budget_checks.record(point, groups, verdicts, lacking)
         missing += [m for m in lacking if m not in missing]
-        problems += [f"{v} (budget of {dev})" for v, dev in verdicts
-                     if budgets.fails(v) or v.outcome == "inconclusive"]
         print("\n".join(f"{v} (budget of {dev})" for v, dev in verdicts))
         if reported:
-            budget_checks.report(judge_point(folder, point, reported))
+            budget_checks.report(*judge_point(folder, point, reported))
     assert not problems, "; ".join(problems)
     if missing:
         if request.config.getoption("--allow-missing-budgets"):

@@ -323,18 +323,35 @@ def test_gpu_busy_counts_each_kernel_once():
     assert kernel_seconds(avgs) == 0.1
 
 
-def test_update_budgets_records_what_this_run_measured_and_what_the_file_lacks(bench_dir, tmp_path):
-    out = tmp_path / "b"
-    shutil.copytree(bench_dir, out)
-    resumed = [p for p in read_points(out / "points.jsonl") if p["plugin"] == "torch_ddp"]
-    budget_files.update(tmp_path / "budgets", resumed[0])  # one resumed point already has its budget
-    p = subprocess.run(ALL + ["--plugins", "torch_ddp", "--batch-sizes", "4,8,16", "--no-reference", "--out", str(out),
-                              "--resume", "--update-budgets", str(tmp_path / "budgets")],
+def test_update_budgets_records_what_this_run_measured_and_what_the_file_lacks(tmp_path):
+    out, folder = tmp_path / "b", tmp_path / "budgets"
+    ddp = ALL + ["--plugins", "torch_ddp", "--no-reference", "--out", str(out), "--processes", "3"]
+    p = subprocess.run(ddp + ["--batch-sizes", "8,16"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    resumed = read_points(out / "points.jsonl")
+    budget_files.update(folder, resumed[0])  # one resumed point already has its budget
+    p = subprocess.run(ddp + ["--batch-sizes", "4,8,16", "--resume", "--update-budgets", str(folder)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     recorded = sorted(ln.split("|bs")[1].split()[0] for ln in p.stdout.splitlines() if ln.startswith("[vitcore] budget"))
     # bs4 is new; of the resumed bs8 and bs16, only the one without a budget (an interrupted recording)
-    assert recorded == sorted({"4", "8", "16"} - {str(resumed[0]["batch_size"])}), p.stdout
+    assert recorded == sorted({"4", "8", "16"} - {str(resumed[0]["batch_size"])}), p.stdout + p.stderr[-2000:]
+    entries = json.loads(next(folder.glob("*.json")).read_text())["entries"]
+    assert len(entries) == 3 and all(e["source"]["processes"] == 3 for e in entries.values())
+
+
+def test_update_budgets_records_three_processes_unless_told_and_refuses_fewer(tmp_path):
+    from vitcore import options, preflight
+
+    def resolved(*extra):
+        args = options.build_parser().parse_args(["bench", "--device", "cpu", "--out", str(tmp_path / "o"), *extra])
+        preflight.check_bench(args)
+        return args.processes
+
+    assert resolved() == 1 and resolved("--processes", "2") == 2
+    assert resolved("--update-budgets", str(tmp_path / "b")) == budget_files.MIN_RECORD_PROCESSES == 3
+    with pytest.raises(ConfigError, match="--processes 2 with --update-budgets: a budget needs at least 3"):
+        resolved("--update-budgets", str(tmp_path / "b"), "--processes", "2")
 
 
 def test_points_written_before_the_family_field_still_report(bench_dir, tmp_path):

@@ -208,8 +208,11 @@ def _bench(args, tp) -> tuple[int, list[dict]]:
         _print_points(measured, file=sys.stderr)
     if args.update_budgets:  # this run's planned points: measured now, or resumed and missing from the
         # budget file or newer than their entry (an interrupted recording); else they keep their entries
-        gating.update_budgets(args.update_budgets, [p for p in measured if points.key(p) in planned and (
-            points.key(p) not in before or not gating.has_budget(args.update_budgets, p))])
+        refused = gating.update_budgets(args.update_budgets, [p for p in measured if points.key(p) in planned and (
+            points.key(p) not in before or not gating.has_budget(args.update_budgets, p))],
+            allow_invariant_change=args.allow_invariant_change)
+    else:
+        refused = 0
     history = _finetune(args, device, model, tp) if args.finetune else None
     rc = gating.report_and_gate(args, measured, skipped, history, baseline)
     failed = [p for p in measured if p.get("status") not in ("ok", "oom")]
@@ -222,7 +225,7 @@ def _bench(args, tp) -> tuple[int, list[dict]]:
         print(console.report_line(analysis.summary(rows, verdicts, points.key)), file=sys.stderr)
     reused_n = sum(points.key(p) in before for p in measured)
     print(console.summary(measured, reused_n, time.monotonic() - started, args.out), file=sys.stderr)
-    return rc or (1 if failed else 0), rows
+    return rc or (1 if failed or refused else 0), rows
 
 
 def _run_record(args, profiles, model) -> dict:

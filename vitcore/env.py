@@ -43,15 +43,17 @@ def _version(pkg: str) -> str | None:
 
 @lru_cache(maxsize=1)
 def git_sha() -> str:
-    """VITCORE_GIT_SHA wins (a copied tree on a GPU host has no .git), then `git rev-parse`."""
+    """VITCORE_GIT_SHA wins (a copied tree on a GPU host has no .git), then `git rev-parse`. The
+    timeout is generous: on a loaded 2-core machine `git status` took seconds, and an "unknown" sha
+    makes --resume start fresh."""
     if os.environ.get("VITCORE_GIT_SHA"):
         return os.environ["VITCORE_GIT_SHA"]
     try:
         root = Path(__file__).resolve().parent.parent
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
+                             text=True, timeout=60).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+                               capture_output=True, text=True, timeout=60).stdout.strip()
         return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -178,9 +178,10 @@ def bench_parser(b: argparse.ArgumentParser) -> None:
     h.add_argument("--repeats", type=int, default=5, help="timed windows per process")
     h.add_argument("--min-window", type=float, default=1.0,
                    help="seconds each timed window lasts at least (more steps when steps are fast); 0: exactly --steps")
-    h.add_argument("--processes", type=int, default=1,
+    h.add_argument("--processes", type=int, default=None,
                    help="measure every group this many times in separate processes and pool their windows "
-                        "(the wall rule compares process medians and decides only with 5 a side: docs/gate.md)")
+                        "(the wall rule compares process medians and decides only with 5 a side: docs/gate.md); "
+                        "default 1, or 3 with --update-budgets (a budget is the band fresh processes span)")
     h.add_argument("--trace", action="store_true",
                    help="also profile 5 steps per point: OUT/traces/trace-*.txt (top operators) and gpu_busy per point")
     h.add_argument("--timeout", type=float, default=1800.0, help="seconds a process group may take")
@@ -206,6 +207,9 @@ def bench_parser(b: argparse.ArgumentParser) -> None:
     o.add_argument("--update-budgets", metavar="FOLDER", default=None,
                    help="record each measured point as this device's budget in FOLDER (gated values, the window "
                         "samples and provenance; see docs/gate.md)")
+    o.add_argument("--allow-invariant-change", action="store_true",
+                   help="with --update-budgets: record launches or steady memory that differ from another device's "
+                        "entry of the same architecture (a deliberate code change); else that entry is refused")
     gate_options(b, "--compare")
     t = b.add_argument_group("test only: injected regressions (docs/gate.md; such points are never budgets)")
     t.add_argument("--inject-device-pct", type=float, default=0.0,

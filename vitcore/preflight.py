@@ -34,9 +34,25 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 # --- commands ---------------------------------------------------------------------------------------
+def _recording_processes(args) -> None:
+    from vitcore.budget_files import MIN_RECORD_PROCESSES
+
+    recording = getattr(args, "update_budgets", None)
+    if getattr(args, "processes", 1) is None:
+        args.processes = MIN_RECORD_PROCESSES if recording else 1
+    elif recording and args.processes < MIN_RECORD_PROCESSES:
+        raise ConfigError(f"--processes {args.processes} with --update-budgets: a budget needs at least "
+                          f"{MIN_RECORD_PROCESSES} fresh processes (the band they span); leave --processes out")
+    if getattr(args, "allow_invariant_change", False) and not recording:
+        raise ConfigError("--allow-invariant-change needs --update-budgets FOLDER (it lets a recording replace "
+                          "another device's invariants)")
+
+
 def check_bench(args) -> None:
-    """`vitcore bench`: options, output and budget folders, the fine-tuning dataset."""
+    """`vitcore bench`: options, output and budget folders, the fine-tuning dataset. Resolves the
+    --processes default: 1, or budget_files.MIN_RECORD_PROCESSES when recording budgets."""
     _choices("--profile", [x.strip() for x in args.profile.split(",")], PROFILES)
+    _recording_processes(args)
     _common(args)
     if args.plugins is not None:
         if not args.plugins:
