@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import os
 import pickle
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,10 @@ PARITY_STEPS = 5
 # away from fp32 in logits, while torch_ddp_fp16 (fp32 weights) stays at 0.1%. Weight decay and
 # warm-up are those the recorded parity runs used (not the tiny preset's recipe).
 PARITY = dict(model="vit-tiny", batch_size=16, lr=1e-3, weight_decay=0.1, warmup_ratio=0.3)
+
+# A short CPU bench (every plugin the CPU runs: 5 entries) that test_report and test_bench_modes run
+CPU_BENCH = [sys.executable, "-m", "vitcore.cli", "bench", "--device", "cpu", "--model", "vit-tiny",
+             "--steps", "3", "--repeats", "3", "--warmup", "1", "--min-window", "0"]
 
 
 def run(data=None, **kw) -> dict:

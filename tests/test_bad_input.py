@@ -188,6 +188,7 @@ FRESH = [
 
 
 @pytest.mark.parametrize("argv", FRESH, ids=lambda a: " ".join(a))
+@pytest.mark.slow
 def test_bad_input_in_a_fresh_process_is_its_error_line_alone(d, tmp_path, argv):
     from tests import third_party_noise as noise
 
@@ -294,6 +295,7 @@ def test_report_skip_bad_names_each_line_and_reports_the_rest(d, tmp_path):
     assert len(json.loads((tmp_path / "points.json").read_text())) == 2
 
 
+@pytest.mark.slow
 def test_pytest_unknown_plugin_is_a_usage_error_not_an_internal_error():
     p = subprocess.run([sys.executable, "-m", "pytest", "--plugin=nope", "--collect-only", "-q", "-p", "no:cacheprovider",
                         "tests/test_registry.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -433,6 +433,7 @@ def test_a_budget_records_the_spread_it_was_measured_with(tmp_path):
     assert budget_files.lookup(budget_files.load(tmp_path, point()), point())["spread"] == 0.037
 
 
+@pytest.mark.slow
 def test_fail_on_memory_reaches_the_gate_through_the_cli(tmp_path):
     # the "--fail-on memory:N% ignored": `vitcore report --baseline` must pass it to the gate
     import subprocess

@@ -66,6 +66,7 @@ def check_roundtrip(label: str, got: dict, precision: str) -> None:
 
 
 @pytest.mark.parametrize("plugin", ["torch_ddp", "hybrid_parallel"])
+@pytest.mark.slow
 def test_resume_continues_loss_learning_rate_and_optimizer_state(plugin, tmp_path):
     cfg = RunConfig(plugin=plugin, **ROUNDTRIP)
     got = launch.run(train.checkpoint_roundtrip, cfg, None, 3, str(tmp_path / "ckpt"), RESUMED_STEPS,

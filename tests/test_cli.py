@@ -33,11 +33,13 @@ def _error_line(proc):
     (["--model", "vit-huge"], "unknown model 'vit-huge'; valid: vit-base, vit-tiny"),
     (["--plugin", "gemini", "--device", "cpu"], "plugin 'gemini' with bf16 needs CUDA (colossalai GeminiPlugin"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line(args, needle):
     line = _error_line(cli("train", "--device", "cpu", "--model", "vit-tiny", *args))
     assert needle in line
 
 
+@pytest.mark.slow
 def test_a_one_class_folder_is_one_line(tmp_path):
     from vitcore import data
 
@@ -78,6 +80,7 @@ def test_config_validation_property(batch, epochs, tp, world):
     ("freeze_gc=maybe", "--option 'freeze_gc=maybe': freeze_gc takes true or false"),
     ("attention=flash", "unknown attention 'flash'; valid: eager, sdpa"),
 ])
+@pytest.mark.slow
 def test_bench_option_bad_values_are_one_line(option, needle, tmp_path):
     line = _error_line(cli("bench", "--device", "cpu", "--plugins", "torch_ddp", "--no-reference",
                            "--option", option, "--out", str(tmp_path)))

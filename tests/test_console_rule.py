@@ -175,6 +175,7 @@ def test_train_sends_unknown_output_to_its_log_and_counts_it(tmp_path, nproc):
             assert f"{noise.MARK} {phase}: {channel}" in text, (phase, channel)
 
 
+@pytest.mark.slow
 def test_report_sends_unknown_output_to_its_log_and_counts_it(tmp_path):
     points = ROOT / "reports/h100/2026-11-24-0abb0f6/points.jsonl"
     p = cli_with_noise(tmp_path, "report", str(points), "--out", str(tmp_path / "r"))

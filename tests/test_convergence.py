@@ -96,6 +96,7 @@ def test_check_fails_when_the_plugin_is_broken(conv_data, reference):
         require_near_reference(hist, reference)
 
 
+@pytest.mark.slow
 def test_diverged_run_reports_the_step(embedded_1500):
     hist = run(embedded_1500, plugin="torch_ddp", precision="fp32", **(RECIPE | {"lr": 1e12, "epochs": 1}))
     assert hist["status"] == "diverged" and hist["diverged_at_step"] >= 1

@@ -15,6 +15,7 @@ def small():
     return data.load("embedded", subset=90)
 
 
+@pytest.mark.slow
 def test_embedded_schema_and_split_ratio():
     full = data.load("embedded")
     assert len(full.train) == 2250 and len(full.test) == 750

@@ -23,6 +23,7 @@ def test_python_m_vitcore_is_the_command():
     assert p.returncode == 0 and "torch_ddp" in p.stdout, p.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_the_wheelhouse_install_puts_vitcore_on_path_and_the_checkout_wins(tmp_path):
     """What scripts/wheelhouse.sh does for vitcore (a wheel of pyproject.toml, README.md and
     vitcore/), installed as the README installs the wheelhouse, then `vitcore` as typed there.

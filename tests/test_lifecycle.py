@@ -53,6 +53,7 @@ def alive(pids: set[int]) -> set[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.slow
 def test_sigkill_of_the_main_process_ends_its_workers_and_resume_completes_every_point(tmp_path):
     out = tmp_path / "b"
     proc = subprocess.Popen(BENCH + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -94,6 +95,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.slow
 def test_sigkill_of_a_pool_holder_ends_the_pool_worker(tmp_path):
     script = tmp_path / "holder.py"
     script.write_text(POOL_HOLDER)

@@ -17,6 +17,7 @@ def reference():
 
 @pytest.mark.parametrize("plugin,world", [("hybrid_parallel", 1), ("hybrid_parallel_tp2", 2),
                                           ("hybrid_parallel_pp2", 2)])
+@pytest.mark.slow
 def test_losses_match_torch_ddp(reference, plugin, world):
     got = run(plugin=plugin, world_size=world, **K)
     assert len(got["step_loss"]) == len(reference["step_loss"]) == 8
@@ -27,6 +28,7 @@ def test_losses_match_torch_ddp(reference, plugin, world):
     print(ev)
 
 
+@pytest.mark.slow
 def test_parity_check_fails_on_broken_training(reference):
     broken = run(plugin="hybrid_parallel", **(K | {"lr": 0.0}))
     with pytest.raises(CheckFailed, match="OUTSIDE"):
@@ -34,6 +36,7 @@ def test_parity_check_fails_on_broken_training(reference):
 
 
 @pytest.mark.parametrize("plugin", ["torch_ddp", "hybrid_parallel"])
+@pytest.mark.slow
 def test_data_parallel_two_processes_match_one_with_the_same_global_batch(reference, plugin):
     """dp=2 over gloo with 8 images per rank computes what one process computes with 16."""
     got = run(plugin=plugin, world_size=2, **(K | {"batch_size": 8}))

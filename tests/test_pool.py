@@ -40,6 +40,7 @@ def _timed(pool, fn, *args, timeout_s=120.0):
     return out, time.monotonic() - t0
 
 
+@pytest.mark.slow
 def test_the_worker_is_reused_and_a_second_case_does_not_pay_the_imports(pool):
     (pid1, world1), first = _timed(pool, workers.pid_and_world)
     (pid2, world2), second = _timed(pool, workers.pid_and_world)
@@ -70,6 +71,7 @@ def test_a_case_leaves_nothing_behind_for_the_next(pool):
 @pytest.mark.parametrize("case,args,exit_text", [(workers.exits, (3,), "exit code 3"),
                                                  (workers.killed_by, (signal.SIGSEGV,), "signal 11")],
                          ids=["os._exit(3)", "segfault"])
+@pytest.mark.slow
 def test_a_case_that_ends_its_worker_fails_alone_and_the_next_runs_in_a_new_one(pool, case, args, exit_text):
     pid = pool.run(workers.pid_and_world, timeout_s=120)[0]
     with pytest.raises(WorkerError) as e:
@@ -82,6 +84,7 @@ def test_a_case_that_ends_its_worker_fails_alone_and_the_next_runs_in_a_new_one(
     assert new_pid != pid and world == 1 and pool.workers_started == started + 1
 
 
+@pytest.mark.slow
 def test_a_hanging_case_times_out_alone_and_the_next_runs_in_a_new_worker(pool):
     pid = pool.run(workers.pid_and_world, timeout_s=120)[0]
     t0 = time.monotonic()
@@ -94,6 +97,7 @@ def test_a_hanging_case_times_out_alone_and_the_next_runs_in_a_new_worker(pool):
     assert pool.run(workers.pid_and_world, timeout_s=120)[0] not in (pid, None)
 
 
+@pytest.mark.slow
 def test_close_ends_the_worker_and_a_later_case_starts_a_new_one(tmp_path):
     p = WorkerPool("cpu", log_dir=tmp_path)
     pid = p.run(workers.pid_and_world, timeout_s=120)[0]
@@ -110,6 +114,7 @@ def _gone(pid: int, within_s: float = 15.0) -> bool:
     return not alive({pid})
 
 
+@pytest.mark.slow
 def test_a_single_use_pool_runs_each_case_in_a_worker_that_ran_nothing_started_ahead(tmp_path):
     """The performance tests' workers (tests/helpers.fresh_gpu_workers): a fresh process per case, as
     the budgets were measured, whose imports were paid before the case was sent."""
@@ -129,6 +134,7 @@ def test_a_single_use_pool_runs_each_case_in_a_worker_that_ran_nothing_started_a
     assert len(spares) == 2 and not any(alive({pid}) for pid in spares)  # close() ends the spares
 
 
+@pytest.mark.slow
 def test_a_spare_still_importing_is_killed_at_once_and_close_all_keeps_unused_spares(tmp_path):
     spare = WorkerPool("cpu", log_dir=tmp_path, single_use=True, spares=1)
     used = WorkerPool("cpu", log_dir=tmp_path)
@@ -152,6 +158,7 @@ def _probe_run(plugin: str, parity_data, probe, runner) -> dict:
     return runner(train.steps_then_probe, (cfg, parity_data, PARITY_STEPS, probe))
 
 
+@pytest.mark.slow
 def test_pooled_cases_equal_fresh_processes_bit_for_bit_for_plugins_in_sequence(pool, parity_data, probe):
     """colossalai.launch and destroy repeated in one worker for torch_ddp, hybrid_parallel, torch_ddp:
     every pooled run's losses and probe logits equal launch.spawn's exactly (same process count,
@@ -226,6 +233,7 @@ def _pytest(*args, env=None) -> subprocess.CompletedProcess:
                           text=True, timeout=300, cwd=ROOT, env=env)
 
 
+@pytest.mark.slow
 def test_performance_tests_are_collected_after_every_other_test():
     p = _pytest("--collect-only", "-q", "tests/test_gpu.py", "tests/test_pool.py", "--plugin", "torch_ddp")
     ids = [line for line in p.stdout.splitlines() if "::" in line]
@@ -235,6 +243,7 @@ def test_performance_tests_are_collected_after_every_other_test():
     assert perf == list(range(len(ids) - expected, len(ids))), ids
 
 
+@pytest.mark.slow
 def test_shared_gpu_tests_take_turns_by_function_so_no_worker_starts_waiting():
     p = _pytest("--collect-only", "-q", "-m", "gpu", "tests/test_gpu.py", "--plugin", "gemini,torch_ddp")
     ids = [line.split("::")[1] for line in p.stdout.splitlines() if "::" in line]

@@ -1,23 +1,17 @@
 """Bench matrix on CPU, resume after a kill, the HTML report (rendered in headless Chromium), the gate."""
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from vitcore import ConfigError, analysis, budget_files, budgets, gating, report
+from tests.helpers import CPU_BENCH as ALL
+from vitcore import ConfigError, analysis, budgets, gating, report
 from vitcore.points import key as point_key
 from vitcore.results import load, read_points
-
-ALL = [sys.executable, "-m", "vitcore.cli", "bench", "--device", "cpu", "--model", "vit-tiny",
-       "--steps", "3", "--repeats", "3", "--warmup", "1", "--min-window", "0"]  # every plugin: the CPU runs 5 entries
-BENCH = ALL + ["--plugins", "torch_ddp,hybrid_parallel"]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +23,7 @@ def bench_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_matrix_writes_every_point_and_the_skips(bench_dir):
     points = read_points(bench_dir / "points.jsonl")
     keys = {point_key(p) for p in points}
@@ -46,6 +41,7 @@ def keys_in_order(points):
     return (point_key(p) for p in points)
 
 
+@pytest.mark.slow
 def test_report_lists_skipped_plugins_with_reason(bench_dir):
     html = (bench_dir / "report.html").read_text()
     assert "needs CUDA" in html and "gemini" in html
@@ -54,6 +50,7 @@ def test_report_lists_skipped_plugins_with_reason(bench_dir):
     assert "bare_torch_ddp_fp16 fp16: fp16 autocast with a GradScaler needs CUDA" in html
 
 
+@pytest.mark.slow
 def test_report_states_the_harness_overhead(bench_dir):
     rows = analysis.harness_rows(json.loads((bench_dir / "points.json").read_text()))
     assert sorted(r["batch_size"] for r in rows) == [8, 16]
@@ -61,22 +58,7 @@ def test_report_states_the_harness_overhead(bench_dir):
     assert "Harness overhead" in (bench_dir / "summary.md").read_text()
 
 
-def test_ablation_flips_each_option_once_and_reports_its_effect(tmp_path):
-    p = subprocess.run(BENCH[:-2] + ["--plugins", "torch_ddp", "--batch-sizes", "8", "--no-reference",
-                                     "--ablate", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    points = read_points(tmp_path / "points.jsonl")
-    # on a CPU: attention, gradient checkpointing and the GC freeze (compile and fused Adam need CUDA)
-    assert sorted(q["variant"] for q in points) == ["", "attention=eager", "freeze_gc=True",
-                                                    "grad_checkpoint=True"]
-    assert [q["grad_checkpoint"] for q in points if q["variant"] == "grad_checkpoint=True"] == [True]
-    rows = analysis.ablation_rows(points)
-    assert len(rows) == 3 and all(r["delta"] is not None and r["base_images_per_s"] > 0 for r in rows)
-    table = (tmp_path / "summary.md").read_text()
-    assert "grad_checkpoint=True" in table and "attention=eager" in table
-
-
+@pytest.mark.slow
 def test_points_carry_ratio_to_the_reference(bench_dir):
     points = json.loads((bench_dir / "points.json").read_text())
     ddp = [p for p in points if p["plugin"] == "torch_ddp"]
@@ -149,6 +131,7 @@ def _assert_readable_at_1400x900(seen, n_points):
             assert lx0 >= x1 or lx1 <= x0 or ly0 >= y1 or ly1 <= y0, chart
 
 
+@pytest.mark.slow
 def test_cpu_report_reads_at_1400x900_in_headless_chromium(bench_dir, tmp_path):
     seen = _render((bench_dir / "report.html").read_text(), tmp_path)
     _assert_readable_at_1400x900(seen, len(read_points(bench_dir / "points.jsonl")))
@@ -165,6 +148,7 @@ H100_REPORTS = {"h100-matrix": ("reports/h100", "**/points.jsonl"),
 
 
 @pytest.mark.parametrize("which", H100_REPORTS)
+@pytest.mark.slow
 def test_committed_h100_report_reads_at_1400x900_in_headless_chromium(which, tmp_path):
     folder, pattern = H100_REPORTS[which]
     found = sorted(Path(folder).glob(pattern))
@@ -181,27 +165,9 @@ def test_committed_h100_report_reads_at_1400x900_in_headless_chromium(which, tmp
                for c in seen["charts"] for label in c["ylabels"])
 
 
-def test_kill_then_resume_measures_each_point_once(tmp_path):
-    out = tmp_path / "b"
-    cmd = BENCH + ["--batch-sizes", "4,8,16", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while len(read_points(out / "points.jsonl")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = read_points(out / "points.jsonl")
-    assert 2 <= len(before) < 18, "the kill should land mid-matrix"
-    p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    after = read_points(out / "points.jsonl")
-    keys = [point_key(x) for x in after]
-    assert len(keys) == len(set(keys)) == 21  # 5 entries, the reference, the bare loop; 3 batch sizes
-    assert after[: len(before)] == before  # finished points kept as they were
-
-
+@pytest.mark.slow
 def test_refuses_to_overwrite_without_resume(bench_dir):
-    p = subprocess.run(BENCH + ["--batch-sizes", "8", "--out", str(bench_dir)], capture_output=True, text=True,
+    p = subprocess.run(ALL + ["--plugins", "torch_ddp", "--batch-sizes", "8", "--out", str(bench_dir)], capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 2 and "exists; pass --resume" in p.stderr
 
@@ -223,6 +189,7 @@ def _gate_cli(tmp_path, current, baseline, *extra):
                            "--baseline", str(base), *extra], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_gate_fails_on_a_faster_baseline_and_passes_on_itself(bench_dir):
     points = _gpu_like(read_points(bench_dir / "points.jsonl"))
     th = budgets.parse_fail_on("throughput:5%,memory:2%")
@@ -231,6 +198,7 @@ def test_gate_fails_on_a_faster_baseline_and_passes_on_itself(bench_dir):
     assert budgets.compare_runs(points, points, th).regressions == []
 
 
+@pytest.mark.slow
 def test_gate_cli_exit_codes_and_a_verdict_per_metric_in_the_report(bench_dir, tmp_path):
     points = _gpu_like(read_points(bench_dir / "points.jsonl"))
     bad = _gate_cli(tmp_path, points, _gpu_like(read_points(bench_dir / "points.jsonl"), 1.10), "--fail-on",
@@ -249,6 +217,7 @@ def test_gate_cli_exit_codes_and_a_verdict_per_metric_in_the_report(bench_dir, t
     ("extra-point", "point(s) this run does not measure"),
     ("zero", "a baseline value must be a positive number"),
 ])
+@pytest.mark.slow
 def test_gate_fails_closed_in_one_line(bench_dir, tmp_path, case, needle):
     points = _gpu_like(read_points(bench_dir / "points.jsonl"))
     baseline = {"missing": None, "other-device": [p | {"gpu_name": "NVIDIA A100-SXM4-80GB", "gpu_count": 1}
@@ -278,6 +247,7 @@ def test_markdown_tables_from_committed_gpu_results():
     assert "| low_level_zero_s1 | fp16 | study |" in table
 
 
+@pytest.mark.slow
 def test_scaling_rows_compare_with_one_gpu_of_the_same_family(bench_dir):
     rows = analysis.scaling_rows(read_points(bench_dir / "points.jsonl"))
     tp2 = [r for r in rows if r["plugin"] == "hybrid_parallel_tp2"]
@@ -285,75 +255,7 @@ def test_scaling_rows_compare_with_one_gpu_of_the_same_family(bench_dir):
     assert "id='scaling'" in (bench_dir / "report.html").read_text()
 
 
-def test_nproc_list_measures_each_world_size_and_reports_scaling(tmp_path):
-    p = subprocess.run(BENCH[:-2] + ["--plugins", "torch_ddp", "--batch-sizes", "8", "--no-reference",
-                                     "--nproc", "1,2", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    points = read_points(tmp_path / "points.jsonl")
-    assert sorted(q["world_size"] for q in points) == [1, 2]
-    rows = analysis.scaling_rows(points)
-    assert len(rows) == 1 and rows[0]["world_size"] == 2 and rows[0]["efficiency"] > 0
-
-
-def test_trace_writes_the_top_operators_per_point(tmp_path):
-    p = subprocess.run(BENCH[:-2] + ["--plugins", "torch_ddp", "--batch-sizes", "4", "--no-reference",
-                                     "--trace", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    (trace,) = (tmp_path / "traces").glob("trace-torch_ddp-fp32-fast-ws1-bs4*.txt")
-    text = trace.read_text()
-    assert "ms/step" in text and "Self CPU" in text and "aten::" in text
-    (point,) = read_points(tmp_path / "points.jsonl")
-    assert point["trace"] == str(trace) and point["gpu_busy"] is None  # no GPU kernels on a CPU
-
-
-def test_gpu_busy_counts_each_kernel_once():
-    # operator rows and user annotations repeat their kernels' time; only device events count
-    from types import SimpleNamespace as E
-
-    from torch.autograd import DeviceType
-
-    from vitcore.profiling import kernel_seconds
-
-    avgs = [E(device_type=DeviceType.CPU, self_device_time_total=60_000, is_user_annotation=False),  # aten::mm
-            E(device_type=DeviceType.CUDA, self_device_time_total=100_000, is_user_annotation=True),  # DDP.forward
-            E(device_type=DeviceType.CUDA, self_device_time_total=60_000, is_user_annotation=False),  # its kernel
-            E(device_type=DeviceType.CUDA, self_device_time_total=40_000, is_user_annotation=False)]
-    assert kernel_seconds(avgs) == 0.1
-
-
-def test_update_budgets_records_what_this_run_measured_and_what_the_file_lacks(tmp_path):
-    out, folder = tmp_path / "b", tmp_path / "budgets"
-    ddp = ALL + ["--plugins", "torch_ddp", "--no-reference", "--out", str(out), "--processes", "3"]
-    p = subprocess.run(ddp + ["--batch-sizes", "8,16"], capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    resumed = read_points(out / "points.jsonl")
-    budget_files.update(folder, resumed[0])  # one resumed point already has its budget
-    p = subprocess.run(ddp + ["--batch-sizes", "4,8,16", "--resume", "--update-budgets", str(folder)],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    recorded = sorted(ln.split("|bs")[1].split()[0] for ln in p.stdout.splitlines() if ln.startswith("[vitcore] budget"))
-    # bs4 is new; of the resumed bs8 and bs16, only the one without a budget (an interrupted recording)
-    assert recorded == sorted({"4", "8", "16"} - {str(resumed[0]["batch_size"])}), p.stdout + p.stderr[-2000:]
-    entries = json.loads(next(folder.glob("*.json")).read_text())["entries"]
-    assert len(entries) == 3 and all(e["source"]["processes"] == 3 for e in entries.values())
-
-
-def test_update_budgets_records_three_processes_unless_told_and_refuses_fewer(tmp_path):
-    from vitcore import options, preflight
-
-    def resolved(*extra):
-        args = options.build_parser().parse_args(["bench", "--device", "cpu", "--out", str(tmp_path / "o"), *extra])
-        preflight.check_bench(args)
-        return args.processes
-
-    assert resolved() == 1 and resolved("--processes", "2") == 2
-    assert resolved("--update-budgets", str(tmp_path / "b")) == budget_files.MIN_RECORD_PROCESSES == 3
-    with pytest.raises(ConfigError, match="--processes 2 with --update-budgets: a budget needs at least 3"):
-        resolved("--update-budgets", str(tmp_path / "b"), "--processes", "2")
-
-
+@pytest.mark.slow
 def test_points_written_before_the_family_field_still_report(bench_dir, tmp_path):
     """A points file from an older version lacks `family`: the report takes it from the registry
     instead of stopping with a KeyError (found on a committed H100 point)."""

@@ -18,6 +18,7 @@ def _pytest(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_plugin_option_selects_only_that_family():
     p = _pytest("tests/test_gpu.py", "-m", "gpu", "--plugin=gemini", "--co", "-q")
     ids = [ln for ln in p.stdout.splitlines() if "::" in ln]
@@ -25,12 +26,14 @@ def test_plugin_option_selects_only_that_family():
     assert {i.split("[")[1].split("-")[0] for i in ids} == {"gemini", "gemini_auto", "gemini_offload"}
 
 
+@pytest.mark.slow
 def test_unknown_plugin_option_is_a_usage_error():
     p = _pytest("tests/test_gpu.py", "--plugin=zero9", "--co", "-q")
     assert p.returncode != 0 and "unknown plugin 'zero9'" in (p.stdout + p.stderr)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+@pytest.mark.slow
 def test_without_a_gpu_every_gpu_test_skips_with_the_reason():
     p = _pytest("tests/test_gpu.py", "-m", "gpu", "--plugin=torch_ddp", "-rs", "-q")
     assert p.returncode == 0, p.stdout[-2000:]
@@ -148,6 +151,7 @@ def test_the_fast_matrix_takes_batch_256_and_512():
 
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.19 GiB"),
                                    RuntimeError("CUDA error: out of memory")])  # as colossalai's kernels raise it
+@pytest.mark.slow
 def test_an_oom_at_512_is_a_result_of_every_kind_of_point(error, monkeypatch, tmp_path, cpu_process_group):
     def fake(item, timing):
         if item.batch_size == 512:

@@ -40,6 +40,7 @@ def both(small):
     return suite, plain.finetune(small, **K)
 
 
+@pytest.mark.slow
 def test_torch_ddp_losses_equal_the_plain_loop(both):
     suite, ref = both
     assert len(ref["step_loss"]) == TOTAL

@@ -131,6 +131,7 @@ def test_build_model_turns_a_load_failure_into_one_line_naming_the_file(saved, t
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_vitcore_train_with_a_corrupt_checkpoint_ends_in_one_error_line_exit_2(saved, tmp_path):
     """The issue's command, as a user runs it."""
     d = _copy(saved, tmp_path)
