@@ -10,7 +10,14 @@ import pytest
 import torch
 from _pytest.mark.expression import Expression
 
-from tests.helpers import interleave_shared_gpu, needs_gpus_alone, third_party_log
+from tests.helpers import (
+    XDIST_CHANNELS,
+    interleave_shared_gpu,
+    needs_gpus_alone,
+    third_party_log,
+    xdist_collect,
+    xdist_merge,
+)
 from vitcore import VitcoreError, budget_files, budgets, plugins, points, preflight
 from vitcore.config import profile_precision
 from vitcore.model import get_preset
@@ -271,18 +278,19 @@ def pytest_runtest_setup(item):
             pytest.skip(f"needs {need} GPUs; {torch.cuda.device_count()} present")
 
 
+# a worker's budget checks go to the controller, which prints the session's summary
+XDIST_CHANNELS["vitcore_budget_checks"] = (lambda config: asdict(config.stash[BUDGET_CHECKS]),
+                                           lambda config, data: config.stash[BUDGET_CHECKS].merge(data))
+
+
 def pytest_sessionfinish(session):
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:  # a pytest-xdist worker: the controller prints the summary
-        workeroutput["vitcore_budget_checks"] = asdict(session.config.stash[BUDGET_CHECKS])
+    xdist_collect(session.config)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
-    """pytest-xdist controller: add a finished worker's budget checks to this session's."""
-    got = getattr(node, "workeroutput", {}).get("vitcore_budget_checks")
-    if got:
-        node.config.stash[BUDGET_CHECKS].merge(got)
+    """pytest-xdist controller: a finished worker's channels (XDIST_CHANNELS) into this session."""
+    xdist_merge(node)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

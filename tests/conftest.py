@@ -1,4 +1,3 @@
-import json
 import os
 
 import pytest
@@ -8,6 +7,7 @@ from torch.utils.data import default_collate
 from tests.helpers import (
     PARITY,
     PARITY_STEPS,
+    XDIST_CHANNELS,
     computed_once,
     fresh_gpu_workers,
     gpu_share,
@@ -113,22 +113,18 @@ def gpu_results(pytestconfig) -> GpuResults:
     return pytestconfig.stash[GPU_RESULTS]
 
 
-def pytest_sessionfinish(session):
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None and GPU_RESULTS in session.config.stash:
-        # a pytest-xdist worker: its rows go to the controller, which writes the HTML report
-        # (JSON text: the rows are JSON already, see append_point, and the channel takes plain types)
-        workeroutput["vitcore_gpu_rows"] = json.dumps(session.config.stash[GPU_RESULTS].rows)
+def _gpu_rows(config):
+    return config.stash[GPU_RESULTS].rows if GPU_RESULTS in config.stash else None
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node, error):
-    rows = getattr(node, "workeroutput", {}).get("vitcore_gpu_rows")
-    if rows:
-        stash = node.config.stash
-        if GPU_RESULTS not in stash:
-            stash[GPU_RESULTS] = GpuResults(None)  # the workers wrote --results-out already
-        stash[GPU_RESULTS].rows += json.loads(rows)
+def _add_gpu_rows(config, rows):
+    if GPU_RESULTS not in config.stash:
+        config.stash[GPU_RESULTS] = GpuResults(None)  # the workers wrote --results-out already
+    config.stash[GPU_RESULTS].rows += rows
+
+
+# a worker's result rows go to the controller, which writes the HTML report
+XDIST_CHANNELS["vitcore_gpu_rows"] = (_gpu_rows, _add_gpu_rows)
 
 
 @pytest.hookimpl(optionalhook=True)

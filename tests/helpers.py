@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import pickle
 import sys
@@ -252,3 +253,27 @@ def check_budgets(cfgs, request, gpu_results, budget_checks, groups: tuple[str, 
         if request.config.getoption("--allow-missing-budgets"):
             pytest.skip("--allow-missing-budgets: " + "; ".join(missing))
         pytest.fail("; ".join(missing), pytrace=False)
+
+
+# --- what a pytest-xdist worker hands its controller -------------------------------------------------
+# name -> (collect(config): JSON-able data or None, merge(config, data)). The root conftest registers
+# the budget checks, tests/conftest.py the GPU result rows; the two hooks in the root conftest
+# (xdist_collect, xdist_merge) are the one transfer. JSON text: execnet sends plain types only.
+XDIST_CHANNELS: dict[str, tuple] = {}
+
+
+def xdist_collect(config) -> None:
+    out = getattr(config, "workeroutput", None)
+    if out is None:  # not an xdist worker
+        return
+    for name, (collect, _) in XDIST_CHANNELS.items():
+        data = collect(config)
+        if data is not None:
+            out[name] = json.dumps(data)
+
+
+def xdist_merge(node) -> None:
+    got = getattr(node, "workeroutput", {})
+    for name, (_, merge) in XDIST_CHANNELS.items():
+        if got.get(name):
+            merge(node.config, json.loads(got[name]))

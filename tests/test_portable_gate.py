@@ -156,9 +156,17 @@ def test_the_summary_counts_points_judged_on_device_time_on_invariants_only_and_
                         "device), 1 not at all; 0 failing verdicts")
     assert "invariants only: torch_ddp_fp16|fp16|fast|vit-base|ws1|bs128 (no device_time)" in lines
     assert "not judged: torch_fsdp|bf16|fast|vit-base|ws1|bs32" in lines
-    merged = BudgetChecks()
-    merged.merge({"judged": checks.judged, "missing": checks.missing, "violations": ["x"], "wall": ["w"]})
-    assert merged.summary()[0].endswith("1 failing verdicts") and "  w" in merged.summary()
+    checks.violations.append("x")
+    checks.wall.append("w")
+    # through pytest-xdist's channel: a worker's checks, as JSON, into the controller's summary
+    from conftest import BUDGET_CHECKS
+
+    worker = SimpleNamespace(workeroutput={}, stash={BUDGET_CHECKS: checks})
+    helpers.xdist_collect(worker)
+    controller = SimpleNamespace(stash={BUDGET_CHECKS: BudgetChecks()})
+    helpers.xdist_merge(SimpleNamespace(workeroutput=worker.workeroutput, config=controller))
+    merged = controller.stash[BUDGET_CHECKS].summary()
+    assert merged == checks.summary() and merged[0].endswith("1 failing verdicts") and "FAILED x" in merged
 
 
 def test_recording_an_invariant_that_contradicts_the_architecture_fails_naming_both(tmp_path):

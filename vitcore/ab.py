@@ -155,7 +155,7 @@ def run(opts) -> int:
     base, head = pooled(runs["base"]), pooled(runs["head"])
     for side, rows in (("base", base), ("head", head)):
         (out / f"{side}.jsonl").write_text("".join(json.dumps(p, sort_keys=True) + "\n" for p in rows))
-    tol = budgets.tolerances(budgets.parse_fail_on(opts.fail_on) if opts.fail_on else None)
+    tol = budgets.fail_on_tolerances(opts.fail_on)
     gate = budgets.compare_runs(head, base, tol)
     for line in gate.improvements + gate.inconclusive:
         print(f"[vitcore] {'improved' if line in gate.improvements else 'inconclusive'}: {line}", file=sys.stderr)

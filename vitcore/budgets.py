@@ -78,6 +78,11 @@ def tolerances(overrides: dict[str, float] | None = None) -> dict[str, float]:
     return out | (overrides or {})
 
 
+def fail_on_tolerances(text: str | None) -> dict[str, float]:
+    """The tolerances a `--fail-on` text sets (every command parses it here); the defaults without one."""
+    return tolerances(parse_fail_on(text) if text else None)
+
+
 def parse_fail_on(text: str) -> dict[str, float]:
     """`throughput:5%,memory:2%` -> {"throughput": 0.05, "memory": 0.02}."""
     groups = points.gate_groups()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from vitcore import ConfigError, plugins
@@ -223,3 +224,11 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def zero_steps_message(train_n: int, batch_size: int, dp_size: int) -> str:
+    """An epoch without an optimizer step is an error, never a train_loss of 0 (drop_last=True)."""
+    per_rank = math.ceil(train_n / dp_size)  # DistributedSampler pads the shards to equal sizes
+    return (f"the train split has {train_n} images, {per_rank} per data-parallel rank ({dp_size} ranks): less "
+            f"than one batch of --batch-size {batch_size}, so an epoch would run no optimizer step (the last "
+            f"partial batch is dropped); use --batch-size <= {per_rank} or a larger --subset")

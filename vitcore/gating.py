@@ -30,7 +30,7 @@ def until_decided(args, groups, timing, measured, baseline) -> list[dict]:
     process at a time, pooling windows, until decided or N more processes."""
     from vitcore import bench  # torch and colossalai (10 s): only when re-measuring
 
-    tol = budgets.tolerances(budgets.parse_fail_on(args.fail_on) if args.fail_on else None)
+    tol = budgets.fail_on_tolerances(args.fail_on)
     for _ in range(args.until_decided):
         gate = budgets.compare_runs(measured, baseline, tol, allow_missing=True)
         open_keys = {k for k, vs in gate.verdicts.items() if any(v.outcome == "inconclusive" for v in vs)}
@@ -47,7 +47,7 @@ def report_and_gate(args, rows, skipped, history, baseline) -> int:
     verdicts, notes, rc = budget_verdicts(args.budgets, rows)
     if baseline is not None:
         path = getattr(args, "compare", None) or getattr(args, "baseline", None)
-        tol = budgets.tolerances(budgets.parse_fail_on(args.fail_on) if args.fail_on else None)
+        tol = budgets.fail_on_tolerances(args.fail_on)
         rule = ",".join(f"{g}:{t:.0%}" for g, t in tol.items())
         gate = budgets.compare_runs(rows, baseline, tol, allow_missing=args.allow_missing)
         verdicts = {k: budgets.verdict_cell(v) for k, v in gate.verdicts.items()}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vitcore import ConfigError, DataError, VitcoreError, budgets, plugins, points, results
 from vitcore import model as model_mod
-from vitcore.config import PROFILES, RunConfig
+from vitcore.config import PROFILES, RunConfig, zero_steps_message
 from vitcore.model import PRESETS
 
 DEVICES = ("auto", "cuda", "cpu")
@@ -72,8 +72,7 @@ def check_bench(args) -> None:
     for flag in ("--inject-device-pct", "--inject-host-pct"):
         _non_negative(flag, getattr(args, flag[2:].replace("-", "_"), 0.0), "percent")
     _positive("--timeout", args.timeout, "seconds")
-    if getattr(args, "fail_on", None):
-        budgets.parse_fail_on(args.fail_on)
+    budgets.fail_on_tolerances(getattr(args, "fail_on", None))  # a malformed --fail-on: one line, now
     if getattr(args, "until_decided", 0) and not getattr(args, "compare", None):
         raise ConfigError(f"--until-decided {args.until_decided} needs --compare BASELINE (it re-measures the "
                           "points whose verdict against it is inconclusive)")
@@ -166,16 +165,7 @@ def check_report(args) -> None:
         if side.is_file():
             check_json_file(side, "skipped list", list)
     check_budget_folder(getattr(args, "budgets", None), "--budgets")
-    if getattr(args, "fail_on", None):
-        budgets.parse_fail_on(args.fail_on)
-
-
-def zero_steps_message(train_n: int, batch_size: int, dp_size: int) -> str:
-    """An epoch without an optimizer step is an error, never a train_loss of 0 (drop_last=True)."""
-    per_rank = math.ceil(train_n / dp_size)  # DistributedSampler pads the shards to equal sizes
-    return (f"the train split has {train_n} images, {per_rank} per data-parallel rank ({dp_size} ranks): less "
-            f"than one batch of --batch-size {batch_size}, so an epoch would run no optimizer step (the last "
-            f"partial batch is dropped); use --batch-size <= {per_rank} or a larger --subset")
+    budgets.fail_on_tolerances(getattr(args, "fail_on", None))  # a malformed --fail-on: one line, now
 
 
 # --- files and folders ------------------------------------------------------------------------------

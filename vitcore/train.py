@@ -30,10 +30,9 @@ from vitcore.checkpoint import (
     save_checkpoint,
     set_loss_scale,
 )
-from vitcore.config import RunConfig
+from vitcore.config import RunConfig, zero_steps_message
 from vitcore.launch import resolve_device
 from vitcore.plugins import BuildContext, booster_kwargs
-from vitcore.preflight import zero_steps_message
 from vitcore.schedule import warmup_cosine
 
 
