@@ -210,11 +210,13 @@ stage_gemini_leftover() {  # gemini bf16 bs32 then bs128, GEMINI_PROCS fresh pro
   done
 }
 
-stage_tier_gemini() {  # issue 15: `pytest -m gpu --plugin=gemini` as a user types it (default workers), timed
+stage_tier_gemini() {  # issue 15/26: `pytest -m gpu --plugin=gemini` as a user types it (default workers), timed;
+  # only the report's location added, the console kept beside it (issue 26: only the suite's lines and pytest's)
   mkdir -p "reports/gpu/$RUN"; local t0=$SECONDS
-  timeout -s INT -k 30 "${TIER_T:-300}" $py -m pytest -m gpu --plugin=gemini -p no:cacheprovider -q -rA --durations=20 \
-    --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/pytest-gpu-gemini.html" --self-contained-html
-  echo "pytest -m gpu --plugin=gemini: exit $?, wall $((SECONDS - t0)) s" | tee "reports/gpu/$RUN/tier-gemini-wall.txt"
+  timeout -s INT -k 30 "${TIER_T:-560}" $py -m pytest -m gpu --plugin=gemini \
+    --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/pytest-gpu-gemini.html" --self-contained-html \
+    2>&1 | tee "reports/gpu/$RUN/console.log"
+  echo "pytest -m gpu --plugin=gemini: exit ${PIPESTATUS[0]}, wall $((SECONDS - t0)) s" | tee "reports/gpu/$RUN/tier-gemini-wall.txt"
 }
 stage_tier() {  # issue 15: the whole `pytest -m gpu` with no extra flags, timed
   mkdir -p "reports/gpu/$RUN"; local t0=$SECONDS
@@ -239,17 +241,21 @@ stage_pg_check() { gate_pytest "check${CHECK:-1}" "${GATE_T:-300}"; }  # (c) unc
 stage_pg_check2() { CHECK=2 stage_pg_check; }
 stage_pg_check3() { CHECK=3 stage_pg_check; }
 stage_pg_inject() { gate_pytest inject-device-3pct "${GATE_T:-300}" --perf-inject-device-pct 3; }  # (d) must fail on every point
+ab_run() {  # NAME [vitcore ab args]: one A/B run into $GATE/NAME, its console beside it, its wall time in walls.txt
+  local name=$1; shift
+  mkdir -p "$GATE"; local t0=$SECONDS
+  timeout -s INT -k 30 "${GATE_T:-560}" $py -m vitcore ab --plugins "${AB_PLUGINS:-torch_ddp_fp16}" \
+    --batch-sizes "${AB_BS:-128}" --processes "${AB_N:-5}" --out "$GATE/$name" "$@" 2>&1 | tee "$GATE/$name.console.log"
+  echo "$name: exit ${PIPESTATUS[0]}, wall $((SECONDS - t0)) s" | tee -a "$GATE/walls.txt"
+}
 stage_pg_ab_host() {  # (d) a host sleep of AB_PCT% per step in the head side only: A/B decides it
-  timeout "${GATE_T:-560}" $py -m vitcore.cli ab --base-tree "$PWD" --plugins "${AB_PLUGINS:-torch_ddp_fp16}" \
-    --batch-sizes "${AB_BS:-128}" --processes "${AB_N:-5}" --inject-host-pct "${AB_PCT:-10}" --out "$GATE/ab-host-${AB_PCT:-10}"
+  ab_run "ab-host-${AB_PCT:-10}pct" --base-tree "$PWD" --inject-host-pct "${AB_PCT:-10}"
 }
 stage_pg_ab_same() {  # unchanged code through the A/B mode: nothing regressed
-  timeout "${GATE_T:-560}" $py -m vitcore.cli ab --base-tree "$PWD" --plugins "${AB_PLUGINS:-torch_ddp_fp16}" \
-    --batch-sizes "${AB_BS:-128}" --processes "${AB_N:-5}" --out "$GATE/ab-same"
+  ab_run ab-same --base-tree "$PWD"
 }
-stage_pg_ab_change() {  # a real change, both directions: AB_BASE_TREE holds the other revision's code
-  timeout "${GATE_T:-560}" $py -m vitcore.cli ab --base-tree "$AB_BASE_TREE" --plugins "${AB_PLUGINS:-torch_ddp_fp16}" \
-    --batch-sizes "${AB_BS:-128}" --processes "${AB_N:-5}" --out "$GATE/ab-change-$(basename "$AB_BASE_TREE")"
+stage_pg_ab_change() {  # (e) a real change: AB_BASE_TREE (and AB_HEAD_TREE, default this tree) hold the two revisions' code
+  ab_run "ab-change-$(basename "$AB_BASE_TREE")" --base-tree "$AB_BASE_TREE" ${AB_HEAD_TREE:+--head-tree "$AB_HEAD_TREE"}
 }
 
 export VITCORE_GIT_SHA=${VITCORE_GIT_SHA:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
