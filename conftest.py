@@ -35,6 +35,7 @@ class BudgetChecks:
     missing: dict[str, list[str]] = field(default_factory=dict)  # point -> groups without one
     violations: list[str] = field(default_factory=list)
     wall: list[str] = field(default_factory=list)
+    unjudged: list[str] = field(default_factory=list)  # why a point's wall time was not judged (NoBudget)
 
     def record(self, point: dict, groups, verdicts, lacking) -> list[str]:
         """Notes one point's gated verdicts; returns its failing ones (the test fails on them). An
@@ -50,7 +51,8 @@ class BudgetChecks:
         return failing
 
     def report(self, verdicts, lacking) -> None:
-        self.wall += [f"{v} (budget of {dev})" for v, dev in verdicts] + [f"not judged: {m}" for m in lacking]
+        self.wall += [f"{v} (budget of {dev})" for v, dev in verdicts]
+        self.unjudged += [m for m in lacking if m not in self.unjudged]
 
     def merge(self, other: dict) -> None:
         for name in ("judged", "missing"):
@@ -59,6 +61,7 @@ class BudgetChecks:
                 mine += [g for g in groups if g not in mine]
         self.violations += other["violations"]
         self.wall += other["wall"]
+        self.unjudged += [m for m in other["unjudged"] if m not in self.unjudged]
 
     def summary(self) -> list[str]:
         if not self.judged:
@@ -73,10 +76,11 @@ class BudgetChecks:
         out += [f"FAILED {v}" for v in self.violations]
         out += [f"invariants only: {k} (no {', '.join(self.missing[k])})" for k in invariants]
         out += [f"not judged: {k}" for k in none]
-        if self.wall:
+        if self.wall or self.unjudged:
             out.append("wall time, reported and not gated here (one process a side cannot decide it; "
                        "`vitcore ab` decides it: docs/gate.md):")
             out += [f"  {w}" for w in self.wall]
+            out += [f"  not judged: {budget_files.join_missing(self.unjudged)}"] if self.unjudged else []
         return out
 
 

@@ -251,8 +251,8 @@ def check_budgets(cfgs, request, gpu_results, budget_checks, groups: tuple[str, 
     assert not problems, "; ".join(problems)
     if missing:
         if request.config.getoption("--allow-missing-budgets"):
-            pytest.skip("--allow-missing-budgets: " + "; ".join(missing))
-        pytest.fail("; ".join(missing), pytrace=False)
+            pytest.skip("--allow-missing-budgets: " + budget_files.join_missing(missing))
+        pytest.fail(budget_files.join_missing(missing), pytrace=False)
 
 
 # --- what a pytest-xdist worker hands its controller -------------------------------------------------

@@ -136,6 +136,7 @@ def test_a_performance_test_without_its_budget_fails_naming_the_device_and_the_r
     with pytest.raises(pytest.fail.Exception) as e:
         _check(monkeypatch, tmp_path, p)
     assert device_identity(H200) in str(e.value) and "pytest -m gpu -k performance --update-budgets" in str(e.value)
+    assert str(e.value).count("pytest -m gpu -k performance --update-budgets") == 1, "the record command once, however many groups lack a budget"
     with pytest.raises(pytest.skip.Exception, match="--allow-missing-budgets: no budget file"):
         _check(monkeypatch, tmp_path, p, **{"--allow-missing-budgets": True})
 
@@ -158,6 +159,16 @@ def test_the_summary_counts_points_judged_on_device_time_on_invariants_only_and_
     assert "not judged: torch_fsdp|bf16|fast|vit-base|ws1|bs32" in lines
     checks.violations.append("x")
     checks.wall.append("w")
+    # wall time not judged: every point's reason in one line, the record command once (not once a point);
+    # the H200's own file, which has no gemini entry
+    for name, book in committed_books():
+        if name == device_identity(H200):
+            (tmp_path / f"{name}.json").write_text(json.dumps(book))
+    for p in (h100_point("gemini|bf16|fast|vit-base|ws1|bs32", **H200), h100_point("gemini|bf16|fast|vit-base|ws1|bs128", **H200)):
+        checks.report(*helpers.judge_point(tmp_path, p, ("throughput",)))
+    unjudged = [ln for ln in checks.summary() if "not judged: no budget" in ln]
+    assert len(unjudged) == 1 and unjudged[0].count("pytest -m gpu -k performance --update-budgets") == 1, unjudged
+    assert "'gemini|bf16|fast|vit-base|ws1|bs32', 'gemini|bf16|fast|vit-base|ws1|bs128' for device" in unjudged[0]
     # through pytest-xdist's channel: a worker's checks, as JSON, into the controller's summary
     from conftest import BUDGET_CHECKS
 
@@ -216,8 +227,13 @@ p = dict(plugin="torch_ddp", family="torch_ddp", precision="fp32", profile="fast
          world_size=1, batch_size=4, status="ok", images_per_s=win[1], images_per_s_windows=win, spread=0.04,
          images_per_s_process_medians=[win[1]], processes=1, step_time_s=4 / win[1], mfu=None, repeats=3,
          gpu_name=None, gpu_count=0, torch="2.13.0", cuda=None, device="cpu", launches_per_step={launches},
-         date="2026-12-02", git_sha="fake", dataset="synthetic-tensors", weights="random-init")
+         date="2026-12-02", git_sha=os.environ.get("VITCORE_GIT_SHA", "git"), dataset="synthetic-tensors",
+         weights="random-init")
 print(json.dumps(p))
+out = sys.argv[sys.argv.index("--out") + 1]  # as bench does: the process's points under its --out
+os.makedirs(out)
+with open(os.path.join(out, "points.jsonl"), "w") as f:
+    print(json.dumps(p), file=f)
 '''
 
 
@@ -261,6 +277,21 @@ def test_ab_runs_both_trees_interleaved_and_judges_head_against_base(tmp_path, h
         assert out["improvements"] and not out["regressions"]
     else:
         assert "launches/step 99 vs budget 100" in text and "stale" in text and out["regressions"]
+
+
+def test_ab_keeps_every_process_points_under_a_relative_out_while_each_runs_in_its_own_tree(tmp_path, monkeypatch):
+    base = fake_tree(tmp_path / "base", 1000.0)
+    head = fake_tree(tmp_path / "head", 1000.0)
+    monkeypatch.chdir(tmp_path)
+    opts = ab_opts(tmp_path, base, head)
+    opts.out = "ab"  # relative, as the documented CI job gives it
+    ab.run(opts)
+    for side in ("base", "head"):
+        assert len(list((tmp_path / "ab" / side).glob("p*/points.jsonl"))) == 5, side
+        assert not (tmp_path / side / "ab").exists(), "a process's points landed in its tree"
+        # the code each side ran, named by its tree (git could not tell: the trees have no .git)
+        (point,) = [json.loads(ln) for ln in (tmp_path / "ab" / f"{side}.jsonl").read_text().splitlines()]
+        assert point["git_sha"] == f"tree:{side}"
 
 
 def test_ab_bad_input_is_one_line_before_anything_runs(tmp_path):

@@ -78,10 +78,14 @@ def bench_argv(opts, out: Path, side: str) -> list[str]:
     return argv
 
 
-def measure(argv: list[str], tree: Path, log: Path, timeout_s: float) -> list[dict]:
+def measure(argv: list[str], tree: Path, log: Path, timeout_s: float, code: str | None = None) -> list[dict]:
     """Run one bench process in `tree` (its own vitcore first on the path); its points (stdout JSON)."""
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tree)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    env.pop("VITCORE_GIT_SHA", None)  # each tree names its own commit
+    # the points' git_sha: `code` where git cannot tell (a tree copied without .git reads whatever
+    # repository encloses it: an H200 A/B's points named a stale 1d2c6fa-dirty), else the tree's own commit
+    env.pop("VITCORE_GIT_SHA", None)
+    if code:
+        env["VITCORE_GIT_SHA"] = code
     with open(log, "a") as f:
         f.write(f"--- {' '.join(argv)} (in {tree})\n")
         f.flush()
@@ -136,7 +140,11 @@ def run(opts) -> int:
         sha = resolve(opts.base)
     head_sha = (f"tree {opts.head_tree}" if opts.head_tree else os.environ.get("VITCORE_GIT_SHA") or resolve("HEAD"))
     order = schedule(opts.processes)
-    out = Path(opts.out)
+    code = {"base": f"tree:{Path(opts.base_tree).name}" if opts.base_tree else None,  # a worktree: git knows
+            "head": f"tree:{Path(opts.head_tree).name}" if opts.head_tree else os.environ.get("VITCORE_GIT_SHA")}
+    # absolute: each bench process runs in its tree (cwd), and a relative --out would put its points
+    # there (an H200 A/B of two trees kept none of them under --out)
+    out = Path(opts.out).resolve()
     if out.exists() and any(out.iterdir()):
         raise VitcoreError(f"--out {str(out)!r} is not empty: `vitcore ab` starts fresh; give another folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +157,8 @@ def run(opts) -> int:
         for i, side in enumerate(order, 1):
             t0 = time.monotonic()
             tree = base_tree if side == "base" else head_root
-            rows = measure(bench_argv(opts, out / side / f"p{len(runs[side])}", side), tree, log, opts.timeout)
+            rows = measure(bench_argv(opts, out / side / f"p{len(runs[side])}", side), tree, log, opts.timeout,
+                           code[side])
             runs[side].append(rows)
             print(f"[{i}/{len(order)}] {side}: {len(rows)} points, {time.monotonic() - t0:.0f} s", file=sys.stderr)
     base, head = pooled(runs["base"]), pooled(runs["head"])

@@ -17,6 +17,7 @@ and provenance. Only `--update-budgets` writes entries.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -63,6 +64,29 @@ def lookup(book: dict, point: dict) -> dict:
     except KeyError:
         raise NoBudget(f"no budget entry {points.key_text(point)!r} for device {device_identity(point)!r}; "
                        f"{RECORD_HINT}") from None
+
+
+_NO_ENTRY = re.compile(r"^no budget entry '(?P<key>[^']+)' for device '(?P<device>[^']+)'$")
+
+
+def join_missing(reasons: list[str]) -> str:
+    """Several NoBudget reasons as one line: the record command once, and the entries one device
+    lacks listed together (a test of 2 points on a new GPU said the same sentence twice)."""
+    bare, hint = [], False
+    for r in dict.fromkeys(reasons):
+        hint |= r.endswith(f"; {RECORD_HINT}")
+        bare.append(r.removesuffix(f"; {RECORD_HINT}"))
+    by_device: dict[str, list[str]] = {}
+    rest = []
+    for r in bare:
+        m = _NO_ENTRY.match(r)
+        if m:
+            by_device.setdefault(m["device"], []).append(m["key"])
+        else:
+            rest.append(r)
+    parts = rest + [f"no budget entr{'y' if len(keys) == 1 else 'ies'} {', '.join(repr(k) for k in keys)} for device {d!r}"
+                    for d, keys in by_device.items()]
+    return "; ".join(parts + ([RECORD_HINT] if hint else []))
 
 
 def same_arch(folder, point: dict) -> list[tuple[str, dict]]:
