@@ -18,10 +18,13 @@ from tests.helpers import (
     xdist_collect,
     xdist_merge,
 )
-from vitcore import VitcoreError, budget_files, budgets, plugins, points, preflight
-from vitcore.config import profile_precision
-from vitcore.model import get_preset
-from vitcore.points import key_text
+from vitcore import VitcoreError
+from vitcore.cli import preflight
+from vitcore.gate import budget_files, budgets
+from vitcore.inputs.model import get_preset
+from vitcore.spec import plugins, points
+from vitcore.spec.config import profile_precision
+from vitcore.spec.points import key_text
 
 
 @dataclass
@@ -329,8 +332,8 @@ _CONFIG: dict = {}
 @pytest.hookimpl(optionalhook=True)
 def pytest_metadata(metadata, config):
     """The pytest-html Environment table: where the run happened and against which budgets."""
-    from vitcore import budget_files
-    from vitcore.env import environment
+    from vitcore.gate import budget_files
+    from vitcore.spec.env import environment
 
     # an xdist controller never opens a CUDA context (it would hold GPU memory beside the workers
     # that measure); pytest-metadata replaces these rows with a worker's when it goes down

@@ -14,10 +14,12 @@ from tests.helpers import (
     needs_gpus_alone,
     worker_output,
 )
-from vitcore import analysis, data, launch, report, worker_pool
-from vitcore.config import RunConfig
-from vitcore.env import environment
-from vitcore.results import append_point
+from vitcore.inputs import data
+from vitcore.processes import launch, worker_pool
+from vitcore.reporting import analysis, report
+from vitcore.spec.config import RunConfig
+from vitcore.spec.env import environment
+from vitcore.store.results import append_point
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +42,7 @@ def probe(parity_data):
 @pytest.fixture(scope="session")
 def gpu_pool(pytestconfig):
     """This pytest process's (xdist worker's) long-lived GPU worker: it imports once and runs the
-    correctness cases one after another, each isolated (vitcore/worker_pool.py). Started at the
+    correctness cases one after another, each isolated (vitcore/processes/worker_pool.py). Started at the
     first case, ended at the session's end."""
     with worker_pool.WorkerPool("cuda", output=worker_output(pytestconfig)) as pool:
         yield pool
@@ -50,7 +52,7 @@ def gpu_pool(pytestconfig):
 def ddp_reference(pytestconfig, parity_data, probe, gpu_pool):
     """The torch_ddp fp32 run every parity test compares with: computed once per session (by the
     first xdist worker that needs it; the others read it) for this preset, recipe, seed and steps."""
-    from vitcore import train  # colossalai: imported where a GPU case needs it (tests/helpers.run)
+    from vitcore.training import train  # colossalai: imported where a GPU case needs it (tests/helpers.run)
 
     cfg = RunConfig(plugin="torch_ddp", precision="fp32", device="cuda", **PARITY)
     key = (cfg, PARITY_STEPS, parity_data.source, len(parity_data.train), len(parity_data.test))

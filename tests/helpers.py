@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
-from vitcore import VitcoreError, budget_files, launch, results, worker_pool
-from vitcore.checks import TOLERANCES, compare, require
-from vitcore.config import RunConfig
-from vitcore.points import key_text
-from vitcore.timing import Timing, pool
+from vitcore import VitcoreError, files
+from vitcore.gate import budget_files
+from vitcore.measure.timing import Timing, pool
+from vitcore.processes import launch, worker_pool
+from vitcore.spec.checks import TOLERANCES, compare, require
+from vitcore.spec.config import RunConfig
+from vitcore.spec.points import key_text
 
 PARITY_STEPS = 5
 # Parity and checkpoints use the tiny preset at lr 1e-3 (the CPU parity recipe). Measured on an
@@ -38,7 +40,9 @@ CPU_BENCH = [sys.executable, "-m", "vitcore.cli", "bench", "--device", "cpu", "-
 
 
 def run(data=None, **kw) -> dict:
-    from vitcore import train  # colossalai's booster: 6 s of every pytest process's start-up otherwise
+    from vitcore.training import (
+        train,  # colossalai's booster: 6 s of every pytest process's start-up otherwise
+    )
 
     cfg = RunConfig(**({"dataset": "embedded", "device": "cpu", "timeout_s": 300} | kw))
     return launch.run(train.finetune, cfg, data, world_size=cfg.world_size, device=cfg.device,
@@ -99,7 +103,7 @@ def computed_once(config, name: str, key: Any, compute: Callable[[], Any]) -> An
         if path.exists():
             return pickle.loads(path.read_bytes())
         value = compute()
-        results.write_atomic_bytes(path, pickle.dumps(value))
+        files.write_atomic_bytes(path, pickle.dumps(value))
         return value
 
 
@@ -173,7 +177,7 @@ def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str
 
 
 def _measure(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
-    from vitcore.bench import measure_group  # imports colossalai: see run()
+    from vitcore.measure.bench import measure_group  # imports colossalai: see run()
 
     c0 = cfgs[0]
     opt = request.config.getoption

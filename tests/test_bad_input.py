@@ -20,9 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitcore import budgets, cli, data
-from vitcore.config import OPTIONS
-from vitcore.model import ATTENTION
+from vitcore.cli import commands as cli
+from vitcore.gate import budgets
+from vitcore.inputs import data
+from vitcore.inputs.model import ATTENTION
+from vitcore.spec.config import OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ["train", "--device", "cpu", "--model", "vit-tiny", "--dataset", "embedded"]
@@ -346,8 +348,10 @@ def test_pytest_options_are_checked_at_session_start(d, given, needle):
 
 def test_an_epoch_without_an_optimizer_step_is_an_error_in_the_run_too():
     """Beyond the CLI's check: the training loop itself refuses (any caller, any world size)."""
-    from vitcore import DataError, launch, train
-    from vitcore.config import RunConfig
+    from vitcore import DataError
+    from vitcore.processes import launch
+    from vitcore.spec.config import RunConfig
+    from vitcore.training import train
 
     cfg = RunConfig(plugin="torch_ddp", model="vit-tiny", dataset="embedded", subset=30, batch_size=32, device="cpu")
     with pytest.raises(DataError, match=r"the train split has 30 images, 30 per data-parallel rank \(1 ranks\)"):

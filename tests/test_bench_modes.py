@@ -11,9 +11,11 @@ import time
 import pytest
 
 from tests.helpers import CPU_BENCH as ALL
-from vitcore import ConfigError, analysis, budget_files
-from vitcore.points import key as point_key
-from vitcore.results import read_points
+from vitcore import ConfigError
+from vitcore.gate import budget_files
+from vitcore.reporting import analysis
+from vitcore.spec.points import key as point_key
+from vitcore.store.results import read_points
 
 
 @pytest.mark.slow
@@ -86,7 +88,7 @@ def test_gpu_busy_counts_each_kernel_once():
 
     from torch.autograd import DeviceType
 
-    from vitcore.profiling import kernel_seconds
+    from vitcore.measure.profiling import kernel_seconds
 
     avgs = [E(device_type=DeviceType.CPU, self_device_time_total=60_000, is_user_annotation=False),  # aten::mm
             E(device_type=DeviceType.CUDA, self_device_time_total=100_000, is_user_annotation=True),  # DDP.forward
@@ -114,7 +116,7 @@ def test_update_budgets_records_what_this_run_measured_and_what_the_file_lacks(t
 
 
 def test_update_budgets_records_three_processes_unless_told_and_refuses_fewer(tmp_path):
-    from vitcore import options, preflight
+    from vitcore.cli import options, preflight
 
     def resolved(*extra):
         args = options.build_parser().parse_args(["bench", "--device", "cpu", "--out", str(tmp_path / "o"), *extra])

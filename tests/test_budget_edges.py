@@ -10,7 +10,8 @@ import re
 import pytest
 
 from tests.test_budgets import DEVICE, point
-from vitcore import VitcoreError, budget_files, budgets
+from vitcore import VitcoreError
+from vitcore.gate import budget_files, budgets
 
 
 @pytest.fixture
@@ -460,7 +461,7 @@ def test_fail_on_memory_reaches_the_gate_through_the_cli(tmp_path):
 def test_a_resumed_point_replaces_only_an_older_entry(tmp_path, entry_date, point_date, kept):
     """--update-budgets with --resume: a point measured after its entry (a recording split over device
     calls whose first budget file was lost) replaces it; an older resumed point keeps the entry."""
-    from vitcore import gating
+    from vitcore.cli import gating
 
     budget_files.update(tmp_path, point(date=entry_date))
     assert gating.has_budget(tmp_path, point(date=point_date)) is kept
@@ -547,7 +548,7 @@ def test_recording_an_invariant_another_device_of_the_architecture_contradicts_f
 
 
 def test_update_budgets_refuses_a_contradicting_recording_with_exit_code_one(book, capsys):
-    from vitcore import gating
+    from vitcore.cli import gating
 
     assert gating.update_budgets(book, [point(batch_size=32), point(launches=1286.0, **H200)]) == 1
     out, err = capsys.readouterr()

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from vitcore import VitcoreError, budget_files, budgets
+from vitcore import VitcoreError
+from vitcore.gate import budget_files, budgets
 
 
 def windows(center, n=6, spread=0.01):
@@ -156,7 +157,7 @@ def test_fewer_than_five_processes_a_side_never_decide_wall_time(tmp_path):
 
 
 def test_process_medians_of_points_recorded_with_pooled_windows_only():
-    from vitcore.points import process_medians
+    from vitcore.spec.points import process_medians
 
     old = {"images_per_s": 2.0, "images_per_s_windows": [1, 2, 3, 10, 20, 30], "repeats": 3, "processes": 2}
     assert process_medians(old) == [2, 20]
@@ -223,7 +224,7 @@ def test_zero_or_nan_reference_value_is_an_error(bad):
 
 
 def test_budget_table_gives_each_point_the_tests_verdicts(tmp_path):
-    from vitcore import report
+    from vitcore.reporting import report
 
     budget_files.update(tmp_path, point(batch_size=32))
     rows = [point(batch_size=32, ips=850.0, test="performance"), point(batch_size=8, test="performance")]

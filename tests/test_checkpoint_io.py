@@ -10,10 +10,11 @@ from colossalai.checkpoint_io import GeneralCheckpointIO
 from colossalai.interface import OptimizerWrapper
 
 from tests.helpers import PARITY
-from vitcore import compat, launch, train
-from vitcore.checkpoint import innermost_optimizer, restore_param_groups
-from vitcore.checks import compare, require
-from vitcore.config import RunConfig
+from vitcore.processes import compat, launch
+from vitcore.spec.checks import compare, require
+from vitcore.spec.config import RunConfig
+from vitcore.training import train
+from vitcore.training.checkpoint import innermost_optimizer, restore_param_groups
 
 
 def _wrapped(lr):

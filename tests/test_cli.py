@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitcore import ConfigError, results
-from vitcore.config import RunConfig
+from vitcore import ConfigError
+from vitcore.spec.config import RunConfig
+from vitcore.store import results
 
 
 def cli(*args, timeout=180):
@@ -41,7 +42,7 @@ def test_bad_input_is_one_line(args, needle):
 
 @pytest.mark.slow
 def test_a_one_class_folder_is_one_line(tmp_path):
-    from vitcore import data
+    from vitcore.inputs import data
 
     for name in ("cat",):
         (tmp_path / name).mkdir()
@@ -123,13 +124,13 @@ def test_bench_ablate_names_its_modes():
 
 
 def options_parser():
-    from vitcore import options
+    from vitcore.cli import options
 
     return options.build_parser()
 
 
 def test_bench_options_set_every_point_and_label_it():
-    from vitcore import bench
+    from vitcore.measure import bench
 
     groups, _ = bench.plan(["torch_ddp"], [8, 16], None, profile="fast", model="vit-tiny", device="cpu",
                            options={"freeze_gc": True, "attention": "eager"})
@@ -143,7 +144,7 @@ def in_process(*argv) -> tuple[int, str, str]:
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
-    from vitcore import cli as vitcore_cli
+    from vitcore.cli import commands as vitcore_cli
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -163,7 +164,7 @@ def test_version_exits_0_and_prints_the_package_version():
 
 
 def test_plugins_lists_every_registry_entry_with_its_precisions_and_whether_it_runs_here():
-    from vitcore import plugins
+    from vitcore.spec import plugins
 
     rc, out, _ = in_process("plugins", "--device", "cpu")
     assert rc == 0
@@ -181,8 +182,9 @@ def test_plugins_lists_every_registry_entry_with_its_precisions_and_whether_it_r
 
 
 def test_env_names_the_budget_file_of_this_device_and_whether_it_exists(tmp_path):
-    from vitcore import budget_files, points
-    from vitcore.env import environment
+    from vitcore.gate import budget_files
+    from vitcore.spec import points
+    from vitcore.spec.env import environment
 
     env = environment()
     rc, out, _ = in_process("env", "--budgets", str(tmp_path))
@@ -241,7 +243,7 @@ def tiny_json(tmp_path_factory):
 
 @pytest.mark.slow
 def test_bench_json_prints_the_points_as_json_lines_on_stdout(tiny_json):
-    from vitcore import points
+    from vitcore.spec import points
 
     p, out = tiny_json
     rows = [json.loads(ln) for ln in p.stdout.splitlines()]
@@ -255,7 +257,7 @@ def test_bench_json_prints_the_points_as_json_lines_on_stdout(tiny_json):
 @pytest.mark.slow
 def test_console_has_one_line_per_point_and_only_the_suite_s_own_lines(tiny_json):
     from tests import third_party_noise
-    from vitcore import console
+    from vitcore.processes import output as console
 
     p, out = tiny_json
     lines = p.stderr.splitlines()
@@ -290,7 +292,7 @@ def warn_in_worker():
 @pytest.mark.slow
 @pytest.mark.parametrize("verbose", [False, True])
 def test_worker_output_goes_to_the_log_and_to_the_console_only_when_verbose(tmp_path, capfd, verbose):
-    from vitcore import launch
+    from vitcore.processes import launch
 
     log = tmp_path / "bench.log"
     assert launch.spawn(warn_in_worker, (), world_size=1, device="cpu", timeout_s=300,

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests import third_party_noise as noise
-from vitcore import cli, console, launch
+from vitcore.cli import commands as cli
+from vitcore.processes import launch
+from vitcore.processes import output as console
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"\[vitcore\] (\d+) lines? of third-party output in (\S+)$")
@@ -69,14 +71,14 @@ def test_every_channel_goes_to_the_log_and_the_suite_s_own_records_to_the_consol
             own = logging.getLogger("zz_pkg.own")  # a library's own handler, bound to the stderr of now
             own.addHandler(logging.StreamHandler())
             own.propagate = False
-            logging.getLogger("vitcore.data").warning("DATASET: a notice while quiet")
+            logging.getLogger("vitcore.inputs.data").warning("DATASET: a notice while quiet")
         logging.getLogger("zz_pkg").warning("zz record")
         own.warning("zz own handler")
         logging.getLogger().error("zz root")
         with warnings.catch_warnings():  # pytest's configuration ignores UserWarning
             warnings.simplefilter("always")
             warnings.warn("zz warning", ZzWarning, stacklevel=1)
-        logging.getLogger("vitcore.data").warning("DATASET: a notice")
+        logging.getLogger("vitcore.inputs.data").warning("DATASET: a notice")
         assert tp.held and not list(tmp_path.iterdir())  # held until the run has its log
         log = tp.attach(tmp_path / "run.log")
         summary = tp.summary_line()
@@ -109,7 +111,7 @@ def test_verbose_also_echoes(tmp_path):
 
 
 def test_a_failure_of_an_in_process_run_is_one_line_with_the_traceback_in_the_log(tmp_path, monkeypatch):
-    from vitcore import train
+    from vitcore.training import train
 
     def boom(*args):
         raise RuntimeError("boom (test)\nsecond line")

@@ -1,6 +1,6 @@
 """Fine-tuning reaches what a plain PyTorch loop of the same size reaches on the same data.
 
-The check is relative: vitcore.plain's hand-written loop trains the same preset on the same data
+The check is relative: vitcore.training.plain's hand-written loop trains the same preset on the same data
 (--dataset: the embedded default, dog_food, or any 3-class image folder) for the same epochs, and
 each plugin must reach its held-out accuracy minus MARGIN; that requirement must itself beat
 chance, else the check fails closed. A plugin trained with learning rate 0 must fail it.
@@ -22,9 +22,11 @@ from dataclasses import asdict
 import pytest
 
 from tests.helpers import run
-from vitcore import DataError, data, plain
-from vitcore.checks import CheckFailed, require_converged
-from vitcore.model import get_preset
+from vitcore import DataError
+from vitcore.inputs import data
+from vitcore.inputs.model import get_preset
+from vitcore.spec.checks import CheckFailed, require_converged
+from vitcore.training import plain
 
 MODEL = "vit-tiny"
 RECIPE = dict(model=MODEL, **asdict(get_preset(MODEL).recipe))

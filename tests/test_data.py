@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vitcore import DataError, data
+from vitcore import DataError
+from vitcore.inputs import data
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,9 @@ def rejected(argv: list[str]) -> str | None:
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
-    from vitcore import VitcoreError, options, plugins
+    from vitcore import VitcoreError
+    from vitcore.cli import options
+    from vitcore.spec import plugins
 
     err = io.StringIO()
     with redirect_stderr(err), redirect_stdout(io.StringIO()):

@@ -11,9 +11,12 @@ import math
 import pytest
 import torch
 
-from vitcore import budgets, checks, points, report, timing
-from vitcore.model import get_preset
-from vitcore.schedule import warmup_cosine
+from vitcore.gate import budgets
+from vitcore.inputs.model import get_preset
+from vitcore.measure import timing
+from vitcore.reporting import report
+from vitcore.spec import checks, points
+from vitcore.training.schedule import warmup_cosine
 
 # --- the point schema: the CSV header and the gate declared per field ------------------------------
 CSV_HEADER = [
@@ -255,7 +258,7 @@ def test_a_metric_this_run_did_not_measure_says_so_instead_of_nan():
     assert v.short() == "device_time regressed (not measured)"
 
 
-# --- the learning-rate schedule (vitcore.schedule) ---------------------------------------------------------
+# --- the learning-rate schedule (vitcore.training.schedule) ---------------------------------------------------------
 def _lrs(total, warmup, base=1.0, steps=None):
     """The learning rate of each step t = 0..steps, read from the optimizer as train_step runs it."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)

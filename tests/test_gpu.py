@@ -1,12 +1,12 @@
 """GPU tier: every single-GPU registry entry and precision, one GPU each.
 
 Parity, checkpoint and convergence cases run in this process's long-lived GPU worker
-(vitcore/worker_pool.py: imports paid once, each case with a fresh process group, seed and memory
+(vitcore/processes/worker_pool.py: imports paid once, each case with a fresh process group, seed and memory
 statistics), several xdist workers at a time on the one GPU; they report the observed numbers
 (printed and written to --results-out), not only pass/fail. Performance tests run last, each alone
 on the GPU and in fresh processes (their budgets were recorded that way), and compare with the
 budgets: portable invariants with any GPU of the same architecture, device time with this device's
-own file (vitcore.budget_files, docs/gate.md).
+own file (vitcore.gate.budget_files, docs/gate.md).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity, com
 from tests.test_checkpoint_io import RESUMED_STEPS, check_roundtrip
 from tests.test_convergence import MARGIN, convergence_data, reference_accuracy, require_near_reference
 from tests.test_convergence import RECIPE as CONVERGENCE_RECIPE  # the preset's own recipe
-from vitcore import plain, train
-from vitcore.checks import compare
-from vitcore.config import RunConfig
+from vitcore.spec.checks import compare
+from vitcore.spec.config import RunConfig
+from vitcore.training import plain, train
 
 pytestmark = pytest.mark.gpu
 

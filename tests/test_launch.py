@@ -6,9 +6,9 @@ import time
 import pytest
 
 from tests import workers
-from vitcore import launch
-from vitcore.config import RunConfig
-from vitcore.launch import WorkerError
+from vitcore.processes import launch
+from vitcore.processes.launch import WorkerError
+from vitcore.spec.config import RunConfig
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Worker lifecycle: a SIGKILL of the vitcore main process (not its group: nothing runs its
 cleanup) ends its spawned workers within seconds, and `--resume` then completes every point; the
-same SIGKILL of a process holding a worker pool (vitcore/worker_pool.py) ends the pool's worker."""
+same SIGKILL of a process holding a worker pool (vitcore/processes/worker_pool.py) ends the pool's worker."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vitcore.points import key as point_key
-from vitcore.results import read_points
+from vitcore.spec.points import key as point_key
+from vitcore.store.results import read_points
 
 BENCH = [sys.executable, "-m", "vitcore.cli", "bench", "--device", "cpu", "--model", "vit-tiny", "--plugins",
          "torch_ddp", "--batch-sizes", "4,8,16", "--steps", "3", "--repeats", "3", "--warmup", "1",
@@ -86,7 +86,7 @@ def test_sigkill_of_the_main_process_ends_its_workers_and_resume_completes_every
 POOL_HOLDER = """
 import sys, time
 from tests import workers
-from vitcore.worker_pool import WorkerPool
+from vitcore.processes.worker_pool import WorkerPool
 if __name__ == "__main__":
     pool = WorkerPool("cpu", preload=())
     print(pool.run(workers.pid_and_world, timeout_s=120)[0], flush=True)

@@ -1,4 +1,4 @@
-"""The dynamic loss scale across a checkpoint (vitcore.checkpoint): no Booster checkpoint holds it,
+"""The dynamic loss scale across a checkpoint (vitcore.training.checkpoint): no Booster checkpoint holds it,
 so the suite saves and restores it itself, for colossalai's fp16 mixins (ZeRO, Gemini, hybrid) and
 for torch's GradScaler (torch_ddp_fp16). CPU: the real scaler classes, without a Booster."""
 
@@ -12,7 +12,7 @@ from colossalai.amp.naive_amp.grad_scaler import base_grad_scaler, dynamic_grad_
 from colossalai.amp.naive_amp.mixed_precision_mixin import fp16
 from colossalai.amp.naive_amp.mixed_precision_mixin.fp16 import FP16MixedPrecisionMixin
 
-from vitcore import checkpoint
+from vitcore.training import checkpoint
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from vitcore import analysis, memory, plugins, results
-from vitcore.model import PRESETS, build_model
+from vitcore.inputs.model import PRESETS, build_model
+from vitcore.reporting import analysis, memory
+from vitcore.spec import plugins
+from vitcore.store import results
 
 
 def test_param_count_matches_the_model():

@@ -14,8 +14,10 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity
-from vitcore import launch, plugins, train
-from vitcore.config import RunConfig, profile_precision
+from vitcore.processes import launch
+from vitcore.spec import plugins
+from vitcore.spec.config import RunConfig, profile_precision
+from vitcore.training import train
 
 GLOBAL_BATCH = PARITY["batch_size"]
 

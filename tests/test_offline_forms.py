@@ -20,7 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vitcore import ConfigError, DataError, data, model
+from vitcore import ConfigError, DataError
+from vitcore.inputs import data, model
 
 HUB_ID = "lewtun/dog_food"
 WEIGHTS_ID = "google/vit-base-patch16-224-in21k"
@@ -33,7 +34,7 @@ FEATURES = datasets.Features({"image": datasets.Image(), "label": datasets.Class
 @pytest.fixture
 def hf(tmp_path, monkeypatch):
     """An empty HF home with the hub offline, as HF_HUB_OFFLINE=1 gives it. The libraries read these
-    variables at import; vitcore reads them at each call (vitcore.hub_cache), which is what this tests."""
+    variables at import; vitcore reads them at each call (vitcore.inputs.hub_cache), which is what this tests."""
     home = tmp_path / "hf"
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE"):
         monkeypatch.delenv(var, raising=False)

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.helpers import run
-from vitcore.checks import CheckFailed, compare, require
+from vitcore.spec.checks import CheckFailed, compare, require
 
 # weight decay 0.1 and warm-up 0.3: what these checks were set up with (the vit-tiny recipe has 0.05 / 0.1)
 K = dict(model="vit-tiny", batch_size=16, epochs=1, max_steps_per_epoch=8, lr=2e-3, weight_decay=0.1,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from vitcore import bench, timing
-from vitcore.config import RunConfig
-from vitcore.timing import Timing
+from vitcore.measure import bench, timing
+from vitcore.measure.timing import Timing
+from vitcore.spec.config import RunConfig
 
 
 def test_each_point_records_the_memory_held_when_it_started(monkeypatch, tmp_path, cpu_process_group):

@@ -3,7 +3,9 @@ up in the CSV header, the HTML points table, the console table and the glossary 
 
 import pytest
 
-from vitcore import budgets, points, report
+from vitcore.gate import budgets
+from vitcore.reporting import report
+from vitcore.spec import points
 
 
 def _point(**kw):
@@ -22,7 +24,7 @@ def throwaway_metric():
 
 
 def test_a_registered_metric_reaches_csv_html_console_and_glossary(throwaway_metric, capsys):
-    from vitcore.cli import _print_points
+    from vitcore.cli.commands import _print_points
 
     p = _point(joules_per_image=0.123456)
     assert report.to_csv([p]).splitlines()[0].split(",")[-1] == "joules_per_image"

@@ -1,4 +1,4 @@
-"""The worker pool (vitcore/worker_pool.py) on CPU, through the code path the GPU tier uses (the
+"""The worker pool (vitcore/processes/worker_pool.py) on CPU, through the code path the GPU tier uses (the
 device is a parameter): start-up paid once, every case isolated, a crashing or hanging case fails
 alone and the next case runs in a new worker, and a pooled case computes bit for bit what a fresh
 launch.spawn process computes, for several plugins in sequence in one worker. And how the GPU tier's
@@ -20,10 +20,12 @@ import pytest
 from tests import workers
 from tests.helpers import PARITY, PARITY_STEPS, computed_once, gpu_share, session_dir
 from tests.test_lifecycle import alive
-from vitcore import VitcoreError, launch, train, worker_pool
-from vitcore.config import RunConfig
-from vitcore.launch import WorkerError
-from vitcore.worker_pool import WorkerPool
+from vitcore import VitcoreError
+from vitcore.processes import launch, worker_pool
+from vitcore.processes.launch import WorkerError
+from vitcore.processes.worker_pool import WorkerPool
+from vitcore.spec.config import RunConfig
+from vitcore.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests import helpers
-from vitcore import VitcoreError, ab, budget_files, budgets, points
-from vitcore.env import arch_identity, device_identity
+from vitcore import VitcoreError
+from vitcore.cli import ab
+from vitcore.gate import budget_files, budgets
+from vitcore.spec import points
+from vitcore.spec.env import arch_identity, device_identity
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGETS = ROOT / "fixtures" / "budgets"
@@ -245,7 +248,7 @@ def fake_tree(root: Path, speed: float, launches: float = 100.0) -> Path:
 
 
 def ab_opts(tmp_path, base, head, **kw):
-    from vitcore import options
+    from vitcore.cli import options
 
     argv = ["ab", "--base-tree", str(base), "--head-tree", str(head), "--plugins", "torch_ddp", "--device", "cpu",
             "--model", "vit-tiny", "--batch-sizes", "4", "--out", str(tmp_path / "ab")]
@@ -303,7 +306,7 @@ def test_ab_bad_input_is_one_line_before_anything_runs(tmp_path):
         with pytest.raises(VitcoreError, match=needle.replace("(", r"\(")):
             ab.run(ab_opts(tmp_path, head, head, **kw))
         assert not (tmp_path / "ab").exists()
-    with pytest.raises(VitcoreError, match="holds no vitcore/cli.py"):
+    with pytest.raises(VitcoreError, match="holds no vitcore/cli"):
         ab.run(ab_opts(tmp_path, tmp_path, head))
 
 

@@ -1,9 +1,13 @@
 import pytest
 import torch
 
-from vitcore import ConfigError, compat, memory, plugins, reference
-from vitcore.model import PRESETS, build_model
-from vitcore.plugins import BuildContext, PluginSpec
+from vitcore import ConfigError
+from vitcore.inputs.model import PRESETS, build_model
+from vitcore.measure import reference
+from vitcore.processes import compat
+from vitcore.reporting import memory
+from vitcore.spec import plugins
+from vitcore.spec.plugins import BuildContext, PluginSpec
 
 
 def test_every_entry_constructs_or_skips_with_reason(spec, precision, cpu_process_group):
@@ -242,8 +246,8 @@ def test_performance_doc_lists_every_option_with_its_upstream_files():
 def test_a_runs_plugin_options_reach_the_boosted_model(options, jit_layers, cpu_process_group):
     """RunConfig.plugin_options -> RunConfig.spec -> train.setup's plugin -> the boosted model: the path
     a bench point takes (hybrid_parallel fp32 boosts on a CPU)."""
-    from vitcore import train
-    from vitcore.config import RunConfig
+    from vitcore.spec.config import RunConfig
+    from vitcore.training import train
 
     cfg = RunConfig(plugin="hybrid_parallel", device="cpu", model="vit-tiny", batch_size=2, plugin_options=options)
     s = train.setup(cfg, synthetic_batch=True)

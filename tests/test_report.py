@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CPU_BENCH as ALL
-from vitcore import ConfigError, analysis, budgets, gating, report
-from vitcore.points import key as point_key
-from vitcore.results import load, read_points
+from vitcore import ConfigError
+from vitcore.cli import gating
+from vitcore.gate import budgets
+from vitcore.reporting import analysis, report
+from vitcore.spec.points import key as point_key
+from vitcore.store.results import load, read_points
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +265,7 @@ def test_points_written_before_the_family_field_still_report(bench_dir, tmp_path
     old = tmp_path / "old.jsonl"
     rows = [{k: v for k, v in p.items() if k != "family"} for p in load(bench_dir / "points.jsonl")]
     old.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from vitcore import plugins
+    from vitcore.spec import plugins
 
     entries = [r for r in rows if r["plugin"] in plugins.REGISTRY]
     assert any(r["plugin"] != plugins.REGISTRY[r["plugin"]].family for r in entries)  # e.g. hybrid_parallel_tp2

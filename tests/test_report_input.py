@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from vitcore import cli, results
-from vitcore.results import ResultsError
+from vitcore.cli import commands as cli
+from vitcore.store import results
+from vitcore.store.results import ResultsError
 
 ROOT = Path(__file__).resolve().parent.parent
 @functools.cache

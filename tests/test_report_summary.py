@@ -2,8 +2,8 @@
 leanest plugin per batch size, the CPU banner and noisy-point flags, the charts' layout, the run
 parameters. Reports from real bench runs are in test_report.py."""
 
-from vitcore import analysis, report
-from vitcore.points import key as point_key
+from vitcore.reporting import analysis, report
+from vitcore.spec.points import key as point_key
 
 
 def _synthetic(plugin, images_per_s, *, bs=32, spread=0.02, gpu="NVIDIA H100 80GB HBM3", mem=None, family=None,
@@ -56,7 +56,7 @@ def test_cpu_banner_on_a_cpu_run_only_and_labels_that_say_cpu():
     assert analysis.is_cpu_run(cpu) and not analysis.is_cpu_run(gpu)
     assert "id='cpu-banner'" in report.html_report(cpu) and "say nothing about" in report.html_report(cpu)
     assert "id='cpu-banner'" not in report.html_report(gpu)
-    from vitcore import charts
+    from vitcore.reporting import charts
 
     assert charts.axis_labels(cpu, "images_per_s") == ("batch size per process (CPU run)", "images/s per process (CPU)")
     assert charts.axis_labels(gpu, "images_per_s") == ("batch size per GPU", "images/s per GPU")
@@ -68,7 +68,7 @@ def test_cpu_banner_on_a_cpu_run_only_and_labels_that_say_cpu():
 
 
 def test_charts_tick_at_the_measured_sizes_with_the_legend_outside_and_the_reference_dashed_black():
-    from vitcore import charts
+    from vitcore.reporting import charts
 
     chart = charts.chart_vs_batch(analysis.enrich(_gpu_run()), "images_per_s", "Throughput")
     assert chart.legend_outside and chart.xlabels == ["batch size per GPU"] and chart.ylabels == ["images/s per GPU"]

@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from vitcore import results
-from vitcore.results import ResultsError
-from vitcore.timing import Timing, host_noise, timed
+from vitcore import files
+from vitcore.measure.timing import Timing, host_noise, timed
+from vitcore.store import results
+from vitcore.store.results import ResultsError
 
 
 def _point(bs, status="ok", **kw):
@@ -119,13 +120,13 @@ def test_out_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
 def test_cache_dir_is_the_users_never_the_repository(monkeypatch, tmp_path):
     monkeypatch.delenv("VITCORE_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert results.cache_dir("logs") == tmp_path / "vitcore" / "logs"
+    assert files.cache_dir("logs") == tmp_path / "vitcore" / "logs"
     monkeypatch.setenv("VITCORE_CACHE_DIR", str(tmp_path / "c"))
-    assert results.cache_dir() == tmp_path / "c"
+    assert files.cache_dir() == tmp_path / "c"
 
 
 def test_write_atomic_leaves_no_temp_files(tmp_path):
-    results.write_json(tmp_path / "x.json", {"k": [1, 2]})
+    files.write_json(tmp_path / "x.json", {"k": [1, 2]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"k": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
@@ -171,7 +172,7 @@ def _folder(tmp_path, run=RUN):
     results.append_point(tmp_path / "points.jsonl", _point(8))
     results.append_point(tmp_path / "points.jsonl", _point(16, "error"))
     if run is not None:
-        results.write_json(tmp_path / results.RUN_NAME, run)
+        files.write_json(tmp_path / results.RUN_NAME, run)
     return tmp_path
 
 
@@ -232,7 +233,7 @@ def test_injected_host_regression_sleeps_its_share_of_the_measured_step():
     """--inject-host-pct (issue 13 d): the step is timed first, then each call sleeps that share of it
     after the step; the label states the amount; GPU work needs CUDA and says so in one line."""
     from vitcore import VitcoreError
-    from vitcore.profiling import injected
+    from vitcore.measure.profiling import injected
 
     calls = []
 

@@ -13,8 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from tests.test_results import RUN, _folder, _point
-from vitcore import results
-from vitcore.results import ResultsError
+from vitcore import files
+from vitcore.store import results
+from vitcore.store.results import ResultsError
 
 # --- what a user reads and what is left on disk (issue 18: mutation survivors of results.py) ----------------
 LIST_HINT = 'a .json results file holds a list of points or {"results": [...]}'
@@ -31,7 +32,7 @@ def umask022():
 def test_writers_make_missing_folders_and_files_everyone_can_read(tmp_path, umask022):
     jsonl, js = tmp_path / "a" / "b" / "points.jsonl", tmp_path / "c" / "d" / "run.json"
     results.append_point(jsonl, _point(1))
-    results.write_json(js, {"k": 1})
+    files.write_json(js, {"k": 1})
     # 0644 as for any file a user shares: mkstemp's 0600 would hide results from other users
     assert [p.stat().st_mode & 0o777 for p in (jsonl, js)] == [0o644, 0o644]
     if results.fcntl is not None:
@@ -48,7 +49,7 @@ def test_written_files_are_byte_stable_text(tmp_path):
     path = tmp_path / "points.jsonl"
     results.append_point(path, {"status": "ok", "plugin": "gemini", "batch_size": 8})
     assert path.read_text() == '{"batch_size": 8, "plugin": "gemini", "status": "ok"}\n'
-    results.write_json(tmp_path / "run.json", {"settings": {"steps": 2, "model": "vit-tiny"}, "code": "abc"})
+    files.write_json(tmp_path / "run.json", {"settings": {"steps": 2, "model": "vit-tiny"}, "code": "abc"})
     assert (tmp_path / "run.json").read_text() == (
         '{\n  "code": "abc",\n  "settings": {\n    "model": "vit-tiny",\n    "steps": 2\n  }\n}\n')
 
@@ -64,21 +65,21 @@ def test_atomic_write_goes_through_a_hidden_temp_file_beside_the_target(tmp_path
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    results.write_json(tmp_path / "run.json", {"k": 1})
+    files.write_json(tmp_path / "run.json", {"k": 1})
     assert len(seen) == 1 and len(seen[0]) == 1 and seen[0][0].startswith(".run.json.")
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
 
 def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_nothing_half_written(tmp_path, monkeypatch):
     target = tmp_path / "run.json"
-    results.write_json(target, {"old": True})
+    files.write_json(target, {"old": True})
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left on device"):
-        results.write_json(target, {"new": True})
+        files.write_json(target, {"new": True})
     assert json.loads(target.read_text()) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
@@ -210,14 +211,14 @@ def test_reuse_decision_names_a_broken_record_dirty_code_and_counts_points(tmp_p
     (out / results.RUN_NAME).write_text(json.dumps({"code": "abc123"}))
     assert results.reuse_decision(out, RUN) == (False, f"{out / results.RUN_NAME} is not a vitcore run record")
     dirty = RUN | {"code": "abc123-dirty"}
-    results.write_json(out / results.RUN_NAME, dirty)
+    files.write_json(out / results.RUN_NAME, dirty)
     results.append_point(out / "points.jsonl", _point(32, "oom"))
     assert results.reuse_decision(out, dirty) == (
         True, f"reusing 2 points from {out} (abc123-dirty, {RUN['date']}; uncommitted edits are not compared)")
 
 
 CHILD_LOCK = """import sys
-from vitcore import results
+from vitcore.store import results
 print(results.lock_out(sys.argv[1]), flush=True)
 sys.stdin.readline()
 """
@@ -226,7 +227,7 @@ sys.stdin.readline()
 @pytest.mark.skipif(results.fcntl is None, reason="the --out lock needs fcntl (POSIX)")
 def test_a_second_run_is_told_who_holds_the_lock_and_a_clean_exit_releases_it(tmp_path):
     out = tmp_path / "a" / "out"  # --out folders that do not exist yet are made
-    env = os.environ | {"PYTHONPATH": str(Path(results.__file__).parents[1])}
+    env = os.environ | {"PYTHONPATH": str(Path(results.__file__).parents[2])}  # vitcore/store/results.py -> the checkout
     child = subprocess.Popen([sys.executable, "-c", CHILD_LOCK, str(out)], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -312,4 +313,4 @@ def test_cache_dir_defaults_to_dot_cache_in_home(monkeypatch, tmp_path):
     for var in ("VITCORE_CACHE_DIR", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert results.cache_dir("datasets") == tmp_path / ".cache" / "vitcore" / "datasets"
+    assert files.cache_dir("datasets") == tmp_path / ".cache" / "vitcore" / "datasets"

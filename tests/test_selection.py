@@ -6,11 +6,11 @@ import sys
 import pytest
 import torch
 
-from vitcore import bench, reference
-from vitcore.config import RunConfig
-from vitcore.points import key
-from vitcore.results import read_points
-from vitcore.timing import Timing
+from vitcore.measure import bench, reference
+from vitcore.measure.timing import Timing
+from vitcore.spec.config import RunConfig
+from vitcore.spec.points import key
+from vitcore.store.results import read_points
 
 
 def _pytest(*args):
@@ -116,7 +116,7 @@ def test_the_fast_profile_sets_the_plugin_options_measured_better_and_option_win
 
 
 def plugins_min_world(name):
-    from vitcore import plugins
+    from vitcore.spec import plugins
 
     return plugins.get(name).min_world_size
 
@@ -206,7 +206,7 @@ def test_timm_model_is_the_hf_model_at_the_same_sizes():
     reason = reference.timm_missing()
     if reason:
         pytest.skip(reason)
-    from vitcore.model import PRESETS, build_model
+    from vitcore.inputs.model import PRESETS, build_model
 
     for preset in ("vit-tiny", "vit-base"):
         net, weights, recorded = reference.timm_model(PRESETS[preset], 3)

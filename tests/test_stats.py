@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitcore import stats
+from vitcore.gate import stats
 
 samples = st.lists(st.floats(min_value=100.0, max_value=5000.0, allow_nan=False), min_size=1, max_size=20)
 

@@ -1,4 +1,4 @@
-"""The suite's training loop against an independent hand-written one (vitcore.plain).
+"""The suite's training loop against an independent hand-written one (vitcore.training.plain).
 
 Parity compares each plugin with torch_ddp through the same train_step, so a bug in the shared
 loop cancels out there; here torch_ddp fp32 must reproduce a plain-PyTorch loop that shares no code
@@ -12,9 +12,10 @@ import math
 import pytest
 
 from tests.helpers import run
-from vitcore import data, plain, train
-from vitcore.checkpoint import innermost_optimizer
-from vitcore.config import RunConfig
+from vitcore.inputs import data
+from vitcore.spec.config import RunConfig
+from vitcore.training import plain, train
+from vitcore.training.checkpoint import innermost_optimizer
 
 # Two epochs so that the epoch boundary (a new shuffle) and the schedule's warm-up and decay are crossed.
 K = dict(model="vit-tiny", batch_size=16, epochs=2, max_steps_per_epoch=6, lr=2e-3, weight_decay=0.1,

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from vitcore import ConfigError, model, preflight
+from vitcore import ConfigError
+from vitcore.cli import preflight
+from vitcore.inputs import model
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = model.PRESETS["vit-tiny"]

@@ -7,7 +7,7 @@ spawned workers get it too) hooks imports:
 - the first import of torch, matplotlib or colossalai in a process (the heavy-import phase): a
   `logging` record of an unknown logger, one of a logger with its own StreamHandler (as colossalai's),
   one of the root logger, a Python warning, and raw writes: print, sys.stderr, os.write to fds 1 and 2;
-- vitcore.train.finetune and vitcore.bench.measure_group (the run): the records and the warning; in a
+- vitcore.training.train.finetune and vitcore.measure.bench.measure_group (the run): the records and the warning; in a
   spawned worker the raw writes too (the parent routes raw writes only while it imports).
 """
 
@@ -24,7 +24,7 @@ import warnings
 
 MARK = "zz-unknown-pkg"
 HEAVY = ("torch", "matplotlib", "colossalai")
-RUN = {"vitcore.train": "finetune", "vitcore.bench": "measure_group"}
+RUN = {"vitcore.training.train": "finetune", "vitcore.measure.bench": "measure_group"}
 _made = set()
 
 

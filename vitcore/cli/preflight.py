@@ -1,0 +1,285 @@
+"""Checks made before anything is trained or measured, and the claim on an output folder.
+
+Every option, output path, budget folder, baseline or history file and (for training) the weights
+folder's files and every image of the chosen dataset is checked first; each problem is one VitcoreError line naming the value and
+the valid choices, which `vitcore.cli.main` prints as `vitcore: error: ...` with exit code 2. Only
+then is `--out` locked against a second run and, for `--resume`, cleaned of torn lines and of
+points that ended in error (measured again). The CLI imports this module at startup, so it stays
+light: vitcore.inputs.data (torch, datasets) is imported only where a dataset is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from vitcore import ConfigError, DataError, VitcoreError, files
+from vitcore.gate import budgets
+from vitcore.inputs import model as model_mod
+from vitcore.inputs.model import PRESETS
+from vitcore.spec import plugins, points
+from vitcore.spec.config import PROFILES, RunConfig, zero_steps_message
+from vitcore.store import results
+
+DEVICES = ("auto", "cuda", "cpu")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the suite's error format: one line, exit code 2 (argparse prints the usage
+    block first; `--help` still shows it). Subparsers are made of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"vitcore: error: {message} (see `{self.prog} --help`)\n")
+
+
+# --- commands ---------------------------------------------------------------------------------------
+def _recording_processes(args) -> None:
+    from vitcore.gate.budget_files import MIN_RECORD_PROCESSES
+
+    recording = getattr(args, "update_budgets", None)
+    if getattr(args, "processes", 1) is None:
+        args.processes = MIN_RECORD_PROCESSES if recording else 1
+    elif recording and args.processes < MIN_RECORD_PROCESSES:
+        raise ConfigError(f"--processes {args.processes} with --update-budgets: a budget needs at least "
+                          f"{MIN_RECORD_PROCESSES} fresh processes (the band they span); leave --processes out")
+    if getattr(args, "allow_invariant_change", False) and not recording:
+        raise ConfigError("--allow-invariant-change needs --update-budgets FOLDER (it lets a recording replace "
+                          "another device's invariants)")
+
+
+def check_bench(args) -> None:
+    """`vitcore bench`: options, output and budget folders, the fine-tuning dataset. Resolves the
+    --processes default: 1, or budget_files.MIN_RECORD_PROCESSES when recording budgets."""
+    _choices("--profile", [x.strip() for x in args.profile.split(",")], PROFILES)
+    _recording_processes(args)
+    _common(args)
+    if args.plugins is not None:
+        if not args.plugins:
+            raise ConfigError(f"--plugins names no plugin; valid: {_plugin_choices()} (or leave it out for all)")
+        plugins.select(args.plugins)
+    if args.precisions is not None:
+        _choices("--precisions", args.precisions or [""], plugins.PRECISIONS)
+    _positive_ints("--batch-sizes", args.batch_sizes)
+    _positive_ints("--nproc", args.nproc)
+    for flag, value, low in (("--warmup", args.warmup, 0), ("--steps", args.steps, 1), ("--repeats", args.repeats, 1),
+                             ("--processes", getattr(args, "processes", 1), 1),
+                             ("--until-decided", getattr(args, "until_decided", 0), 0),
+                             ("--finetune-epochs", args.finetune_epochs, 1)):
+        if value is not None:
+            _at_least(flag, value, low)
+    _non_negative("--min-window", args.min_window, "seconds")
+    for flag in ("--inject-device-pct", "--inject-host-pct"):
+        _non_negative(flag, getattr(args, flag[2:].replace("-", "_"), 0.0), "percent")
+    _positive("--timeout", args.timeout, "seconds")
+    budgets.fail_on_tolerances(getattr(args, "fail_on", None))  # a malformed --fail-on: one line, now
+    if getattr(args, "until_decided", 0) and not getattr(args, "compare", None):
+        raise ConfigError(f"--until-decided {args.until_decided} needs --compare BASELINE (it re-measures the "
+                          "points whose verdict against it is inconclusive)")
+    if getattr(args, "inject_device_pct", 0) and args.device == "cpu":
+        raise ConfigError("--inject-device-pct needs --device cuda or auto on a GPU (it adds GPU kernel time)")
+    check_out_folder(args.out, "--out")
+    check_budget_folder(getattr(args, "budgets", None), "--budgets")
+    check_budget_folder(args.update_budgets, "--update-budgets")
+    dataset = getattr(args, "dataset", None)
+    if dataset is not None and not args.finetune:
+        raise ConfigError(f"--dataset {dataset!r} is the fine-tuning's data and needs --finetune (throughput is "
+                          "timed on random tensors); add --finetune or leave --dataset out")
+    if args.finetune:
+        _data().split_sizes(dataset or "auto")
+
+
+def check_plan(groups: list[list], skipped: list[dict]) -> None:
+    """`vitcore bench`, once planned: at least one plugin entry to measure (the reference alone is no
+    benchmark); the error names every skip with its reason."""
+    if not any(isinstance(c, RunConfig) for g in groups for c in g):
+        why = "; ".join(f"{s['plugin']} {s['precision'] or ''}: {s['reason']}" for s in skipped) or "none selected"
+        raise VitcoreError(f"nothing to measure: every selected plugin entry is skipped ({why}); CPU-capable: "
+                           f"{cpu_capable()}")
+
+
+def claim_out(out, *, resume: bool, run: dict) -> bool:
+    """Lock `out` for this process (a stale lock of a killed run is taken over, and said so). Points
+    already there are reused only with --resume and only when OUT/run.json names this run's code and
+    settings (`run`: {"code", "date", "settings"}), said in one line with their sha and date; otherwise
+    the run starts fresh, says why in one line, and moves the old points to points.jsonl.stale.
+    A reused folder's lines that are not points go to points.jsonl.bad, and points that ended in
+    error or timeout to points.jsonl.retried, so that they are measured again. Returns whether
+    points are reused."""
+    note = results.lock_out(out)
+    if note:
+        print(f"[vitcore] {note}", file=sys.stderr)
+    path = Path(out) / "points.jsonl"
+    if not resume and path.exists():
+        raise VitcoreError(f"{path} exists; pass --resume to continue it or choose another --out")
+    reuse, why = results.reuse_decision(out, run) if resume else (False, "")
+    if not reuse or not path.exists():
+        stale = results.start_fresh(out)
+        if stale:
+            print(f"[vitcore] --resume: starting fresh: {why} (old points moved to {stale})", file=sys.stderr)
+        files.write_json(Path(out) / results.RUN_NAME, run)
+        return False
+    print(f"[vitcore] {why}", file=sys.stderr)
+    bad, retried = results.prepare_resume(path)
+    for b in bad:
+        print(f"[vitcore] --resume: set aside {b} (kept in {path}.bad)", file=sys.stderr)
+    if retried:
+        names = ", ".join(f"{points.key_text(p)} ({p.get('status')}: {str(p.get('error'))[:80]})" for p in retried)
+        print(f"[vitcore] --resume: measuring again {len(retried)} point(s) that ended in error or timeout: {names}",
+              file=sys.stderr)
+    return True
+
+
+def check_train(args, cfg: RunConfig) -> None:
+    """`vitcore train`, once its RunConfig is valid: processes, paths, weights, the dataset (every
+    image decoded once) and at least one optimizer step per epoch."""
+    _at_least("--nproc", args.nproc, 1)
+    _positive("--timeout", args.timeout, "seconds")
+    if args.out:
+        check_out_file(args.out, "--out")
+    if args.checkpoint_dir:
+        check_out_folder(args.checkpoint_dir, "--checkpoint-dir")
+    check_weights(cfg.weights, cfg.model)
+    train_n, _ = _data().split_sizes(cfg.dataset, subset=cfg.subset)
+    if cfg.epochs > 0 and math.ceil(train_n / cfg.dp_size) < cfg.batch_size:
+        raise DataError(zero_steps_message(train_n, cfg.batch_size, cfg.dp_size))
+
+
+def check_weights(weights: str, model: str) -> None:
+    """`--weights`, before anything launches: its form (model.check_weights), then the folder it
+    loads from: config.json a ViT of `model`'s architecture, a weights file whose header parses and
+    whose tensors have the preset's shapes (model.check_weights_files). Imports torch, safetensors
+    and transformers' ViT where there is a folder to read; never colossalai."""
+    model_mod.check_weights(weights)
+    model_mod.check_weights_files(weights, model_mod.get_preset(model))
+
+
+def check_report(args) -> None:
+    """`vitcore report`: output folder, history, skipped.json beside each input, budgets, --fail-on.
+    (The results and baseline files are read strictly by results.load, which names a bad line.)"""
+    check_out_folder(args.out, "--out")
+    if args.history:
+        check_json_file(args.history, "--history", dict)
+    for f in args.results:
+        side = Path(f).parent / "skipped.json"
+        if side.is_file():
+            check_json_file(side, "skipped list", list)
+    check_budget_folder(getattr(args, "budgets", None), "--budgets")
+    budgets.fail_on_tolerances(getattr(args, "fail_on", None))  # a malformed --fail-on: one line, now
+
+
+# --- files and folders ------------------------------------------------------------------------------
+def check_out_folder(out, flag: str) -> None:
+    """A folder that exists or can be created, and is writable."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {str(out)!r} is a file; give a folder (it is created if missing)")
+    _writable_ancestor(path, out, flag)
+
+
+def check_out_file(out, flag: str) -> None:
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{flag} {str(out)!r} is a folder; give a file path for the JSON")
+    _writable_ancestor(path.parent, out, flag)
+
+
+def _writable_ancestor(path: Path, out, flag: str) -> None:
+    anc = path
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"{flag} {str(out)!r} cannot be created: {str(anc)!r} is a file")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {str(out)!r} cannot be written: {str(anc)!r} is not writable")
+
+
+def check_json_file(path, what: str, kind: type) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                          "give a JSON file")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path}:{getattr(e, 'lineno', 1)} is not valid JSON ({getattr(e, 'msg', e)})") from None
+    if not isinstance(obj, kind):
+        raise ConfigError(f"{what} {path} holds a JSON {type(obj).__name__}; expected a JSON "
+                          f"{'object' if kind is dict else 'list'}")
+
+
+def check_budget_folder(folder, flag: str) -> None:
+    """Every budget file in `folder` read now (a missing folder holds no budgets): valid JSON with
+    an "entries" object, else an error naming the file, before anything is measured."""
+    if folder is None:
+        return
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {str(folder)!r} is a file; give the folder of per-device budget files")
+    for f in sorted(path.glob("*.json")):
+        try:
+            book = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"budget file {f}:{getattr(e, 'lineno', 1)} is not valid JSON "
+                              f"({getattr(e, 'msg', e)}); repair it or record it again with --update-budgets") from None
+        if not isinstance(book, dict) or not isinstance(book.get("entries"), dict):
+            raise ConfigError(f'budget file {f} has no "entries" object; it is not a vitcore budget file '
+                              "(record one with --update-budgets)")
+
+
+# --- values -----------------------------------------------------------------------------------------
+def _common(args) -> None:
+    if args.model is not None:
+        _choices("--model", [args.model], PRESETS)
+    _choices("--device", [args.device], DEVICES)
+
+
+def check_device(device: str) -> None:
+    _choices("--device", [device], DEVICES)
+
+
+def _choices(flag: str, values, valid) -> None:
+    for v in values:
+        if v not in valid:
+            raise ConfigError(f"{flag}: unknown value {v!r}; valid: {', '.join(map(str, valid))}")
+
+
+def _positive_ints(flag: str, values) -> None:
+    if not values or any(v < 1 for v in values):
+        raise ConfigError(f"{flag} {','.join(map(str, values)) or repr('')}: expected positive integers, "
+                          "comma-separated (e.g. 8,32)")
+
+
+def _at_least(flag: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{flag} {value} is out of range; valid: an integer >= {low}")
+
+
+def _positive(flag: str, value: float, unit: str) -> None:
+    if not value > 0:
+        raise ConfigError(f"{flag} {value} must be > 0 {unit}")
+
+
+def _non_negative(flag: str, value: float, unit: str) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{flag} {value} must be >= 0 {unit}")
+
+
+def _plugin_choices() -> str:
+    families = sorted({s.family for s in plugins.REGISTRY.values()})
+    return f"names {', '.join(plugins.REGISTRY)}; families {', '.join(families)}"
+
+
+def cpu_capable() -> str:
+    return ", ".join(f"{s.name} ({'/'.join(s.cpu_precisions)})" for s in plugins.REGISTRY.values()
+                     if s.cpu_precisions)
+
+
+def _data():
+    """vitcore.inputs.data, imported when a dataset is checked: it brings torch and datasets (7 s here)."""
+    from vitcore.inputs import data
+
+    return data

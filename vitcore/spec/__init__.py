@@ -1,0 +1,7 @@
+"""What a run and a point are: the plugin registry and its entries (`plugins`, `plugin_entries`),
+`RunConfig` and the profiles (`config`), the point schema with its identity and gated fields
+(`points`), the device and software identity (`env`) and the correctness tolerances (`checks`).
+Every later group reads these; they read only `vitcore.inputs`.
+"""
+
+__all__ = ["checks", "config", "env", "plugin_entries", "plugins", "points"]
