@@ -46,7 +46,7 @@ class Diverged(VitcoreError):
 # the suite itself imports the subpackages (tests/test_layout.py checks that it does).
 _MOVED = {
     **dict.fromkeys(("data", "hub_cache", "model"), "inputs"),
-    **dict.fromkeys(("checks", "config", "env", "plugin_entries", "plugins", "points"), "spec"),
+    **dict.fromkeys(("checks", "config", "env", "plugins", "points"), "spec"),
     "results": "store",
     **dict.fromkeys(("compat", "launch", "worker_pool"), "processes"),
     **dict.fromkeys(("checkpoint", "plain", "schedule", "train"), "training"),
@@ -57,7 +57,12 @@ _MOVED = {
 }
 
 
+_RENAMED = {"plugin_entries": "vitcore.spec.plugins"}  # (console.py was split in two)
+
+
 def __getattr__(name: str):
     if name in _MOVED:
         return importlib.import_module(f"vitcore.{_MOVED[name]}.{name}")
+    if name in _RENAMED:
+        return importlib.import_module(_RENAMED[name])
     raise AttributeError(f"module 'vitcore' has no attribute {name!r}")

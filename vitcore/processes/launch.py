@@ -28,11 +28,12 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from vitcore import VitcoreError, files
+from vitcore.processes import output as con  # the console rule: light, no torch
+from vitcore.processes.output import WorkerOutput
 
 
 class WorkerError(VitcoreError):
@@ -119,18 +120,6 @@ def run(fn: Callable[..., Any], *args, world_size: int = 1, device: str = "auto"
     return spawn(fn, args, world_size=world_size, device=device, timeout_s=timeout_s, output=output)
 
 
-@dataclass(frozen=True)
-class WorkerOutput:
-    """Where a spawned worker's stdout and stderr go: appended to `log` (third-party warnings and
-    prints, e.g. colossalai's "install apex"), and also to the console's stderr when `verbose`.
-    console_lines: the suite's own lines (vitcore.console.is_own: `[vitcore] ...`, as train's epoch
-    lines) stay on the console's stdout or stderr, as written; rank 0's logger notices are among them."""
-
-    log: str
-    verbose: bool = False
-    console_lines: bool = False
-
-
 def _redirect_output(output: WorkerOutput, rank: int = 0) -> Callable[[], None]:
     """Point fds 1 and 2 of this worker at the log file; with verbose or console_lines, through a pipe
     each whose thread sends every line by its shape: the suite's own (console_lines) to the console's
@@ -143,8 +132,6 @@ def _redirect_output(output: WorkerOutput, rank: int = 0) -> Callable[[], None]:
         os.close(log_fd)
         return lambda: None
     import logging
-
-    from vitcore.processes import output as con  # light: no torch
 
     if output.console_lines and rank == 0:  # the DATASET/WEIGHTS notices once, as the parent's
         logging.getLogger(con.OWN_LOGGER).addHandler(con.OwnLogHandler())

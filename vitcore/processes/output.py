@@ -5,7 +5,7 @@ a log, with one line saying how many lines went there (`ThirdPartyOutput`).
 Workers append their points to OUT/points.jsonl as each finishes; the parent learns of them by
 reading that file (a thread polls it while a group runs), so the line appears when the point is
 written, not when its group ends. Worker processes write their stdout and stderr into the log file
-(vitcore.processes.launch.WorkerOutput).
+(WorkerOutput, which vitcore.processes.launch routes).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 LOG_NAME = "bench.log"
@@ -156,8 +157,6 @@ class ThirdPartyOutput:
     def worker_output(self, *, console_lines: bool = False):
         """Where spawned workers write (the attached log); console_lines: their `is_own` lines stay on
         the console (vitcore train's epoch lines)."""
-        from vitcore.processes.launch import WorkerOutput
-
         self._append("")  # the header before the workers' lines
         return WorkerOutput(str(self.path), self.verbose, console_lines)
 
@@ -235,6 +234,18 @@ class _Sink(io.TextIOBase):
     @property
     def encoding(self) -> str:
         return "utf-8"
+
+
+@dataclass(frozen=True)
+class WorkerOutput:
+    """Where a spawned worker's stdout and stderr go: appended to `log` (third-party warnings and
+    prints, e.g. colossalai's "install apex"), and also to the console's stderr when `verbose`.
+    console_lines: the suite's own lines (is_own: `[vitcore] ...`, as train's epoch
+    lines) stay on the console's stdout or stderr, as written; rank 0's logger notices are among them."""
+
+    log: str
+    verbose: bool = False
+    console_lines: bool = False
 
 
 def _fileno(stream) -> int | None:

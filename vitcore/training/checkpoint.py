@@ -2,20 +2,26 @@
 
 Each fix below is a colossalai behaviour measured on an H100 that made a resumed run differ from an
 uninterrupted one; train.checkpoint_roundtrip (the GPU tier's checkpoint test) shows they agree.
-This module knows the Session only by its attributes (booster, model, optimizer, scheduler), so
-train imports it and not the other way round.
+This module knows the Session only by its attributes (booster, model, optimizer, scheduler: the
+`Session` protocol below), so train imports it and not the other way round.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 
-if TYPE_CHECKING:
-    from vitcore.training.train import Session
+
+class Session(Protocol):
+    """What a checkpoint needs of a training session: train.Session is one (no import of train here)."""
+
+    booster: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
 
 
 def save_checkpoint(s: Session, path) -> None:
