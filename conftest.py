@@ -10,14 +10,8 @@ import pytest
 import torch
 from _pytest.mark.expression import Expression
 
-from tests.helpers import (
-    XDIST_CHANNELS,
-    interleave_shared_gpu,
-    needs_gpus_alone,
-    third_party_log,
-    xdist_collect,
-    xdist_merge,
-)
+from tests.support.gpu import interleave_shared_gpu, needs_gpus_alone, third_party_log
+from tests.support.xdist import XDIST_CHANNELS, xdist_collect, xdist_merge
 from vitcore import VitcoreError
 from vitcore.cli import preflight
 from vitcore.gate import budget_files, budgets
@@ -29,7 +23,7 @@ from vitcore.spec.points import key_text
 
 @dataclass
 class BudgetChecks:
-    """The session's comparisons of points with budgets (tests/helpers.check_budgets records them),
+    """The session's comparisons of points with budgets (tests/budget_checks.check_budgets records them),
     reported together at the end (pytest_terminal_summary): how many points were judged on device
     time, on the portable invariants only, and not at all; every failing verdict; the wall-time
     verdicts (reported, never a test)."""

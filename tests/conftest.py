@@ -4,16 +4,9 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from tests.helpers import (
-    PARITY,
-    PARITY_STEPS,
-    XDIST_CHANNELS,
-    computed_once,
-    fresh_gpu_workers,
-    gpu_share,
-    needs_gpus_alone,
-    worker_output,
-)
+from tests.support.gpu import computed_once, fresh_gpu_workers, gpu_share, needs_gpus_alone, worker_output
+from tests.support.runs import PARITY, PARITY_STEPS
+from tests.support.xdist import XDIST_CHANNELS
 from vitcore.inputs import data
 from vitcore.processes import launch, worker_pool
 from vitcore.reporting import analysis, report
@@ -52,7 +45,7 @@ def gpu_pool(pytestconfig):
 def ddp_reference(pytestconfig, parity_data, probe, gpu_pool):
     """The torch_ddp fp32 run every parity test compares with: computed once per session (by the
     first xdist worker that needs it; the others read it) for this preset, recipe, seed and steps."""
-    from vitcore.training import train  # colossalai: imported where a GPU case needs it (tests/helpers.run)
+    from vitcore.training import train  # colossalai: imported where a GPU case needs it (tests/runs.run)
 
     cfg = RunConfig(plugin="torch_ddp", precision="fp32", device="cuda", **PARITY)
     key = (cfg, PARITY_STEPS, parity_data.source, len(parity_data.train), len(parity_data.test))
@@ -73,7 +66,7 @@ def pytest_collection_finish(session):
 def pytest_runtest_protocol(item, nextitem):
     """GPU-tier tests share the GPU with the session's other processes; a performance or multigpu
     test waits until none of them uses it, and this process's pooled worker leaves it first
-    (helpers.gpu_share, docs/gpu.md). Held from setup to teardown, fixtures included."""
+    (gpu.gpu_share, docs/gpu.md). Held from setup to teardown, fixtures included."""
     if item.get_closest_marker("gpu") is None and item.get_closest_marker("multigpu") is None:
         return (yield)
     exclusive = needs_gpus_alone(item)

@@ -192,7 +192,7 @@ FRESH = [
 @pytest.mark.parametrize("argv", FRESH, ids=lambda a: " ".join(a))
 @pytest.mark.slow
 def test_bad_input_in_a_fresh_process_is_its_error_line_alone(d, tmp_path, argv):
-    from tests import third_party_noise as noise
+    from tests.support import third_party_noise as noise
 
     p = subprocess.run([sys.executable, "-m", "vitcore.cli", *(a.format(d=d) for a in argv)], capture_output=True,
                        text=True, timeout=300, env=noise.environ(tmp_path), cwd=ROOT)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import CPU_BENCH as ALL
+from tests.support.runs import CPU_BENCH as ALL
 from vitcore import ConfigError
 from vitcore.gate import budget_files
 from vitcore.reporting import analysis

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.test_budgets import DEVICE, point
+from tests.support.made_up import DEVICE, point
 from vitcore import VitcoreError
 from vitcore.gate import budget_files, budgets
 

@@ -8,28 +8,9 @@ import math
 
 import pytest
 
+from tests.support.made_up import DEVICE, point, windows
 from vitcore import VitcoreError
 from vitcore.gate import budget_files, budgets
-
-
-def windows(center, n=6, spread=0.01):
-    """n samples (per-process medians) evenly spread +-spread around center (deterministic)."""
-    return [center * (1 + spread * (2 * i / (n - 1) - 1)) for i in range(n)]
-
-
-def point(ips=1000.0, alloc=4.0, reserved=5.0, device_ms=50.0, launches=1285.0, spread=0.01, peak=4.5,
-          peak_reserved=6.0, **kw):
-    """A gemini bf16 bs128 point on an H100. alloc: the gated steady allocated memory; reserved: the
-    steady reserved one (shown, never gated); peak / peak_reserved: the whole run's (not gated)."""
-    return {"plugin": "gemini", "precision": "bf16", "profile": "fast", "model": "vit-base",
-            "world_size": 1, "batch_size": 128, "status": "ok", "images_per_s": ips, "spread": spread,
-            "images_per_s_process_medians": windows(ips, spread=spread / 2), "processes": 6,
-            "device_ms_per_step": device_ms, "launches_per_step": launches,
-            "steady_mem_allocated_gib": alloc, "steady_mem_reserved_gib": reserved,
-            "peak_mem_allocated_gib": peak, "peak_mem_reserved_gib": peak_reserved, "repeats": 5,
-            "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_count": 1, "torch": "2.11.0+cu130", "cuda": "13.0",
-            "gpu_compute_capability": "9.0", "gpu_sm_count": 132, "colossalai": "0.5.0", "transformers": "4.51.3",
-            "date": "2026-11-24", "git_sha": "abc", "dataset": "d", "weights": "w"} | kw
 
 
 @pytest.fixture
@@ -232,10 +213,6 @@ def test_budget_table_gives_each_point_the_tests_verdicts(tmp_path):
     assert "| gemini | bf16 | 8 |" in table[0] and table[0].count("| no budget: no budget entry 'gemini|bf16|") == 4
     assert table[1] == ("| gemini | bf16 | 32 | 850 (1%) | 50.00 | 1285 | regressed (-15.0%) | pass (+0.0%) "
                         "| pass (+0.0%) | pass (+0.0%) |")
-
-
-# --- the gate: a run against a baseline run, failing closed -------------------------------------
-DEVICE = "nvidia-h100-80gb-hbm3-x1-torch2.11.0-cuda13.0"
 
 
 def test_baseline_of_another_device_is_an_error_naming_both():

@@ -9,9 +9,9 @@ import torch
 from colossalai.checkpoint_io import GeneralCheckpointIO
 from colossalai.interface import OptimizerWrapper
 
-from tests.helpers import PARITY
+from tests.support.correctness import RESUMED_STEPS, check_roundtrip
+from tests.support.runs import PARITY
 from vitcore.processes import compat, launch
-from vitcore.spec.checks import compare, require
 from vitcore.spec.config import RunConfig
 from vitcore.training import train
 from vitcore.training.checkpoint import innermost_optimizer, restore_param_groups
@@ -44,26 +44,11 @@ def test_learning_rate_survives_a_sharded_optimizer_round_trip(tmp_path, fixed):
         assert lr == 1e-3
 
 
-# The recipe of the parity runs (tests/helpers.PARITY): warm-up 0.3 of 16 steps ends at step 4, so
+# The recipe of the parity runs (tests/runs.PARITY): warm-up 0.3 of 16 steps ends at step 4, so
 # the 3 steps saved and the 3 resumed straddle the warm-up's end and the cosine's start, where a
 # schedule that is not restored shows.
 ROUNDTRIP = dict(PARITY, precision="fp32", epochs=1, max_steps_per_epoch=16, subset=300,
                  dataset="embedded", device="cpu", timeout_s=300)
-RESUMED_STEPS = 3
-
-
-def check_roundtrip(label: str, got: dict, precision: str) -> None:
-    """Every resumed step's loss, learning rate and loss scale, and the optimizer state after the
-    last one, equal the uninterrupted run's (within `precision`'s parity tolerance)."""
-    a, b = got["uninterrupted"], got["resumed"]
-    assert len(a["loss"]) == len(b["loss"]) >= RESUMED_STEPS
-    assert got["loss_scale_loaded"] == got["loss_scale_saved"], "the loss scale was not restored"
-    assert b["loss_scale"] == a["loss_scale"], f"{label}: loss scale {b['loss_scale']} != {a['loss_scale']}"
-    assert b["lr"] == pytest.approx(a["lr"], rel=1e-12, abs=0), f"{label}: learning rate {b['lr']} != {a['lr']}"
-    for what in ("loss", "optimizer_state"):
-        c = compare(f"{label} resumed vs uninterrupted {what}", a[what], b[what], precision)
-        print(c)
-        require(c)
 
 
 @pytest.mark.parametrize("plugin", ["torch_ddp", "hybrid_parallel"])

@@ -223,7 +223,7 @@ def test_bench_dataset_needs_finetune_and_is_checked_before_measuring(tmp_path):
 
 
 # --- a tiny CPU bench: --json, the console, the log ---------------------------------------------------------
-# Run with an unknown third-party package making noise in the parent and the workers (tests/third_party_noise.py):
+# Run with an unknown third-party package making noise in the parent and the workers (tests/support/third_party_noise.py):
 # the console rule is checked by the shape of the suite's own lines, never by a list of known messages.
 TINY = ["bench", "--device", "cpu", "--model", "vit-tiny", "--plugins", "torch_ddp", "--batch-sizes", "4,8",
         "--steps", "2", "--repeats", "2", "--warmup", "1", "--min-window", "0", "--no-reference"]
@@ -232,7 +232,7 @@ THIRD_PARTY_LINE = re.compile(r"\[vitcore\] (\d+) lines? of third-party output i
 
 @pytest.fixture(scope="module")
 def tiny_json(tmp_path_factory):
-    from tests import third_party_noise
+    from tests.support import third_party_noise
 
     out = tmp_path_factory.mktemp("tiny")
     p = subprocess.run([sys.executable, "-m", "vitcore.cli", *TINY, "--json", "--out", str(out)], capture_output=True,
@@ -256,7 +256,7 @@ def test_bench_json_prints_the_points_as_json_lines_on_stdout(tiny_json):
 
 @pytest.mark.slow
 def test_console_has_one_line_per_point_and_only_the_suite_s_own_lines(tiny_json):
-    from tests import third_party_noise
+    from tests.support import third_party_noise
     from vitcore.processes import output as console
 
     p, out = tiny_json

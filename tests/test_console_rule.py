@@ -1,7 +1,7 @@
 """The console rule (issue 26): the console carries the suite's own lines only (`[vitcore] ...`,
 `[n/N] ...`, `vitcore: error: ...`); Python warnings, other packages' `logging` records, raw writes
 while heavy modules are imported and the workers' stdout and stderr go to the run's log, and one line
-says how many lines went there. Tested with a package nobody has listed (tests/third_party_noise.py),
+says how many lines went there. Tested with a package nobody has listed (tests/support/third_party_noise.py),
 never with a list of known messages, so that it holds on any CPU. The tiny bench's part is in
 tests/test_cli.py, the bad inputs' in tests/test_bad_input.py.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import third_party_noise as noise
+from tests.support import third_party_noise as noise
 from vitcore.cli import commands as cli
 from vitcore.processes import launch
 from vitcore.processes import output as console

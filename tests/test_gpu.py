@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity, computed_once
-from tests.test_checkpoint_io import RESUMED_STEPS, check_roundtrip
-from tests.test_convergence import MARGIN, convergence_data, reference_accuracy, require_near_reference
-from tests.test_convergence import RECIPE as CONVERGENCE_RECIPE  # the preset's own recipe
+from tests.support.budget_checks import check_budgets
+from tests.support.correctness import (
+    MARGIN,
+    RESUMED_STEPS,
+    check_roundtrip,
+    convergence_data,
+    reference_accuracy,
+    require_near_reference,
+)
+from tests.support.correctness import RECIPE as CONVERGENCE_RECIPE
+from tests.support.gpu import computed_once
+from tests.support.runs import PARITY, PARITY_STEPS, check_parity
 from vitcore.spec.checks import compare
 from vitcore.spec.config import RunConfig
 from vitcore.training import plain, train

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests import workers
+from tests.support import workers
 from vitcore.processes import launch
 from vitcore.processes.launch import WorkerError
 from vitcore.spec.config import RunConfig

@@ -169,3 +169,13 @@ def test_an_old_flat_name_still_imports_the_moved_module(name):
 def test_an_unknown_name_is_still_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
         vitcore.nonesuch  # noqa: B018
+
+
+def test_test_modules_import_the_support_package_not_each_other():
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                offenders += [f"{path.name}:{node.lineno} {n}" for n in names if n.startswith("tests.test_")]
+    assert offenders == [], "shared test code belongs in tests/support"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import _stat, alive
 from vitcore.spec.points import key as point_key
 from vitcore.store.results import read_points
 
@@ -34,22 +35,6 @@ def _children(pid: int) -> set[int]:
         except OSError:  # gone meanwhile
             continue
     return found
-
-
-def _stat(proc: Path) -> list[str]:
-    """(state, parent pid) of /proc/PID/stat."""
-    return (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-
-
-def alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            if _stat(Path(f"/proc/{pid}"))[0] != "Z":  # a zombie is dead, only not yet reaped
-                alive.add(pid)
-        except OSError:
-            continue
-    return alive
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux's")

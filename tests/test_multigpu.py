@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import PARITY, PARITY_STEPS, check_budgets, check_parity
+from tests.support.budget_checks import check_budgets
+from tests.support.runs import PARITY, PARITY_STEPS, check_parity
 from vitcore.processes import launch
 from vitcore.spec import plugins
 from vitcore.spec.config import RunConfig, profile_precision

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helpers import run
+from tests.support.runs import run
 from vitcore.spec.checks import CheckFailed, compare, require
 
 # weight decay 0.1 and warm-up 0.3: what these checks were set up with (the vit-tiny recipe has 0.05 / 0.1)

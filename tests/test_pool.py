@@ -2,7 +2,7 @@
 device is a parameter): start-up paid once, every case isolated, a crashing or hanging case fails
 alone and the next case runs in a new worker, and a pooled case computes bit for bit what a fresh
 launch.spawn process computes, for several plugins in sequence in one worker. And how the GPU tier's
-processes share the GPU and their results (tests/helpers.py, the root conftest)."""
+processes share the GPU and their results (tests/support, the root conftest)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import workers
-from tests.helpers import PARITY, PARITY_STEPS, computed_once, gpu_share, session_dir
-from tests.test_lifecycle import alive
+from tests.support import workers
+from tests.support.gpu import computed_once, gpu_share, session_dir
+from tests.support.processes import alive
+from tests.support.runs import PARITY, PARITY_STEPS
 from vitcore import VitcoreError
 from vitcore.processes import launch, worker_pool
 from vitcore.processes.launch import WorkerError
@@ -118,7 +119,7 @@ def _gone(pid: int, within_s: float = 15.0) -> bool:
 
 @pytest.mark.slow
 def test_a_single_use_pool_runs_each_case_in_a_worker_that_ran_nothing_started_ahead(tmp_path):
-    """The performance tests' workers (tests/helpers.fresh_gpu_workers): a fresh process per case, as
+    """The performance tests' workers (tests/gpu.fresh_gpu_workers): a fresh process per case, as
     the budgets were measured, whose imports were paid before the case was sent."""
     with WorkerPool("cpu", log_dir=tmp_path, single_use=True, spares=2) as p:
         p.prestart()
@@ -181,7 +182,7 @@ def test_pooled_cases_equal_fresh_processes_bit_for_bit_for_plugins_in_sequence(
     assert ddp_again["step_loss"] == ddp["step_loss"] and ddp_again["probe_logits"] == ddp["probe_logits"]
 
 
-# --- what the session's processes share: results computed once, the GPU (tests/helpers.py) --------
+# --- what the session's processes share: results computed once, the GPU (tests/support) --------
 def test_a_result_is_computed_once_for_the_whole_session_and_a_failure_stores_nothing(request):
     calls = []
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests import helpers
+from tests.support import budget_checks, xdist
 from vitcore import VitcoreError
 from vitcore.cli import ab
 from vitcore.gate import budget_files, budgets
@@ -102,17 +102,17 @@ def test_a_new_gpu_is_judged_on_the_invariants_from_its_first_run_and_fails_clos
         (tmp_path / f"{name}.json").write_text(json.dumps(book))
     (tmp_path / f"{device_identity(H200)}.json").unlink(missing_ok=True)  # the H200 as it first met the suite
     p = h100_point(KEY, **H200)
-    verdicts, missing = helpers.judge_point(tmp_path, p, ("launches", "memory", "device_time"))
+    verdicts, missing = budget_checks.judge_point(tmp_path, p, ("launches", "memory", "device_time"))
     assert {v.group for v, _ in verdicts} == {"launches", "memory"}
     assert {dev for _, dev in verdicts} == {device_identity(H100)}
     assert all(v.outcome == "pass" for v, _ in verdicts)
     (why,) = missing
     assert f"no budget file for device '{device_identity(H200)}'" in why and "--update-budgets" in why
     # the same point with one more launch per step fails, naming the H100's record
-    verdicts, _ = helpers.judge_point(tmp_path, p | {"launches_per_step": p["launches_per_step"] + 1}, ("launches",))
+    verdicts, _ = budget_checks.judge_point(tmp_path, p | {"launches_per_step": p["launches_per_step"] + 1}, ("launches",))
     assert [budgets.fails(v) for v, _ in verdicts] == [True]
     # another architecture has nothing to be judged against
-    verdicts, missing = helpers.judge_point(tmp_path, p | A100, ("launches", "device_time"))
+    verdicts, missing = budget_checks.judge_point(tmp_path, p | A100, ("launches", "device_time"))
     assert not verdicts and len(missing) == 2
 
 
@@ -125,12 +125,12 @@ class FakeConfig:
 
 
 def _check(monkeypatch, folder, point, **opts):
-    monkeypatch.setattr(helpers, "performance_points", lambda cfgs, request, results: ([point], []))
+    monkeypatch.setattr(budget_checks, "performance_points", lambda cfgs, request, results: ([point], []))
     from conftest import BudgetChecks
 
     checks = BudgetChecks()
     request = SimpleNamespace(config=FakeConfig(**{"--budgets": str(folder)} | opts))
-    helpers.check_budgets([], request, None, checks, ("launches", "memory", "device_time"), reported=("throughput",))
+    budget_checks.check_budgets([], request, None, checks, ("launches", "memory", "device_time"), reported=("throughput",))
     return checks
 
 
@@ -154,7 +154,7 @@ def test_the_summary_counts_points_judged_on_device_time_on_invariants_only_and_
     checks = BudgetChecks()
     for p in (h100_point(KEY), h100_point("torch_ddp_fp16|fp16|fast|vit-base|ws1|bs128", **H200),
               h100_point("torch_fsdp|bf16|fast|vit-base|ws1|bs32", **A100)):
-        checks.record(p, groups, *helpers.judge_point(tmp_path, p, groups))
+        checks.record(p, groups, *budget_checks.judge_point(tmp_path, p, groups))
     lines = checks.summary()
     assert lines[0] == ("3 points: 1 judged on device time and invariants, 1 on invariants only (no budget of this "
                         "device), 1 not at all; 0 failing verdicts")
@@ -168,7 +168,7 @@ def test_the_summary_counts_points_judged_on_device_time_on_invariants_only_and_
         if name == device_identity(H200):
             (tmp_path / f"{name}.json").write_text(json.dumps(book))
     for p in (h100_point("gemini|bf16|fast|vit-base|ws1|bs32", **H200), h100_point("gemini|bf16|fast|vit-base|ws1|bs128", **H200)):
-        checks.report(*helpers.judge_point(tmp_path, p, ("throughput",)))
+        checks.report(*budget_checks.judge_point(tmp_path, p, ("throughput",)))
     unjudged = [ln for ln in checks.summary() if "not judged: no budget" in ln]
     assert len(unjudged) == 1 and unjudged[0].count("pytest -m gpu -k performance --update-budgets") == 1, unjudged
     assert "'gemini|bf16|fast|vit-base|ws1|bs32', 'gemini|bf16|fast|vit-base|ws1|bs128' for device" in unjudged[0]
@@ -176,9 +176,9 @@ def test_the_summary_counts_points_judged_on_device_time_on_invariants_only_and_
     from conftest import BUDGET_CHECKS
 
     worker = SimpleNamespace(workeroutput={}, stash={BUDGET_CHECKS: checks})
-    helpers.xdist_collect(worker)
+    xdist.xdist_collect(worker)
     controller = SimpleNamespace(stash={BUDGET_CHECKS: BudgetChecks()})
-    helpers.xdist_merge(SimpleNamespace(workeroutput=worker.workeroutput, config=controller))
+    xdist.xdist_merge(SimpleNamespace(workeroutput=worker.workeroutput, config=controller))
     merged = controller.stash[BUDGET_CHECKS].summary()
     assert merged == checks.summary() and merged[0].endswith("1 failing verdicts") and "FAILED x" in merged
 

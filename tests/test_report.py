@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CPU_BENCH as ALL
+from tests.support.runs import CPU_BENCH as ALL
 from vitcore import ConfigError
 from vitcore.cli import gating
 from vitcore.gate import budgets

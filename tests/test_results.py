@@ -6,21 +6,17 @@ import time
 
 import pytest
 
+from tests.support.made_up import RUN, run_folder, run_point
 from vitcore import files
 from vitcore.measure.timing import Timing, host_noise, timed
 from vitcore.store import results
 from vitcore.store.results import ResultsError
 
 
-def _point(bs, status="ok", **kw):
-    return {"plugin": "torch_ddp", "precision": "fp32", "profile": "fast", "model": "vit-tiny", "world_size": 1,
-            "batch_size": bs, "status": status, "torch": "2.13.0", "gpu_name": None, "gpu_count": 0, "cuda": None, **kw}
-
-
 def test_append_is_line_atomic_and_a_torn_line_is_named_never_trusted(tmp_path):
     path = tmp_path / "points.jsonl"
-    results.append_point(path, _point(1))
-    results.append_point(path, _point(2))
+    results.append_point(path, run_point(1))
+    results.append_point(path, run_point(2))
     with open(path, "a") as f:
         f.write('{"plugin": "torch_ddp", "trunc')  # a write cut off by a crash
     good, bad = results.read(path)
@@ -31,17 +27,17 @@ def test_append_is_line_atomic_and_a_torn_line_is_named_never_trusted(tmp_path):
 def test_a_point_appended_after_a_torn_line_stays_whole(tmp_path):
     # the issue's case: --resume appended onto the partial line, which then held two objects
     path = tmp_path / "points.jsonl"
-    results.append_point(path, _point(1))
+    results.append_point(path, run_point(1))
     with open(path, "a") as f:
         f.write('{"plugin": "torch_ddp", "batch_')
-    results.append_point(path, _point(2))
+    results.append_point(path, run_point(2))
     good, bad = results.read(path)
     assert [p["batch_size"] for p in good] == [1, 2] and [b.line for b in bad] == [2]
 
 
 def test_foreign_lines_are_named_by_file_and_line(tmp_path):
     path = tmp_path / "points.jsonl"
-    path.write_text("\n".join([json.dumps(_point(1)), "42", "garbage", '{"a": 1}', json.dumps(_point(2))]) + "\n")
+    path.write_text("\n".join([json.dumps(run_point(1)), "42", "garbage", '{"a": 1}', json.dumps(run_point(2))]) + "\n")
     good, bad = results.read(path)
     assert len(good) == 2
     assert [(b.line, b.reason.split(":")[0]) for b in bad] == [
@@ -72,12 +68,12 @@ def test_unreadable_results_files_are_one_line_errors_naming_the_file(tmp_path, 
 
 def test_prepare_resume_sets_aside_bad_lines_and_failed_points(tmp_path):
     path = tmp_path / "points.jsonl"
-    for p in (_point(1), _point(2, "error", error="WorkerError: timed out after 9s"), _point(4, "oom")):
+    for p in (run_point(1), run_point(2, "error", error="WorkerError: timed out after 9s"), run_point(4, "oom")):
         results.append_point(path, p)
     with open(path, "a") as f:
         f.write("42\n{\"plugin\": \"torch_ddp\", \"tru")
     before = path.read_text().splitlines()
-    assert results.finished_keys(path) == {results.points.key(_point(1)), results.points.key(_point(4))}
+    assert results.finished_keys(path) == {results.points.key(run_point(1)), results.points.key(run_point(4))}
     bad, retried = results.prepare_resume(path)
     assert [b.line for b in bad] == [4, 5] and [p["batch_size"] for p in retried] == [2]
     assert path.read_text().splitlines() == [before[0], before[2]]  # finished points kept byte for byte
@@ -163,19 +159,6 @@ def test_each_window_records_host_interference():
         assert sum(n["gc_s"] for n in noise) > 0  # automatic collections ran inside the windows, and were timed
 
 
-# --- what --resume reuses ------------------------------------------------------------------------------------
-RUN = {"code": "abc123", "date": "2026-11-25T10:00:00+00:00",
-       "settings": {"steps": 20, "repeats": 5, "warmup": 5, "min_window_s": 1.0, "profile": "fast", "model": "vit-tiny"}}
-
-
-def _folder(tmp_path, run=RUN):
-    results.append_point(tmp_path / "points.jsonl", _point(8))
-    results.append_point(tmp_path / "points.jsonl", _point(16, "error"))
-    if run is not None:
-        files.write_json(tmp_path / results.RUN_NAME, run)
-    return tmp_path
-
-
 @pytest.mark.parametrize("change,why", [
     ({"code": "def456"}, "its points were measured by code abc123 (2026-11-25T10:00:00+00:00); this is def456"),
     ({"settings": RUN["settings"] | {"steps": 3}}, "were measured with other settings: steps 20 then, 3 now"),
@@ -183,14 +166,14 @@ def _folder(tmp_path, run=RUN):
      "min_window_s 1.0 then, 0.0 now; model 'vit-tiny' then, 'vit-base' now"),
 ])
 def test_resume_reuses_only_the_same_code_and_settings(tmp_path, change, why):
-    out = _folder(tmp_path)
+    out = run_folder(tmp_path)
     assert results.reuse_decision(out, RUN) == (True, f"reusing 1 point from {out} (abc123, 2026-11-25T10:00:00+00:00)")
     reuse, line = results.reuse_decision(out, RUN | change)
     assert not reuse and why in line and "\n" not in line
 
 
 def test_resume_without_a_run_record_starts_fresh_and_keeps_the_old_points_aside(tmp_path):
-    out = _folder(tmp_path, run=None)
+    out = run_folder(tmp_path, run=None)
     before = (out / "points.jsonl").read_text()
     assert results.reuse_decision(out, RUN) == (False, f"{out} has no run.json naming the code and settings that "
                                                        "measured its points")

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.test_results import RUN, _folder, _point
+from tests.support.made_up import RUN, run_folder, run_point
 from vitcore import files
 from vitcore.store import results
 from vitcore.store.results import ResultsError
@@ -31,7 +31,7 @@ def umask022():
 
 def test_writers_make_missing_folders_and_files_everyone_can_read(tmp_path, umask022):
     jsonl, js = tmp_path / "a" / "b" / "points.jsonl", tmp_path / "c" / "d" / "run.json"
-    results.append_point(jsonl, _point(1))
+    results.append_point(jsonl, run_point(1))
     files.write_json(js, {"k": 1})
     # 0644 as for any file a user shares: mkstemp's 0600 would hide results from other users
     assert [p.stat().st_mode & 0o777 for p in (jsonl, js)] == [0o644, 0o644]
@@ -87,7 +87,7 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_nothing_half_writte
 def test_a_line_that_is_not_text_is_named_and_kept_as_replacement_text(tmp_path):
     path = tmp_path / "points.jsonl"
     long_list = json.dumps(list(range(30)))
-    path.write_bytes(json.dumps(_point(1)).encode() + b"\n\xff\xfe{\n" + long_list.encode() + b"\n")
+    path.write_bytes(json.dumps(run_point(1)).encode() + b"\n\xff\xfe{\n" + long_list.encode() + b"\n")
     good, bad = results.read(path)
     assert len(good) == 1
     assert [(b.line, b.reason, b.text) for b in bad] == [
@@ -106,7 +106,7 @@ def test_load_names_a_folder_and_a_missing_file_with_the_forms_it_takes(tmp_path
 
 def test_load_counts_the_other_bad_lines_and_skip_bad_names_each_on_stderr(tmp_path, capsys):
     path = tmp_path / "points.jsonl"
-    path.write_text("\n".join([json.dumps(_point(1)), "42", json.dumps(_point(2))]) + "\n")
+    path.write_text("\n".join([json.dumps(run_point(1)), "42", json.dumps(run_point(2))]) + "\n")
     with pytest.raises(ResultsError) as e:
         results.load(path)
     assert str(e.value) == f"{path}:2: JSON int '42' is not a point; `vitcore report --skip-bad` reports the rest"
@@ -141,26 +141,26 @@ def test_json_results_files_exact_messages_and_forms(tmp_path, capsys):
         results.load(scalar)
     assert str(e.value) == f"{scalar}: JSON dict without a list of points; {LIST_HINT}"
     gpu = tmp_path / "gpu-results.json"
-    gpu.write_text(json.dumps({"results": [_point(1), {"no": "plugin", "x": "y" * 50}, _point(2)]}))
+    gpu.write_text(json.dumps({"results": [run_point(1), {"no": "plugin", "x": "y" * 50}, run_point(2)]}))
     with pytest.raises(ResultsError) as e:
         results.load(gpu)
     item = json.dumps({"no": "plugin", "x": "y" * 50})
     assert str(e.value) == f"{gpu}:1: item 1 ({item[:40]}) is not a point; `vitcore report --skip-bad` reports the rest"
     assert [p["batch_size"] for p in results.load(gpu, skip_bad=True)] == [1, 2]
     listed = tmp_path / "points.json"
-    listed.write_text(json.dumps([_point(4)]))
-    assert results.load(listed) == [_point(4)]
+    listed.write_text(json.dumps([run_point(4)]))
+    assert results.load(listed) == [run_point(4)]
 
 
 def test_prepare_resume_records_each_set_aside_line_whole(tmp_path):
     path = tmp_path / "points.jsonl"
-    results.append_point(path, _point(1))
+    results.append_point(path, run_point(1))
     with open(path, "a") as f:
         f.write('[1]\n{"plugin": "torch_ddp", "ba\n')  # a torn line that is no longer the last one
-    results.append_point(path, _point(2))
+    results.append_point(path, run_point(2))
     with open(path, "ab") as f:
         f.write(b"\xff\xfe\n")  # bytes that are not text: set aside, not a crash of the resumed run
-    results.append_point(path, _point(3))
+    results.append_point(path, run_point(3))
     with open(path, "a") as f:
         f.write('{"plugin": "x", "tor')  # the last line, cut off by a crash
     bad, retried = results.prepare_resume(path)
@@ -174,45 +174,45 @@ def test_prepare_resume_records_each_set_aside_line_whole(tmp_path):
         {"file": str(path), "line": 7, "reason": "torn last line (a write cut off at column 17, by a crash mid-write)",
          "text": '{"plugin": "x", "tor'}]
     assert [str(b) for b in bad] == [f"{x['file']}:{x['line']}: {x['reason']}" for x in set_aside]
-    assert results.read(path) == ([_point(1), _point(2), _point(3)], [])
+    assert results.read(path) == ([run_point(1), run_point(2), run_point(3)], [])
 
 
 @pytest.mark.parametrize("tail,bad_lines,retried", [
     ("42\n", [2], []),  # a bad line, the file ending in a newline
-    (json.dumps(_point(2, "error")) + "\n", [], [2]),  # only a failed point to measure again
+    (json.dumps(run_point(2, "error")) + "\n", [], [2]),  # only a failed point to measure again
 ])
 def test_prepare_resume_sets_aside_whatever_the_file_ends_with(tmp_path, tail, bad_lines, retried):
     path = tmp_path / "points.jsonl"
-    results.append_point(path, _point(1))
+    results.append_point(path, run_point(1))
     with open(path, "a") as f:
         f.write(tail)
     bad, again = results.prepare_resume(path)
     assert [b.line for b in bad] == bad_lines and [p["batch_size"] for p in again] == retried
-    assert path.read_text() == json.dumps(_point(1), sort_keys=True) + "\n"
+    assert path.read_text() == json.dumps(run_point(1), sort_keys=True) + "\n"
 
 
 def test_prepare_resume_leaves_a_clean_file_alone_and_ends_an_unterminated_one(tmp_path):
     path = tmp_path / "points.jsonl"
-    results.append_point(path, _point(1))
+    results.append_point(path, run_point(1))
     before = path.stat()
     assert results.prepare_resume(path) == ([], [])
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
     assert sorted(p.name for p in tmp_path.iterdir()) == ["points.jsonl"]
-    path.write_text(json.dumps(_point(1)))  # a whole point without its newline
+    path.write_text(json.dumps(run_point(1)))  # a whole point without its newline
     assert results.prepare_resume(path) == ([], [])
-    assert path.read_text() == json.dumps(_point(1)) + "\n"
+    assert path.read_text() == json.dumps(run_point(1)) + "\n"
 
 
 def test_reuse_decision_names_a_broken_record_dirty_code_and_counts_points(tmp_path):
-    out = _folder(tmp_path)
+    out = run_folder(tmp_path)
     (out / results.RUN_NAME).write_text("{not json")
     assert results.reuse_decision(out, RUN) == (False, f"{out / results.RUN_NAME} is not a vitcore run record")
     (out / results.RUN_NAME).write_text(json.dumps({"code": "abc123"}))
     assert results.reuse_decision(out, RUN) == (False, f"{out / results.RUN_NAME} is not a vitcore run record")
     dirty = RUN | {"code": "abc123-dirty"}
     files.write_json(out / results.RUN_NAME, dirty)
-    results.append_point(out / "points.jsonl", _point(32, "oom"))
+    results.append_point(out / "points.jsonl", run_point(32, "oom"))
     assert results.reuse_decision(out, dirty) == (
         True, f"reusing 2 points from {out} (abc123-dirty, {RUN['date']}; uncommitted edits are not compared)")
 

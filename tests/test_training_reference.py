@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from tests.helpers import run
+from tests.support.runs import run
 from vitcore.inputs import data
 from vitcore.spec.config import RunConfig
 from vitcore.training import plain, train

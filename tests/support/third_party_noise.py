@@ -100,7 +100,7 @@ def environ(folder) -> dict:
 
     folder = Path(folder)
     (folder / "tmp").mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text("import tests.third_party_noise\ntests.third_party_noise.install()\n")
-    root = str(Path(__file__).resolve().parent.parent)
+    (folder / "sitecustomize.py").write_text("import tests.support.third_party_noise\ntests.support.third_party_noise.install()\n")
+    root = str(Path(__file__).resolve().parents[2])  # tests/support/ -> the checkout
     path = [str(folder), root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return os.environ | {"PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(folder / "tmp")}
