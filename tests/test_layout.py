@@ -179,3 +179,45 @@ def test_test_modules_import_the_support_package_not_each_other():
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
                 offenders += [f"{path.name}:{node.lineno} {n}" for n in names if n.startswith("tests.test_")]
     assert offenders == [], "shared test code belongs in tests/support"
+
+
+def _part_of_imports(line: str) -> bool:
+    """A line of an import statement (a parenthesized one's names and closing parenthesis too)."""
+    text = line.strip()
+    return text.startswith(("from ", "import ")) or text == ")" or (text.endswith(",") and not text.startswith("#"))
+
+
+def bare_function_imports(path: Path) -> list[str]:
+    """Imports inside a function with no reason given: a comment on the import, or above it (one
+    comment may cover a run of consecutive imports)."""
+    lines = path.read_text().split("\n")
+    out = []
+    for f in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(f):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if any("#" in s for s in lines[node.lineno - 1:node.end_lineno]):
+                continue
+            i = node.lineno - 2
+            while i >= 0 and _part_of_imports(lines[i]):
+                i -= 1
+            if i < 0 or not lines[i].strip().startswith("#"):
+                out.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return out
+
+
+def test_every_import_inside_a_function_says_why_it_is_there():
+    bare = [b for p in sorted(PACKAGE.rglob("*.py")) for b in bare_function_imports(p)]
+    assert bare == [], "move the import to the top, or say in a comment why it waits (what it costs)"
+
+
+def test_the_reason_check_sees_a_bare_import(tmp_path):
+    (tmp_path / "m.py").write_text("def f():\n    # json: why\n    import json\n    import os\n\n    import re\n")
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        assert bare_function_imports(tmp_path / "m.py") == ["m.py:6"]
+    finally:
+        ROOT = saved

@@ -101,6 +101,8 @@ def cmd_train(args, tp) -> int:
         _check_runnable(cfg)
         preflight.check_train(args, cfg)
         from vitcore.processes import launch  # colossalai: see the note at the top
+
+        # heavy behind it (torch, colossalai or matplotlib): only once the arguments are valid
         from vitcore.training import train
     log = tp.attach(_train_log(args))
     # a worker's bar would not be one of the suite's lines; one process draws it on a terminal
@@ -175,8 +177,12 @@ def _bench(args, tp) -> tuple[int, list[dict]]:
     with tp.quiet():  # the fine-tuning dataset's check imports torch and datasets
         preflight.check_bench(args)
         from vitcore.cli import gating  # noqa: F401 - torch and colossalai: see the top
+
+        # heavy behind it (torch, colossalai or matplotlib): only once the arguments are valid
         from vitcore.measure import bench
         from vitcore.measure.timing import Timing
+
+        # heavy behind it (torch, colossalai or matplotlib): only once the arguments are valid
         from vitcore.processes import launch
 
         profiles = options.names(args.profile)
@@ -241,6 +247,8 @@ def _run_record(args, profiles, model) -> dict:
 def _finetune(args, device, model, tp):
     """The study's fine-tuning (gemini on a GPU), at the model preset's recipe."""
     from vitcore.processes import launch  # torch and colossalai: see the note at the top
+
+    # heavy behind it (torch, colossalai or matplotlib): only once the arguments are valid
     from vitcore.training import train
 
     gpu = device == "cuda"
@@ -262,6 +270,7 @@ def cmd_report(args, tp) -> int:
     """Its log: OUT/report.log, only where something went there (matplotlib's notices)."""
     preflight.check_report(args)
     with tp.quiet():
+        # heavy behind it (torch, colossalai or matplotlib): only once the arguments are valid
         from vitcore.cli import gating
         from vitcore.reporting import charts, report
 

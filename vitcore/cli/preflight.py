@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vitcore import ConfigError, DataError, VitcoreError, files
 from vitcore.gate import budgets
+from vitcore.gate.budget_files import MIN_RECORD_PROCESSES
 from vitcore.inputs import model as model_mod
 from vitcore.inputs.model import PRESETS
 from vitcore.spec import plugins, points
@@ -38,8 +39,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
 # --- commands ---------------------------------------------------------------------------------------
 def _recording_processes(args) -> None:
-    from vitcore.gate.budget_files import MIN_RECORD_PROCESSES
-
     recording = getattr(args, "update_budgets", None)
     if getattr(args, "processes", 1) is None:
         args.processes = MIN_RECORD_PROCESSES if recording else 1
@@ -280,6 +279,7 @@ def cpu_capable() -> str:
 
 def _data():
     """vitcore.inputs.data, imported when a dataset is checked: it brings torch and datasets (7 s here)."""
+    # data imports datasets and numpy: only when a dataset is checked
     from vitcore.inputs import data
 
     return data

@@ -40,6 +40,7 @@ def datasets_cache_dir() -> Path:
         return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
     if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "datasets"
+    # datasets / huggingface_hub: ~2 s to import, only when a hub cache is consulted
     import datasets.config
 
     return Path(datasets.config.HF_DATASETS_CACHE)
@@ -100,6 +101,7 @@ def find_snapshot(repo_id: str, repo_type: str) -> Snapshot | None:
 def load_hub_dataset(repo_id: str):
     """(DatasetDict, source): 1. the datasets library (the hub when reachable, else its prepared
     cache); 2. with the hub unreachable or offline, the hub snapshot's data files loaded directly."""
+    # datasets / huggingface_hub: ~2 s to import, only when a hub cache is consulted
     import datasets
 
     offline = hub_unreachable()
@@ -118,6 +120,7 @@ def load_hub_dataset(repo_id: str):
 
 
 def _load_snapshot(repo_id: str, not_cached: str):
+    # datasets / huggingface_hub: ~2 s to import, only when a hub cache is consulted
     import datasets
 
     try:
@@ -163,6 +166,7 @@ def _first_line(e: Exception) -> str:
 def hub_unreachable() -> bool:
     """True when the hub is not to be asked: HF_HUB_OFFLINE (at import or now) or no connection in
     2 s; then the libraries are put in offline mode, which stops a minute of retries."""
+    # datasets / huggingface_hub: ~2 s to import, only when a hub cache is consulted
     import datasets.config
     import huggingface_hub.constants as hfc
 
@@ -180,6 +184,7 @@ def hub_unreachable() -> bool:
 @contextlib.contextmanager
 def no_progress_bars():
     """datasets' progress bars off (an error after one would not be the one line on stderr)."""
+    # datasets / huggingface_hub: ~2 s to import, only when a hub cache is consulted
     import datasets
 
     was = datasets.are_progress_bars_disabled()

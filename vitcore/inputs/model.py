@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitcore import ConfigError
+from vitcore.inputs.hub_cache import find_snapshot, repo_folder  # light: stdlib only
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ def check_weights(weights: str) -> None:
     if weights.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(weights):
         raise ConfigError(f"weights path {weights!r} does not exist; valid: {WEIGHTS_FORMS}")
     if hub_weights(weights) is None:
-        from vitcore.inputs.hub_cache import repo_folder
-
         raise ConfigError(f"weights {weights!r}: no such folder, and not in the HF cache "
                           f"({repo_folder(weights, 'model')}); valid: {WEIGHTS_FORMS}")
 
@@ -104,8 +103,6 @@ def hub_weights(repo_id: str):
     """The hub snapshot of `repo_id` (a vitcore.inputs.hub_cache.Snapshot) holding config.json and a weights
     file; None when the hub cache holds no snapshot of it; a ConfigError naming the folder and what is
     missing when it holds one that cannot be loaded (an interrupted download, blobs not copied)."""
-    from vitcore.inputs.hub_cache import find_snapshot
-
     try:
         snap = find_snapshot(repo_id, "model")
     except ValueError as e:
@@ -180,8 +177,6 @@ def _weights_folder(preset: ModelPreset, weights: str) -> tuple[str | None, str]
     repo_id = preset.pretrained_id if weights == "auto" else weights
     snap = hub_weights(repo_id)
     if snap is None:
-        from vitcore.inputs.hub_cache import repo_folder
-
         return None, f"{repo_id} not in the HF cache ({repo_folder(repo_id, 'model')})"
     return str(snap.path), f"pretrained:{snap}"
 
@@ -248,6 +243,7 @@ def _read_config(folder: Path):
     if raw.get("model_type") != "vit":
         raise ConfigError(f"weights config {path} is of model_type {raw.get('model_type')!r}, not a ViT ('vit'); "
                           f"valid: {WEIGHTS_FORMS}")
+    # transformers / safetensors: only when a model or weights file is read
     from transformers import ViTConfig
 
     try:
@@ -284,10 +280,12 @@ def _file_shapes(path: Path) -> dict[str, tuple]:
         raise ConfigError(f"weights file {path} is empty (0 bytes: an interrupted copy?); {REWRITE}")
     try:
         if path.suffix == ".safetensors":
+            # transformers / safetensors: only when a model or weights file is read
             from safetensors import safe_open
 
             with safe_open(str(path), "pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        # torch: imported where it is used, so that importing this module (and the CLI) stays light
         import torch
 
         state = torch.load(path, map_location="meta", weights_only=True)
@@ -299,7 +297,10 @@ def _file_shapes(path: Path) -> dict[str, tuple]:
 def _expected_shapes(preset: ModelPreset) -> dict[str, tuple]:
     """The preset's tensors as build_model makes them (on the meta device: no memory, no init), the
     classifier aside."""
+    # torch: imported where it is used, so that importing this module (and the CLI) stays light
     import torch
+
+    # transformers / safetensors: only when a model or weights file is read
     from transformers import ViTForImageClassification
 
     cfg = preset.hf_config(num_labels=2, id2label={0: "a", 1: "b"}, attention="eager")

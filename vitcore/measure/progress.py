@@ -65,6 +65,7 @@ class Progress:
         use_bar = self.stream.isatty() if bar is None else bar
         self.bar = None
         if use_bar and self.total:
+            # tqdm: only for an interactive progress bar
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, unit="point", desc="bench", file=self.stream, leave=False)

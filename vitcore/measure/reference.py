@@ -142,6 +142,7 @@ def plan(batch_sizes, *, model: str, device: str, twins_of: Iterable[str] = ()) 
 def timm_model(preset: model_mod.ModelPreset, num_classes: int):
     """timm's VisionTransformer at the preset's sizes, randomly initialised; returns (model, weights
     source, fields the point records: timm's version)."""
+    # timm: optional, only for its reference points
     import timm
 
     net = timm.create_model(TIMM_ARCH, pretrained=False, num_classes=num_classes, img_size=preset.image_size,

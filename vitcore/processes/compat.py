@@ -17,6 +17,7 @@ _applied = False
 
 def apply() -> list[str]:
     """Apply the shims that are needed; return the names of those applied."""
+    # colossalai: 4-8 s to import, paid only when this runs
     from colossalai.accelerator.cpu_accelerator import CpuAccelerator
     from colossalai.interface import OptimizerWrapper
 

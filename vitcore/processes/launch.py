@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as _dt
+import logging
 import multiprocessing as mp
 import os
 import pickle
@@ -69,6 +70,7 @@ def _prepare() -> None:
     """What every process the suite starts does before its process group exists."""
     from colossalai.logging import get_dist_logger  # see the module's docstring
 
+    # compat imports torch: only in a worker
     from vitcore.processes import compat
 
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast stays off everywhere
@@ -131,8 +133,6 @@ def _redirect_output(output: WorkerOutput, rank: int = 0) -> Callable[[], None]:
         os.dup2(log_fd, 2)
         os.close(log_fd)
         return lambda: None
-    import logging
-
     if output.console_lines and rank == 0:  # the DATASET/WEIGHTS notices once, as the parent's
         logging.getLogger(con.OWN_LOGGER).addHandler(con.OwnLogHandler())
     echo = os.dup(2) if output.verbose else None

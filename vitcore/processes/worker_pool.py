@@ -311,6 +311,7 @@ def _receive(conn) -> bytes | None:
 
 def _run_case(blob: bytes, device: str, baseline: _Globals) -> tuple[str, Any, str | None]:
     """(status, result or (summary, traceback), why the worker must retire or None)."""
+    # torch: imported where it is used, so that importing this module (and the CLI) stays light
     import torch
 
     try:
@@ -330,8 +331,10 @@ def _run_case(blob: bytes, device: str, baseline: _Globals) -> tuple[str, Any, s
 
 
 def _clean(device: str, baseline: _Globals) -> None:
+    # torch: imported where it is used, so that importing this module (and the CLI) stays light
     import torch
 
+    # compat imports torch: only in a worker
     from vitcore.processes import compat
 
     launch.destroy_process_group()
@@ -359,6 +362,7 @@ class _Globals:
         return cls(dict(os.environ), os.getcwd(), _torch_switches())
 
     def restore(self) -> None:
+        # torch: imported where it is used, so that importing this module (and the CLI) stays light
         import torch
 
         for name in set(os.environ) - set(self.environ):
@@ -379,6 +383,7 @@ class _Globals:
 
 
 def _torch_switches() -> dict[str, Any]:
+    # torch: imported where it is used, so that importing this module (and the CLI) stays light
     import torch
 
     return {"default_dtype": torch.get_default_dtype(), "grad": torch.is_grad_enabled(),

@@ -21,9 +21,11 @@ MISSING = "charts need matplotlib: pip install vitcore[report]"
 
 @lru_cache(maxsize=1)
 def _plt():
+    # matplotlib: only when drawing (it is the optional `report` extra)
     import matplotlib
 
     matplotlib.use("Agg")  # headless, chosen before pyplot is imported
+    # matplotlib: only when drawing (it is the optional `report` extra)
     import matplotlib.pyplot as plt
 
     return plt
@@ -125,6 +127,7 @@ def chart_vs_batch(points, metric, title, baseline=None) -> Chart | None:
     if not series:
         return None
     families = sorted({family(v[0]) for v in series.values()})
+    # matplotlib: only when drawing (it is the optional `report` extra)
     from matplotlib.ticker import NullLocator
 
     base_series = _series(baseline, metric) if baseline else {}

@@ -45,6 +45,7 @@ class Comparison:
 def compare(what: str, ref, got, precision: str) -> Comparison:
     """Norm-wise: ||got - ref|| <= atol * sqrt(n) + rtol * ||ref|| (the relative error of the whole
     vector, so that logits near zero do not make an element-wise relative error meaningless)."""
+    # torch: imported where it is used, so that importing this module (and the CLI) stays light
     import torch
 
     rtol, atol, _ = TOLERANCES[precision]

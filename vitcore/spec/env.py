@@ -62,6 +62,7 @@ def git_sha() -> str:
 def environment(cuda: bool = True) -> dict:
     """Where this process runs. cuda=False never opens a CUDA context (an xdist controller whose
     workers own the GPU): the GPU fields are then None."""
+    # torch: imported where it is used, so that importing this module (and the CLI) stays light
     import torch
 
     gpu = torch.cuda.get_device_name(0) if cuda and torch.cuda.is_available() else None

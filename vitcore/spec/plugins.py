@@ -98,6 +98,7 @@ _CUDA_ONLY = "colossalai {} needs a CUDA accelerator (measured: fails on the CPU
 @register("torch_ddp", family="torch_ddp", description="PyTorch DDP, fp32",
           precisions=("fp32",), cpu_precisions=("fp32",), twin_precision="fp32")
 def _torch_ddp(ctx):
+    # colossalai: 4-8 s to import, paid only when this runs
     from colossalai.booster.plugin import TorchDDPPlugin
 
     return TorchDDPPlugin()
@@ -108,6 +109,7 @@ def _torch_ddp(ctx):
           precisions=("fp16",), cpu_reason="the Booster's fp16 is CUDA AMP", booster_amp=True,
           state_layout="amp", twin_precision="fp16")
 def _torch_ddp_fp16(ctx):
+    # colossalai: 4-8 s to import, paid only when this runs
     from colossalai.booster.plugin import TorchDDPPlugin
 
     return TorchDDPPlugin()  # the precision goes to Booster(mixed_precision=...), see booster_kwargs
@@ -120,6 +122,7 @@ for _stage in (1, 2):
               precisions=("fp16", "bf16"), cpu_reason=_CUDA_ONLY.format("LowLevelZeroPlugin"),
               options={"stage": _stage}, zero_stage=_stage, tunables=_LLZ_OPTIONS)
     def _llz(ctx, _stage=_stage):
+        # colossalai: 4-8 s to import, paid only when this runs
         from colossalai.booster.plugin import LowLevelZeroPlugin
 
         return LowLevelZeroPlugin(stage=_stage, precision=ctx.precision, max_norm=ctx.max_norm,
@@ -142,6 +145,7 @@ for _name, (_desc, _opts, _offloaded) in _GEMINI.items():
               optimizer="hybrid_adam", options=_opts, zero_stage=3, grads_in_param_chunks=True,
               optimizer_offloaded=_offloaded, tunables=_GEMINI_OPTIONS + _STATIC_OPTIONS.get(_name, ()))
     def _gemini(ctx, _opts=_opts):
+        # colossalai: 4-8 s to import, paid only when this runs
         from colossalai.booster.plugin import GeminiPlugin
 
         return GeminiPlugin(precision=ctx.precision, max_norm=ctx.max_norm, initial_scale=2**5,
@@ -164,6 +168,7 @@ for _name, (_tp, _pp, _zero) in _HYBRID.items():
               # in the dp groups (kept at 0: the recorded bounds do not change)
               zero_stage=0)
     def _hybrid(ctx, _zero=_zero):
+        # colossalai: 4-8 s to import, paid only when this runs
         from colossalai.booster.plugin import HybridParallelPlugin
 
         kw = dict(tp_size=ctx.tp_size, pp_size=ctx.pp_size, precision=ctx.precision,
@@ -181,7 +186,10 @@ def _replicated_head_policy():
     """shardformer's ViT policy splits the classifier over tp ranks, which needs num_labels to be
     a multiple of tp (dog_food has 3). Keep the classifier whole on every rank instead: its input is
     replicated across the tp group, so its gradients agree without communication."""
+    # colossalai: 4-8 s to import, paid only when this runs
     from colossalai.shardformer.policies.vit import ViTForImageClassificationPolicy
+
+    # transformers / safetensors: only when a model or weights file is read
     from transformers.models.vit.modeling_vit import ViTForImageClassification
 
     class ReplicatedHeadViTPolicy(ViTForImageClassificationPolicy):
@@ -202,8 +210,13 @@ def _replicated_head_policy():
           precisions=("fp32", "bf16"), cpu_reason="FSDP's default settings need CUDA",
           zero_stage=3, state_layout="amp")
 def _torch_fsdp(ctx):
+    # torch: imported where it is used, so that importing this module (and the CLI) stays light
     import torch
+
+    # colossalai: 4-8 s to import, paid only when this runs
     from colossalai.booster.plugin import TorchFSDPPlugin
+
+    # torch: imported where it is used, so that importing this module (and the CLI) stays light
     from torch.distributed.fsdp import MixedPrecision
 
     mp = None

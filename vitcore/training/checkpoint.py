@@ -129,6 +129,7 @@ def _loss_scaler(s: Session):
 
 def _is_colossalai(scaler) -> bool:
     """colossalai's BaseGradScaler (the mixins'), not torch's GradScaler: the two APIs differ."""
+    # colossalai: 4-8 s to import, paid only when this runs
     from colossalai.amp.naive_amp.grad_scaler import BaseGradScaler
 
     return isinstance(scaler, BaseGradScaler)
