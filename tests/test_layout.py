@@ -146,7 +146,7 @@ def test_the_suite_imports_the_subpackages_not_the_old_flat_names():
     name the subpackage, so that the tree shows what depends on what."""
     old = set(vitcore._MOVED) | set(vitcore._RENAMED) | {"console"}
     offenders = []
-    files = [*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py"), ROOT / "conftest.py", *(ROOT / "scripts").glob("*.py")]
+    files = [*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py"), ROOT / "conftest.py", *(ROOT / "scripts").rglob("*.py")]
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module == "vitcore":

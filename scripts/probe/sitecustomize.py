@@ -21,7 +21,7 @@ if os.environ.get("GEMINI_ASYNC_REDUCE") in ("0", "1"):
 
 # PROBE_ONLY=a,b keeps only those registry entries (`--plugins gemini` selects the whole family).
 if os.environ.get("PROBE_ONLY"):
-    from vitcore import plugins
+    from vitcore.spec import plugins
 
     _select, _only = plugins.select, set(os.environ["PROBE_ONLY"].split(","))
     plugins.select = lambda patterns: [s for s in _select(patterns) if s.name in _only]
@@ -30,14 +30,14 @@ if os.environ.get("PROBE_ONLY"):
 # allocated and how much of it is in tensors the garbage collector can reach. (A first version also
 # walked each tensor's referrers: reading attributes of colossalai's parameter tensors that way ended
 # in "illegal memory access" on the H100, so it only counts.) Found with it: colossalai's class-level
-# lru_caches kept the previous Gemini model alive (vitcore.compat.clear_memoized), and NCCL held its
-# chunks' memory beyond that (vitcore.timing.settle_collectives).
+# lru_caches kept the previous Gemini model alive (vitcore.processes.compat.clear_memoized), and NCCL held its
+# chunks' memory beyond that (vitcore.measure.timing.settle_collectives).
 if os.environ.get("GEMINI_LEFTOVER") == "1":
     import gc
 
     import torch
 
-    from vitcore import bench
+    from vitcore.measure import bench
 
     _allocated = bench._allocated_gib
 

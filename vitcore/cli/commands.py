@@ -1,6 +1,6 @@
 """`vitcore train | bench | report | plugins | env`. Bad input ends in one line naming the value and the
 choices, checked before any heavy import. The options are vitcore.cli.options'; the console lines are
-vitcore.console's, and everything that is not the suite's own goes to the run's log
+vitcore.processes.output's, and everything that is not the suite's own goes to the run's log
 (output.ThirdPartyOutput), with one line saying how much went there."""
 
 from __future__ import annotations

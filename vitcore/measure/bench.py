@@ -218,7 +218,7 @@ def run_matrix(groups: list[list], timing: Timing, out_dir, *, resume: bool = Fa
     """Measure every group (RunConfigs, or reference.Reference) in its own process group (fresh
     memory statistics, and a crash ends only that group), `processes` times in separate processes
     whose windows are pooled (timing.pool). progress: one line per finished point and a bar
-    (vitcore.console) on `stream`; output: where the workers' own stdout and stderr go. Returns all
+    (vitcore.measure.progress) on `stream`; output: where the workers' own stdout and stderr go. Returns all
     points in the results file, old (resumed) and new."""
     path = Path(out_dir) / "points.jsonl"
     if not resume and path.exists():
