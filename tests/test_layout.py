@@ -5,6 +5,7 @@ names (which `vitcore.__getattr__` keeps for users)."""
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,6 +179,12 @@ def test_test_modules_import_the_support_package_not_each_other():
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
                 offenders += [f"{path.name}:{node.lineno} {n}" for n in names if n.startswith("tests.test_")]
+    # and in code run by subprocesses (strings): the support modules by their package
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                offenders += [f"{path.name}:{node.lineno} {m}" for m in
+                              re.findall(r"from tests import \w+|import tests\.(?!support)\w+", node.value)]
     assert offenders == [], "shared test code belongs in tests/support"
 
 

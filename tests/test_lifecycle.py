@@ -70,7 +70,7 @@ def test_sigkill_of_the_main_process_ends_its_workers_and_resume_completes_every
 
 POOL_HOLDER = """
 import sys, time
-from tests import workers
+from tests.support import workers
 from vitcore.processes.worker_pool import WorkerPool
 if __name__ == "__main__":
     pool = WorkerPool("cpu", preload=())

@@ -46,7 +46,7 @@ class RunFailed(VitcoreError):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     error = None
-    with output.ThirdPartyOutput(verbose=getattr(args, "verbose", False)) as tp:
+    with output.ThirdPartyOutput(verbose=args.verbose) as tp:
         try:
             rc = {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "plugins": cmd_plugins,
                   "env": cmd_env, "ab": cmd_ab}[args.cmd](args, tp)

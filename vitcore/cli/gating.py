@@ -17,7 +17,7 @@ from vitcore.store import results
 def load_baseline(args, planned=None, device=None) -> list[dict] | None:
     """The --compare/--baseline file, checked before anything is measured (budgets.check_baseline);
     device: the device the compared points come from (default: this machine's)."""
-    path = getattr(args, "compare", None) or getattr(args, "baseline", None)
+    path = args.baseline
     if not path:
         return None
     try:
@@ -50,7 +50,7 @@ def report_and_gate(args, rows, skipped, history, baseline) -> int:
     rows = analysis.enrich(rows)
     verdicts, notes, rc = budget_verdicts(args.budgets, rows)
     if baseline is not None:
-        path = getattr(args, "compare", None) or getattr(args, "baseline", None)
+        path = args.baseline
         tol = budgets.fail_on_tolerances(args.fail_on)
         rule = ",".join(f"{g}:{t:.0%}" for g, t in tol.items())
         gate = budgets.compare_runs(rows, baseline, tol, allow_missing=args.allow_missing)

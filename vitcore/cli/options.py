@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "vitcore bench --out reports/latest --finetune",
                                                    "vitcore train --plugin torch_ddp --epochs 1"))
     ap.add_argument("--version", action=VersionAction, help="print the version (and git commit) and exit")
+    ap.set_defaults(verbose=False)  # the commands without --verbose (plugins, env, ab) print no third-party output
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def add(name, help, description, epilog):
@@ -222,7 +223,7 @@ def bench_parser(b: argparse.ArgumentParser) -> None:
 
 def gate_options(p: argparse.ArgumentParser, name: str) -> None:
     g = p.add_argument_group("the gate (docs/gate.md)")
-    g.add_argument(name, metavar="BASELINE", default=None,
+    g.add_argument(name, dest="baseline", metavar="BASELINE", default=None,  # one option, two commands' names
                    help="baseline results (points.jsonl / points.json) of this device to gate against; a missing or "
                         "unreadable file, another device, or a baseline point this run lacks is an error")
     g.add_argument("--fail-on", default=None,

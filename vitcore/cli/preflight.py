@@ -39,13 +39,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 # --- commands ---------------------------------------------------------------------------------------
 def _recording_processes(args) -> None:
-    recording = getattr(args, "update_budgets", None)
-    if getattr(args, "processes", 1) is None:
+    recording = args.update_budgets
+    if args.processes is None:
         args.processes = MIN_RECORD_PROCESSES if recording else 1
     elif recording and args.processes < MIN_RECORD_PROCESSES:
         raise ConfigError(f"--processes {args.processes} with --update-budgets: a budget needs at least "
                           f"{MIN_RECORD_PROCESSES} fresh processes (the band they span); leave --processes out")
-    if getattr(args, "allow_invariant_change", False) and not recording:
+    if args.allow_invariant_change and not recording:
         raise ConfigError("--allow-invariant-change needs --update-budgets FOLDER (it lets a recording replace "
                           "another device's invariants)")
 
@@ -65,25 +65,25 @@ def check_bench(args) -> None:
     _positive_ints("--batch-sizes", args.batch_sizes)
     _positive_ints("--nproc", args.nproc)
     for flag, value, low in (("--warmup", args.warmup, 0), ("--steps", args.steps, 1), ("--repeats", args.repeats, 1),
-                             ("--processes", getattr(args, "processes", 1), 1),
-                             ("--until-decided", getattr(args, "until_decided", 0), 0),
+                             ("--processes", args.processes, 1),
+                             ("--until-decided", args.until_decided, 0),
                              ("--finetune-epochs", args.finetune_epochs, 1)):
         if value is not None:
             _at_least(flag, value, low)
     _non_negative("--min-window", args.min_window, "seconds")
     for flag in ("--inject-device-pct", "--inject-host-pct"):
-        _non_negative(flag, getattr(args, flag[2:].replace("-", "_"), 0.0), "percent")
+        _non_negative(flag, vars(args)[flag[2:].replace("-", "_")], "percent")
     _positive("--timeout", args.timeout, "seconds")
-    budgets.fail_on_tolerances(getattr(args, "fail_on", None))  # a malformed --fail-on: one line, now
-    if getattr(args, "until_decided", 0) and not getattr(args, "compare", None):
+    budgets.fail_on_tolerances(args.fail_on)  # a malformed --fail-on: one line, now
+    if args.until_decided and not args.baseline:
         raise ConfigError(f"--until-decided {args.until_decided} needs --compare BASELINE (it re-measures the "
                           "points whose verdict against it is inconclusive)")
-    if getattr(args, "inject_device_pct", 0) and args.device == "cpu":
+    if args.inject_device_pct and args.device == "cpu":
         raise ConfigError("--inject-device-pct needs --device cuda or auto on a GPU (it adds GPU kernel time)")
     check_out_folder(args.out, "--out")
-    check_budget_folder(getattr(args, "budgets", None), "--budgets")
+    check_budget_folder(args.budgets, "--budgets")
     check_budget_folder(args.update_budgets, "--update-budgets")
-    dataset = getattr(args, "dataset", None)
+    dataset = args.dataset
     if dataset is not None and not args.finetune:
         raise ConfigError(f"--dataset {dataset!r} is the fine-tuning's data and needs --finetune (throughput is "
                           "timed on random tensors); add --finetune or leave --dataset out")
@@ -166,8 +166,8 @@ def check_report(args) -> None:
         side = Path(f).parent / "skipped.json"
         if side.is_file():
             check_json_file(side, "skipped list", list)
-    check_budget_folder(getattr(args, "budgets", None), "--budgets")
-    budgets.fail_on_tolerances(getattr(args, "fail_on", None))  # a malformed --fail-on: one line, now
+    check_budget_folder(args.budgets, "--budgets")
+    budgets.fail_on_tolerances(args.fail_on)  # a malformed --fail-on: one line, now
 
 
 # --- files and folders ------------------------------------------------------------------------------
