@@ -3,7 +3,6 @@ how `pytest -m gpu` shares the one GPU (xdist workers by default, performance te
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 
 import pytest
@@ -11,12 +10,11 @@ import torch
 from _pytest.mark.expression import Expression
 
 from tests.support.gpu import interleave_shared_gpu, needs_gpus_alone, third_party_log
+from tests.support.options import BUDGETS_DEFAULT, SUITE, SuiteOptions, suite
 from tests.support.xdist import XDIST_CHANNELS, xdist_collect, xdist_merge
 from vitcore import VitcoreError
-from vitcore.cli import preflight
 from vitcore.gate import budget_files, budgets
-from vitcore.inputs.model import get_preset
-from vitcore.spec import plugins, points
+from vitcore.spec import points
 from vitcore.spec.config import profile_precision
 from vitcore.spec.points import key_text
 
@@ -89,7 +87,6 @@ def budget_checks(pytestconfig) -> BudgetChecks:
     return pytestconfig.stash[BUDGET_CHECKS]
 
 
-BUDGETS_DEFAULT = "fixtures/budgets"
 
 
 # The single-GPU correctness cases (tiny preset, batch 16) need well under 2 GiB each, and each
@@ -170,11 +167,6 @@ def pytest_report_header(config):
     return None
 
 
-def _selected(config) -> list[plugins.PluginSpec]:
-    raw = config.getoption("--plugin")
-    return plugins.select([p.strip() for p in raw.split(",")] if raw else None)
-
-
 def _cases(specs, *, single_gpu: bool, profile: str | None = None):
     """(entry, precision) pairs; pytest ids like gemini-bf16. profile: only the precision that
     profile picks for each entry on a GPU (performance tests measure the `fast` profile; on a host
@@ -193,7 +185,7 @@ def _cases(specs, *, single_gpu: bool, profile: str | None = None):
 
 def pytest_generate_tests(metafunc):
     if {"spec", "precision"} <= set(metafunc.fixturenames):
-        specs = _selected(metafunc.config)
+        specs = suite(metafunc.config).selected()
         single = metafunc.definition.get_closest_marker("gpu") is not None
         prof = metafunc.definition.get_closest_marker("profile")
         metafunc.parametrize(("spec", "precision"),
@@ -205,9 +197,9 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=needs_gpus_alone)  # stable
     interleave_shared_gpu(items)
     # --plugin also filters tests that name their plugin in a `plugin_names` marker.
-    if not config.getoption("--plugin"):
+    if not suite(config).plugin:
         return
-    wanted = {s.name for s in _selected(config)}
+    wanted = {s.name for s in suite(config).selected()}
     keep, drop = [], []
     for item in items:
         params = item.callspec.params if hasattr(item, "callspec") else {}
@@ -220,52 +212,25 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-metadata's, whose pytest_metadata hook reads the options
 def pytest_configure(config):
     config.addinivalue_line("markers", "plugin_names(*names): registry entries a test exercises")
     config.addinivalue_line("markers", "profile(name): parametrize with the precision this profile picks per entry")
     config.addinivalue_line("markers", "gpu_exclusive: runs after every other GPU test of the session, with the "
                                        "GPU to itself (performance; docs/gpu.md)")
     config.stash[BUDGET_CHECKS] = BudgetChecks()
-    _check_options(config)
+    config.stash[SUITE] = _check_options(config)
     _CONFIG["config"] = config
     config.option.disable_warnings = True  # they go to the third-party log (pytest_warning_recorded)
 
 
-def _check_options(config) -> None:
-    """Bad option values end the session at its start as a usage error (exit code 4, one line),
-    never as an INTERNALERROR during collection or a failure after the GPU tier has run."""
+def _check_options(config) -> SuiteOptions:
+    """The suite's options, read once. Bad values end the session at its start as a usage error (exit
+    code 4, one line), never as an INTERNALERROR during collection or a failure after the GPU tier ran."""
     try:
-        _selected(config)
-        if config.getoption("--model"):
-            get_preset(config.getoption("--model"))
-        for flag in ("--perf-batch-sizes", "--world-sizes"):
-            _int_list(flag, config.getoption(flag))
-        if config.getoption("--gpu-workers") < 0:
-            raise VitcoreError(f"--gpu-workers {config.getoption('--gpu-workers')} must be an integer >= 0")
-        for flag in ("--perf-processes", "--perf-repeats", "--perf-steps"):
-            if config.getoption(flag) is not None and config.getoption(flag) < 1:
-                raise VitcoreError(f"{flag} {config.getoption(flag)} must be an integer >= 1")
-        n = config.getoption("--perf-processes")
-        if config.getoption("--update-budgets") and n is not None and n < budget_files.MIN_RECORD_PROCESSES:
-            raise VitcoreError(f"--perf-processes {n} with --update-budgets: a budget needs at least "
-                               f"{budget_files.MIN_RECORD_PROCESSES} fresh processes (the band they span)")
-        budgets_dir = config.getoption("--budgets")
-        if (not config.getoption("--update-budgets") and budgets_dir != BUDGETS_DEFAULT
-                and not os.path.isdir(budgets_dir)):
-            raise VitcoreError(f"--budgets {budgets_dir!r} is not a folder; give the folder of per-device "
-                               "budget files (default fixtures/budgets)")
-        preflight.check_budget_folder(budgets_dir, "--budgets")
+        return SuiteOptions.from_config(config)
     except VitcoreError as e:
         raise pytest.UsageError(f"vitcore: {e}") from None
-
-
-def _int_list(flag: str, text: str) -> None:
-    try:
-        values = [int(x) for x in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise VitcoreError(f"{flag} {text!r}: expected positive integers, comma-separated (e.g. 32,128)")
 
 
 def pytest_runtest_setup(item):
@@ -333,7 +298,7 @@ def pytest_metadata(metadata, config):
     # that measure); pytest-metadata replaces these rows with a worker's when it goes down
     controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
     env = environment(cuda=not controller)
-    path = budget_files.budget_path(config.getoption("--budgets"), env)
+    path = budget_files.budget_path(suite(config).budgets, env)
     # plain str values: pytest-xdist sends a worker's metadata to the controller, and execnet cannot
     # serialise torch's TorchVersion (every H200 check's workers went down on it at session end)
     metadata.update({k: str(v) for k, v in {

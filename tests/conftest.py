@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import default_collate
 
 from tests.support.gpu import computed_once, fresh_gpu_workers, gpu_share, needs_gpus_alone, worker_output
+from tests.support.options import suite
 from tests.support.runs import PARITY, PARITY_STEPS
 from tests.support.xdist import XDIST_CHANNELS
 from vitcore.inputs import data
@@ -104,7 +105,7 @@ GPU_RESULTS = pytest.StashKey[GpuResults]()
 @pytest.fixture(scope="session")
 def gpu_results(pytestconfig) -> GpuResults:
     if GPU_RESULTS not in pytestconfig.stash:
-        pytestconfig.stash[GPU_RESULTS] = GpuResults(pytestconfig.getoption("--results-out"))
+        pytestconfig.stash[GPU_RESULTS] = GpuResults(suite(pytestconfig).results_out)
     return pytestconfig.stash[GPU_RESULTS]
 
 

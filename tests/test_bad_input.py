@@ -312,7 +312,10 @@ class _Options:
     def __init__(self, **given):
         self.values = {"--plugin": None, "--model": None, "--perf-batch-sizes": "32,128", "--world-sizes": "2,4,8",
                        "--budgets": "fixtures/budgets", "--update-budgets": False,
-                       "--perf-processes": 1, "--perf-repeats": 5, "--perf-steps": 20, "--gpu-workers": 4} | given
+                       "--perf-processes": 1, "--perf-repeats": 5, "--perf-steps": 20, "--gpu-workers": 4,
+                       "--dataset": "auto", "--allow-missing-budgets": False, "--allow-invariant-change": False,
+                       "--perf-min-window": 0.3, "--perf-inject-device-pct": 0.0, "--results-out": None,
+                       "verbose": 0} | given
 
     def getoption(self, name):
         return self.values[name]

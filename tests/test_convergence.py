@@ -26,6 +26,7 @@ from tests.support.correctness import (
     reference_accuracy,
     require_near_reference,
 )
+from tests.support.options import suite
 from tests.support.runs import run
 from vitcore.spec.checks import CheckFailed
 from vitcore.training import plain
@@ -33,7 +34,7 @@ from vitcore.training import plain
 
 @pytest.fixture(scope="module")
 def conv_data(request):
-    return convergence_data(request.config.getoption("--dataset"))
+    return convergence_data(suite(request.config).dataset)
 
 
 @pytest.fixture(scope="module")

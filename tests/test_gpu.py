@@ -24,6 +24,7 @@ from tests.support.correctness import (
 )
 from tests.support.correctness import RECIPE as CONVERGENCE_RECIPE
 from tests.support.gpu import computed_once
+from tests.support.options import suite
 from tests.support.runs import PARITY, PARITY_STEPS, check_parity
 from vitcore.spec.checks import compare
 from vitcore.spec.config import RunConfig
@@ -69,7 +70,7 @@ def _plain_reference(d, recipe: dict) -> dict:
 def convergence_reference(request, gpu_pool):
     """The plain PyTorch loop on --dataset, once per session (across xdist workers): (data, its
     held-out accuracy)."""
-    d = convergence_data(request.config.getoption("--dataset"))
+    d = convergence_data(suite(request.config).dataset)
     key = (d.source, len(d.train), len(d.test), sorted(CONVERGENCE_RECIPE.items()))
     ref = computed_once(request.config, "plain-reference", key,
                         lambda: _case(gpu_pool, _plain_reference, d, CONVERGENCE_RECIPE))
@@ -92,8 +93,7 @@ def test_convergence(spec, precision, gpu_results, convergence_reference, gpu_po
 def _perf_cfgs(spec, precision, request):
     """The fast profile (its precision per entry; `vitcore bench --precisions` measures the others)
     at each --perf-batch-sizes, measured in one process for both tests below."""
-    sizes = [int(x) for x in request.config.getoption("--perf-batch-sizes").split(",")]
-    model = request.config.getoption("--model") or "vit-base"
+    sizes, model = suite(request.config).perf_batch_sizes, suite(request.config).model
     return [_cfg(spec, precision, profile="fast", model=model, batch_size=bs, weights="random") for bs in sizes]
 
 

@@ -228,3 +228,29 @@ def test_the_reason_check_sees_a_bare_import(tmp_path):
         assert bare_function_imports(tmp_path / "m.py") == ["m.py:6"]
     finally:
         ROOT = saved
+
+
+def _reads_a_namespace(fn: ast.FunctionDef) -> bool:
+    """A parameter called args / opts whose attributes the function reads (an argparse namespace;
+    launch.spawn's `args` tuple is not one)."""
+    names = {a.arg for a in fn.args.args} & {"args", "opts"}
+    return any(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in names
+               for n in ast.walk(fn))
+
+
+def test_the_suite_options_are_read_in_one_place():
+    """`config.getoption("--...")` of a suite option only in tests/support/options.py (the typed object)
+    and the pre-configure hook that picks xdist workers; no function outside the command line takes
+    the argparse namespace, and no `getattr(args, ...)` guesses at one."""
+    readers = []
+    for path in [*(ROOT / "tests").rglob("*.py"), ROOT / "conftest.py"]:
+        if path.name in ("options.py", "test_layout.py"):
+            continue
+        readers += [f"{path.relative_to(ROOT)}: {m}" for m in re.findall(r'getoption\("--(?!gpu-workers)[\w-]+"\)',
+                                                                          path.read_text())]
+    assert readers == []
+    guesses = [f"{p.relative_to(ROOT)}" for p in PACKAGE.rglob("*.py") if re.search(r"getattr\((args|opts),", p.read_text())]
+    assert guesses == []
+    outside = [f"{p.relative_to(ROOT)}:{n.lineno} {n.name}" for p in PACKAGE.rglob("*.py") if "cli" not in p.parts
+               for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.FunctionDef) and _reads_a_namespace(n)]
+    assert outside == [], "a function outside vitcore/cli takes the parsed command line"

@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 
 from tests.support.budget_checks import check_budgets
+from tests.support.options import suite
 from tests.support.runs import PARITY, PARITY_STEPS, check_parity
 from vitcore.processes import launch
-from vitcore.spec import plugins
 from vitcore.spec.config import RunConfig, profile_precision
 from vitcore.training import train
 
@@ -24,9 +24,7 @@ GLOBAL_BATCH = PARITY["batch_size"]
 
 
 def _cases(config, *, perf: bool):
-    raw = config.getoption("--plugin")
-    specs = plugins.select([p.strip() for p in raw.split(",")] if raw else None)
-    sizes = [int(x) for x in config.getoption("--world-sizes").split(",")]
+    specs, sizes = suite(config).selected(), suite(config).world_sizes
     out = []
     for ws in sizes:
         for s in specs:
@@ -67,8 +65,7 @@ def test_parity_with_single_gpu_torch_ddp(entry, precision, world_size, parity_d
 
 def _scaling_cfgs(entry, precision, world_size, request):
     """--perf-batch-sizes per dp rank, measured in one process group for both tests below."""
-    sizes = [int(x) for x in request.config.getoption("--perf-batch-sizes").split(",")]
-    model = request.config.getoption("--model") or "vit-base"
+    sizes, model = suite(request.config).perf_batch_sizes, suite(request.config).model
     return [RunConfig(plugin=entry.name, precision=precision, profile="fast", model=model, batch_size=bs,
                       weights="random", device="cuda", world_size=world_size) for bs in sizes]
 

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import budget_checks, xdist
+from tests.support.options import SUITE, SuiteOptions
 from vitcore import VitcoreError
 from vitcore.cli import ab
 from vitcore.gate import budget_files, budgets
@@ -117,8 +118,16 @@ def test_a_new_gpu_is_judged_on_the_invariants_from_its_first_run_and_fails_clos
 
 
 class FakeConfig:
+    """A pytest config holding the suite's options (tests/support/options.py), as configure leaves it."""
+
     def __init__(self, **opts):
-        self.opts = {"--update-budgets": False, "--allow-missing-budgets": False} | opts
+        base = {"--plugin": None, "--model": None, "--dataset": "auto", "--budgets": "fixtures/budgets",
+                "--update-budgets": False, "--allow-missing-budgets": False, "--allow-invariant-change": False,
+                "--perf-batch-sizes": "32,128", "--perf-steps": 5, "--perf-min-window": 0.3, "--perf-repeats": 3,
+                "--perf-processes": None, "--perf-inject-device-pct": 0.0, "--world-sizes": "2,4,8",
+                "--results-out": None, "--gpu-workers": 4, "verbose": 0}
+        self.opts = base | opts
+        self.stash = {SUITE: SuiteOptions.from_config(self)}
 
     def getoption(self, name):
         return self.opts[name]

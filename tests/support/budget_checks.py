@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.gpu import computed_once, fresh_gpu_workers, worker_output
+from tests.support.options import suite
 from vitcore import VitcoreError
 from vitcore.gate import budget_files
 from vitcore.measure.timing import Timing, pool
@@ -13,21 +14,14 @@ from vitcore.processes import launch
 from vitcore.spec.points import key_text
 
 
-def perf_processes(config) -> int:
-    """Fresh processes per performance measurement: --perf-processes, else 3 when recording budgets
-    (a budget is the band several processes span; budget_files.MIN_RECORD_PROCESSES) and 1 to check."""
-    n = config.getoption("--perf-processes")
-    return n if n is not None else (budget_files.MIN_RECORD_PROCESSES if config.getoption("--update-budgets") else 1)
-
-
 def performance_points(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
     """Measure `cfgs` in perf_processes() separate processes, once per session (the invariant and
     device-time tests of one plugin share it, across xdist workers too), pooling them (timing.pool:
     each process's values kept in `observed`); with --update-budgets, record each point as this
     device's budget, printing what changed. Returns the points and the review or refusal lines."""
-    opt = request.config.getoption
-    key = (tuple(cfgs), opt("--perf-steps"), opt("--perf-repeats"), opt("--perf-min-window"),
-           perf_processes(request.config), opt("--update-budgets"), opt("--budgets"), opt("--perf-inject-device-pct"))
+    o = suite(request.config)
+    key = (tuple(cfgs), o.perf_steps, o.perf_repeats, o.perf_min_window, o.perf_processes, o.update_budgets,
+           o.budgets, o.perf_inject_device_pct)
     return computed_once(request.config, "performance", key, lambda: _measure(cfgs, request, gpu_results))
 
 
@@ -35,9 +29,9 @@ def _measure(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
     from vitcore.measure.bench import measure_group  # imports colossalai: see run()
 
     c0 = cfgs[0]
-    opt = request.config.getoption
-    timing = Timing(warmup=5, steps=opt("--perf-steps"), repeats=opt("--perf-repeats"),
-                    min_window_s=opt("--perf-min-window"), inject_device_pct=opt("--perf-inject-device-pct"))
+    o = suite(request.config)
+    timing = Timing(warmup=5, steps=o.perf_steps, repeats=o.perf_repeats, min_window_s=o.perf_min_window,
+                    inject_device_pct=o.perf_inject_device_pct)
     args = (cfgs, timing, None)
     if c0.world_size == 1:  # a fresh worker, already imported (start-up was 10-15 s of each test)
         fresh = fresh_gpu_workers(request.config)
@@ -48,7 +42,7 @@ def _measure(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
         def once():
             return launch.spawn(measure_group, args, world_size=c0.world_size, device="cuda", timeout_s=900,
                                 output=worker_output(request.config))[0]
-    runs = [once() for _ in range(perf_processes(request.config))]
+    runs = [once() for _ in range(o.perf_processes)]
     points = [pool(list(same)) for same in zip(*runs, strict=True)]
     refused, review = [], []
     for point in points:
@@ -58,10 +52,9 @@ def _measure(cfgs, request, gpu_results) -> tuple[list[dict], list[str]]:
               f"{point.get('processes')} processes), device {point.get('device_ms_per_step') or 0:.2f} ms/step, "
               f"{point.get('launches_per_step') or 0:.0f} launches/step, alloc "
               f"{point.get('steady_mem_allocated_gib') or 0:.3f} GiB, status {point['status']}")
-        if opt("--update-budgets"):
+        if o.update_budgets:
             try:
-                path, _, lines = budget_files.update(opt("--budgets"), point,
-                                                     allow_invariant_change=opt("--allow-invariant-change"))
+                path, _, lines = budget_files.update(o.budgets, point, allow_invariant_change=o.allow_invariant_change)
                 review.append(f"{key_text(point)} -> {path.name}: {'; '.join(lines)}")
             except VitcoreError as e:
                 refused.append(f"budget not recorded: {e}")
@@ -93,12 +86,13 @@ def check_budgets(cfgs, request, gpu_results, budget_checks, groups: tuple[str, 
     too: re-measure at full clock. `reported` groups (wall time: one process a side cannot decide it)
     are judged for the session summary only. With --update-budgets: record instead."""
     points, lines = performance_points(cfgs, request, gpu_results)
-    if request.config.getoption("--update-budgets"):
+    o = suite(request.config)
+    if o.update_budgets:
         print("\n".join(lines))
         refused = [ln for ln in lines if ln.startswith("budget not recorded")]
         assert not refused, "; ".join(refused)
         return
-    folder = request.config.getoption("--budgets")
+    folder = o.budgets
     problems, missing = [], []
     for point in points:
         verdicts, lacking = judge_point(folder, point, groups)
@@ -109,6 +103,6 @@ def check_budgets(cfgs, request, gpu_results, budget_checks, groups: tuple[str, 
             budget_checks.report(*judge_point(folder, point, reported))
     assert not problems, "; ".join(problems)
     if missing:
-        if request.config.getoption("--allow-missing-budgets"):
+        if o.allow_missing_budgets:
             pytest.skip("--allow-missing-budgets: " + budget_files.join_missing(missing))
         pytest.fail(budget_files.join_missing(missing), pytrace=False)

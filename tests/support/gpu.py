@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.options import suite
 from vitcore import files
 from vitcore.processes import launch, worker_pool
 
@@ -89,7 +90,7 @@ def third_party_log(config) -> Path:
     conftest) and the GPU workers' stdout and stderr (colossalai's notices, torch's warnings). One
     file for every process of the session (--results-out where given, else the session's basetemp);
     the terminal summary counts its lines."""
-    folder = config.getoption("--results-out")
+    folder = suite(config).results_out
     path = Path(folder) if folder else session_dir(config)
     path.mkdir(parents=True, exist_ok=True)
     return path / "third-party.log"
@@ -97,7 +98,7 @@ def third_party_log(config) -> Path:
 
 def worker_output(config) -> launch.WorkerOutput:
     """GPU workers write into the session's third-party log (the console with -v -v)."""
-    return launch.WorkerOutput(str(third_party_log(config)), config.getoption("verbose") > 1)
+    return launch.WorkerOutput(str(third_party_log(config)), suite(config).verbose > 1)
 
 
 FRESH_GPU_WORKERS = pytest.StashKey[worker_pool.WorkerPool]()
