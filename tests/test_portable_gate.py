@@ -306,6 +306,27 @@ def test_ab_keeps_every_process_points_under_a_relative_out_while_each_runs_in_i
         assert point["git_sha"] == f"tree:{side}"
 
 
+def test_an_interrupted_ab_still_judges_what_it_measured_and_says_so(tmp_path, monkeypatch):
+    """A CI step's time limit (SIGINT) after 4 of 10 processes: ab.json holds the verdicts of those,
+    marked interrupted; with 2 a side the wall time is inconclusive, never a pass; the interrupt goes on."""
+    base = fake_tree(tmp_path / "base", 1000.0)
+    head = fake_tree(tmp_path / "head", 800.0)
+    real, calls = ab.measure, []
+
+    def measure(*a, **kw):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ab, "measure", measure)
+    with pytest.raises(KeyboardInterrupt):
+        ab.run(ab_opts(tmp_path, base, head))
+    out = json.loads((tmp_path / "ab" / "ab.json").read_text())
+    assert out["interrupted"] == {"base": 2, "head": 2}
+    assert out["inconclusive"] and "images/s" in out["inconclusive"][0] and not out["regressions"]
+
+
 def test_ab_bad_input_is_one_line_before_anything_runs(tmp_path):
     head = fake_tree(tmp_path / "head", 1000.0)
     cases = [({"processes": 3}, "--processes 3: wall time is decided at 99% only with 5"),

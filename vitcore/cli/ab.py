@@ -157,13 +157,27 @@ def run(opts) -> int:
           f"order {''.join('A' if s == 'base' else 'B' for s in order)}; bench output in {log}", file=sys.stderr)
     tree_cm = contextlib.nullcontext(Path(opts.base_tree).resolve()) if opts.base_tree else worktree(sha, out / "base-src")
     with tree_cm as base_tree:
-        for i, side in enumerate(order, 1):
-            t0 = time.monotonic()
-            tree = base_tree if side == "base" else head_root
-            rows = measure(bench_argv(opts, out / side / f"p{len(runs[side])}", side), tree, log, opts.timeout,
-                           code[side])
-            runs[side].append(rows)
-            print(f"[{i}/{len(order)}] {side}: {len(rows)} points, {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        try:
+            for i, side in enumerate(order, 1):
+                t0 = time.monotonic()
+                tree = base_tree if side == "base" else head_root
+                rows = measure(bench_argv(opts, out / side / f"p{len(runs[side])}", side), tree, log, opts.timeout,
+                               code[side])
+                runs[side].append(rows)
+                print(f"[{i}/{len(order)}] {side}: {len(rows)} points, {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        except KeyboardInterrupt:  # a CI step's time limit (SIGINT): what was measured is still judged
+            if runs["base"] and runs["head"]:
+                judge(opts, out, runs, (sha, head_sha, order, started), interrupted=True)
+            raise
+    gate = judge(opts, out, runs, (sha, head_sha, order, started))
+    return 1 if gate.failed() else 0
+
+
+def judge(opts, out: Path, runs: dict, run: tuple, *, interrupted: bool = False) -> budgets.GateResult:
+    """Pool each side's processes, judge head against base by the one rule, write OUT/{base,head}.jsonl
+    and OUT/ab.json and print the verdicts. An interrupted run's ab.json says so and how many
+    processes each side had: with fewer than 5 a side its wall time is inconclusive, not passed."""
+    sha, head_sha, order, started = run
     base, head = pooled(runs["base"]), pooled(runs["head"])
     for side, rows in (("base", base), ("head", head)):
         (out / f"{side}.jsonl").write_text("".join(json.dumps(p, sort_keys=True) + "\n" for p in rows))
@@ -178,8 +192,12 @@ def run(opts) -> int:
                "seconds": round(seconds, 1), "regressions": gate.regressions, "improvements": gate.improvements,
                "inconclusive": gate.inconclusive,
                "verdicts": {" ".join(map(str, k)): [str(v) for v in vs] for k, vs in gate.verdicts.items()}}
+    if interrupted:
+        summary["interrupted"] = {side: len(runs[side]) for side in ("base", "head")}
     (out / "ab.json").write_text(json.dumps(summary, indent=2) + "\n")
     n = sum(len(vs) for vs in gate.verdicts.values())
-    print(f"[vitcore] ab done in {seconds / 60:.1f} min: {n} verdicts, {len(gate.regressions)} regressed, "
+    what = (f"interrupted after {len(runs['base'])} base and {len(runs['head'])} head processes"
+            if interrupted else "done")
+    print(f"[vitcore] ab {what} in {seconds / 60:.1f} min: {n} verdicts, {len(gate.regressions)} regressed, "
           f"{len(gate.improvements)} improved, {len(gate.inconclusive)} inconclusive; {out / 'ab.json'}", file=sys.stderr)
-    return 1 if gate.failed() else 0
+    return gate
