@@ -136,6 +136,9 @@ def pytest_addoption(parser):
                      "such points are never budgets)")
     g.addoption("--world-sizes", default="2,4,8",
                 help="multigpu tier: world sizes (comma-separated); sizes above the GPU count skip with the reason")
+    g.addoption("--compile", action="store_true",
+                help="parity, checkpoint and convergence with each entry compiled where its plan says (issue 29: "
+                     "an entry's compiled form enters the fast profile only after passing them)")
     g.addoption("--results-out", default=None, help="write GPU-tier results JSON into this folder")
     g.addoption("--gpu-workers", type=int, default=GPU_WORKERS,
                 help=f"pytest -m gpu on a CUDA host without -n: xdist processes sharing the GPU (default "

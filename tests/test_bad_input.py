@@ -314,7 +314,7 @@ class _Options:
                        "--budgets": "fixtures/budgets", "--update-budgets": False,
                        "--perf-processes": 1, "--perf-repeats": 5, "--perf-steps": 20, "--gpu-workers": 4,
                        "--dataset": "auto", "--allow-missing-budgets": False, "--allow-invariant-change": False,
-                       "--perf-min-window": 0.3, "--perf-inject-device-pct": 0.0, "--results-out": None,
+                       "--perf-min-window": 0.3, "--perf-inject-device-pct": 0.0, "--results-out": None, "--compile": False,
                        "verbose": 0} | given
 
     def getoption(self, name):

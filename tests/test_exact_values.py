@@ -23,7 +23,7 @@ CSV_HEADER = [
     "plugin", "family", "precision", "profile", "variant", "model", "world_size", "batch_size", "status",
     "images_per_s", "ratio_to_reference", "reference", "ratio_to_reference_eager",
     "ratio_to_reference_compiled", "spread", "step_time_s", "device_ms_per_step", "device_sm_clock_mhz", "copy_ms_per_step",
-    "launches_per_step", "host_ms_per_step", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
+    "launches_per_step", "host_ms_per_step", "first_step_s", "compile_plan", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
     "mem_lower_bound_gib", "mfu", "gpu_busy", "repeats", "processes", "injected", "steps", "warmup",
     "min_window_s", "command", "device", "torch", "cuda", "colossalai", "transformers", "git_sha", "date", "dataset", "weights", "error",
 ]

@@ -44,16 +44,21 @@ def _cfg(spec, precision, **kw):
     return RunConfig(plugin=spec.name, precision=precision, device="cuda", **kw)
 
 
-def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_reference, gpu_results, gpu_pool):
-    cfg = _cfg(spec, precision, **PARITY)
+def _correctness_cfg(spec, precision, request, **kw):
+    """The correctness tests' run: compiled where --compile asks (the reference stays eager torch_ddp)."""
+    return _cfg(spec, precision, compile=suite(request.config).compile, **kw)
+
+
+def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_reference, gpu_results, gpu_pool, request):
+    cfg = _correctness_cfg(spec, precision, request, **PARITY)
     got = _case(gpu_pool, train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
     check_parity(f"{spec.name} {precision}", ddp_reference, got, precision, gpu_results)
 
 
-def test_checkpoint_roundtrip(spec, precision, parity_data, tmp_path, gpu_results, gpu_pool):
+def test_checkpoint_roundtrip(spec, precision, parity_data, tmp_path, gpu_results, gpu_pool, request):
     """3 steps, save, 3 more steps; a fresh booster loads and runs the same 3: loss, learning rate,
     loss scale and optimizer state must continue the uninterrupted run (tests/test_checkpoint_io)."""
-    cfg = _cfg(spec, precision, **PARITY)
+    cfg = _correctness_cfg(spec, precision, request, **PARITY)
     got = _case(gpu_pool, train.checkpoint_roundtrip, cfg, parity_data, 3, str(tmp_path / "ckpt"), RESUMED_STEPS)
     a, b = got["uninterrupted"], got["resumed"]
     c = compare(f"{spec.name} {precision} resumed vs uninterrupted loss", a["loss"], b["loss"], "fp32")
@@ -79,11 +84,11 @@ def convergence_reference(request, gpu_pool):
     return d, acc
 
 
-def test_convergence(spec, precision, gpu_results, convergence_reference, gpu_pool):
+def test_convergence(spec, precision, gpu_results, convergence_reference, gpu_pool, request):
     """Each plugin reaches the plain loop's accuracy on the same preset, data and epochs, minus
     tests.test_convergence.MARGIN; the reference's accuracy is printed and recorded beside it."""
     d, ref_acc = convergence_reference
-    hist = _case(gpu_pool, train.finetune, _cfg(spec, precision, **CONVERGENCE_RECIPE), d)
+    hist = _case(gpu_pool, train.finetune, _correctness_cfg(spec, precision, request, **CONVERGENCE_RECIPE), d)
     gpu_results.add("convergence", hist | {"reference_accuracy": ref_acc, "margin": MARGIN})
     if hist["status"] == "diverged":
         pytest.fail(f"{spec.name} {precision}: diverged at step {hist['diverged_at_step']}")

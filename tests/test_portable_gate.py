@@ -125,7 +125,7 @@ class FakeConfig:
                 "--update-budgets": False, "--allow-missing-budgets": False, "--allow-invariant-change": False,
                 "--perf-batch-sizes": "32,128", "--perf-steps": 5, "--perf-min-window": 0.3, "--perf-repeats": 3,
                 "--perf-processes": None, "--perf-inject-device-pct": 0.0, "--world-sizes": "2,4,8",
-                "--results-out": None, "--gpu-workers": 4, "verbose": 0}
+                "--results-out": None, "--gpu-workers": 4, "verbose": 0, "--compile": False}
         self.opts = base | opts
         self.stash = {SUITE: SuiteOptions.from_config(self)}
 

@@ -139,7 +139,8 @@ def test_a_plugin_option_sets_the_entries_that_have_it_and_skips_the_others():
     assert {(c.variant, tuple(c.plugin_options.items()), c.freeze_gc) for c in cfgs} == {
         ("enable_jit_fused=True,freeze_gc=True", (("enable_jit_fused", True),), True)}
     assert {"plugin": "torch_ddp", "precision": None,
-            "reason": "plugin 'torch_ddp' has no option 'enable_jit_fused'; its options: none"} in skipped
+            "reason": "plugin 'torch_ddp' has no option 'enable_jit_fused'; its options: none; every entry's step "
+                      "options: compile_where, compile_mode, compile_dynamic, compile_backend, sdpa_backend"} in skipped
 
 
 def test_the_fast_matrix_takes_batch_256_and_512():

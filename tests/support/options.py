@@ -38,6 +38,7 @@ class SuiteOptions:
     results_out: str | None
     gpu_workers: int
     verbose: int
+    compile: bool = False  # --compile: the correctness tests with each entry compiled (its CompilePlan)
 
     def selected(self) -> list[plugins.PluginSpec]:
         return plugins.select(list(self.plugin) if self.plugin else None)
@@ -74,7 +75,7 @@ class SuiteOptions:
                   perf_processes=n if n is not None else (budget_files.MIN_RECORD_PROCESSES if update else 1),
                   perf_inject_device_pct=opt("--perf-inject-device-pct"),
                   world_sizes=int_list("--world-sizes", opt("--world-sizes")), results_out=opt("--results-out"),
-                  gpu_workers=opt("--gpu-workers"), verbose=opt("verbose"))
+                  gpu_workers=opt("--gpu-workers"), verbose=opt("verbose"), compile=bool(opt("--compile")))
         out.selected()  # an unknown plugin name: one line naming the valid ones
         return out
 

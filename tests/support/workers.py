@@ -92,3 +92,18 @@ def count_cases():
     global _CASES_RUN
     _CASES_RUN += 1
     return os.getpid(), _CASES_RUN
+
+
+def compiled_graphs_and_keys(cfg):
+    """Two steps of `cfg` (compiled): dynamo's captured graphs and the model's first state-dict keys."""
+    from torch._dynamo.utils import counters
+
+    from vitcore.measure.timing import random_batch
+    from vitcore.training import train
+
+    counters.clear()
+    s = train.setup(cfg, synthetic_batch=True)
+    batch = random_batch(cfg.preset, cfg.batch_size, 0, s.device)
+    for _ in range(2):
+        train.train_step(s, batch)
+    return counters["stats"]["unique_graphs"], list(s.model.unwrap().state_dict())[:4]

@@ -36,7 +36,7 @@ from vitcore.spec import plugins as reg
 from vitcore.spec import points
 from vitcore.spec.config import ABLATE, RunConfig, profile_plugin_options, split_options
 from vitcore.store import results as res
-from vitcore.training import train
+from vitcore.training import compiled, train
 
 
 class Measurable(Protocol):
@@ -77,7 +77,9 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
 
 def skeleton(cfg: RunConfig, **extra) -> dict:
     """A RunConfig's point with nothing measured (an OOM or an error)."""
-    return unmeasured_fields(cfg, family=cfg.spec.family, **extra)
+    spec = cfg.spec
+    return unmeasured_fields(cfg, family=spec.family, compile=cfg.compile,
+                             compile_plan=compiled.describe(spec, cfg.compile), **extra)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +178,9 @@ def ablations(base: RunConfig, device: str, which: str = "all") -> list[RunConfi
     """`base` with one option flipped at a time, where the option means something for this plugin
     here; each labelled by its variant (e.g. "compile=True", "overlap_communication=False").
     which: "profile" (the profile's options and the precision), "plugin" (the entry's own options,
-    PluginSpec.tunables) or "all"."""
+    PluginSpec.tunables), "compile" (compiled beside eager: issue 29) or "all"."""
+    if which == "compile":
+        return [_compile_flip(base)] if _compiles_here(base, device) else []
     out = _profile_flips(base, device) if which in ("all", "profile") else []
     if which in ("all", "plugin"):
         spec = base.spec
@@ -194,11 +198,20 @@ def ablations(base: RunConfig, device: str, which: str = "all") -> list[RunConfi
     return out
 
 
+def _compiles_here(base: RunConfig, device: str) -> bool:
+    """inductor on a CPU times minutes of C++ compilation, not the plugin; aot_eager and eager trace only."""
+    return device == "cuda" or base.spec.value("compile_backend") != "inductor"
+
+
+def _compile_flip(base: RunConfig) -> RunConfig:
+    return dataclasses.replace(base, variant=f"compile={not base.compile}", compile=not base.compile)
+
+
 def _profile_flips(base: RunConfig, device: str) -> list[RunConfig]:
     flips = {"attention": "eager" if base.attention == "sdpa" else "sdpa",
              "grad_checkpoint": not base.grad_checkpoint,
              "freeze_gc": not base.freeze_gc}
-    if device == "cuda":  # torch.compile on a CPU times minutes of C++ compilation, not the plugin
+    if _compiles_here(base, device):
         flips["compile"] = not base.compile
     if base.spec.optimizer == "adamw" and device == "cuda":  # HybridAdam is always fused
         flips["fused_optimizer"] = not base.fused_optimizer

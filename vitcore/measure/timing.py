@@ -54,7 +54,7 @@ class Timing:
 
 
 class Timed(NamedTuple):
-    """What `timed` returns (a tuple: `windows, loss, steps, warm_mem, noise = timed(...)`)."""
+    """What `timed` returns."""
 
     windows: list[float]  # seconds per window
     loss: object  # the last step's loss
@@ -63,6 +63,7 @@ class Timed(NamedTuple):
     noise: list[dict]  # host interference per window (host_noise, plus the SM clock)
     device: dict  # device_window's fields: device ms and launches per step (None off CUDA)
     injected: str  # the injected regression, in ms per step ("" without one)
+    first_step_s: float | None = None  # the first step's wall time (compilation, lazy init); None without warm-up
 
 
 def random_batch(preset, batch_size: int, seed: int, device: str) -> dict:
@@ -165,8 +166,13 @@ def timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True) -
         gc.disable()
     gc.callbacks.append(_gc_clock)
     try:
-        for _ in range(timing.warmup):
+        first_step_s = None
+        for i in range(timing.warmup):
+            t0 = time.perf_counter()
             step(batch)
+            if i == 0:  # torch.compile compiles here: shown apart from the steady throughput
+                sync(device)
+                first_step_s = time.perf_counter() - t0
         sync(device)
         step, label = injected(step, batch, timing.inject_device_pct, timing.inject_host_pct, device)
         steps = calibrated_steps(step, batch, timing, device)
@@ -190,7 +196,8 @@ def timed(step, batch, timing: Timing, device: str, *, freeze_gc: bool = True) -
         if freeze_gc:
             gc.enable()
             gc.unfreeze()
-    return Timed(windows, loss, steps, warm_mem, noise, device_window(step, batch, device, timing.device_steps), label)
+    return Timed(windows, loss, steps, warm_mem, noise, device_window(step, batch, device, timing.device_steps), label,
+                 first_step_s)
 
 
 def calibrated_steps(step, batch, timing: Timing, device: str) -> int:
@@ -243,6 +250,7 @@ def measured_fields(run: Timed, *, images_per_step: float, timing: Timing, prese
         "host_ms_per_step": statistics.median(step_times) * 1e3 - dev_ms - copy_ms if dev_ms is not None else None,
         "processes": 1,
         "injected": run.injected,
+        "first_step_s": run.first_step_s,
         "spread": (max(per_gpu) - min(per_gpu)) / med,
         "repeats": timing.repeats, "steps": run.steps, "warmup": timing.warmup,
         "min_window_s": timing.min_window_s,

@@ -24,8 +24,8 @@ PROFILES = {
 # The fields a profile sets; `vitcore bench --ablate` flips them one at a time (docs/performance.md).
 OPTIONS = ("attention", "grad_checkpoint", "compile", "fused_optimizer", "plugin_kernels", "freeze_gc")
 # What `vitcore bench --ablate [WHICH]` flips: the profile's options (and the precision), the plugins' own
-# options (PluginSpec.tunables: issue 17), or both.
-ABLATE = ("all", "profile", "plugin")
+# options (PluginSpec.tunables: issue 17), both, or torch.compile alone (each entry eager and compiled: issue 29).
+ABLATE = ("all", "profile", "plugin", "compile")
 
 
 def _choice(what: str, value, valid) -> None:
@@ -56,7 +56,7 @@ def profile_plugin_options(spec: plugins.PluginSpec, profile: str, *, cuda: bool
 def parse_options(pairs: list[str]) -> dict:
     """`--option NAME=VALUE` pairs: profile options (RunConfig fields, true/false or an attention) and
     the plugins' own options (plugins.tunables()), typed; bad input is one line naming the choices."""
-    tunables = plugins.tunables()
+    tunables = plugins.settable()
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -122,7 +122,8 @@ class RunConfig:
     attention: str | None = None
     grad_checkpoint: bool | None = None
     compile: bool | None = None
-    """torch.compile the model before boosting."""
+    """torch.compile the step where the entry's plan says (PluginSpec.compile); None: the profile's (fast:
+    the entry's `compile.fast` on CUDA)."""
     fused_optimizer: bool | None = None
     """torch's fused (single-kernel) Adam on CUDA; Gemini's HybridAdam is always fused."""
     plugin_kernels: bool | None = None
@@ -153,7 +154,9 @@ class RunConfig:
         self._fill_defaults(spec, preset)
         self._check_values()
         self._check_parallel(spec, preset)
-        spec.with_options(self.plugin_options)  # each name and value checked against the entry
+        problem = self.spec.step_problem(cuda=self.device == "cuda" or _has_cuda(self.device), compiled=self.compile)
+        if problem:
+            raise ConfigError(problem)
 
     def _fill_defaults(self, spec: plugins.PluginSpec, preset: model_mod.ModelPreset) -> None:
         """Fields left as None: precision and options from the profile, lr, weight decay and
@@ -163,10 +166,12 @@ class RunConfig:
         else:
             _choice("precision", self.precision, plugins.PRECISIONS)
             spec.check_precision(self.precision)
+        on_cuda = self.device == "cuda" or _has_cuda(self.device)  # a config made for CUDA on a host without it
+        if self.compile is None and self.profile == "fast":  # compiled only where the GPU proved parity
+            self.compile = spec.compile.fast and on_cuda
         for name in OPTIONS:
             if getattr(self, name) is None:
                 setattr(self, name, PROFILES[self.profile][name])
-        on_cuda = self.device == "cuda" or _has_cuda(self.device)  # a config made for CUDA on a host without it
         self.plugin_options = profile_plugin_options(spec, self.profile, cuda=on_cuda) | self.plugin_options
         for name in ("lr", "weight_decay", "warmup_ratio"):
             if getattr(self, name) is None:

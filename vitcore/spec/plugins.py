@@ -11,18 +11,20 @@ from vitcore.spec.registry import (
     PRECISIONS,
     REGISTRY,
     BuildContext,
+    CompilePlan,
     PluginSpec,
     Tunable,
     booster_kwargs,
     get,
     register,
     select,
+    settable,
     tunables,
     unrunnable_reason,
 )
 
-__all__ = ["PRECISIONS", "REGISTRY", "BuildContext", "PluginSpec", "Tunable", "booster_kwargs", "get", "register",
-           "select", "tunables", "unrunnable_reason"]  # the API, re-exported beside the entries
+__all__ = ["PRECISIONS", "REGISTRY", "BuildContext", "CompilePlan", "PluginSpec", "Tunable", "booster_kwargs", "get", "register",
+           "select", "settable", "tunables", "unrunnable_reason"]  # the API, re-exported beside the entries
 
 # --- the plugins' own options (issue 17; docs/performance.md "Leads for issue 17") ----------------
 # Read in colossalai 0.5.0's sources; paths are under colossalai/.
@@ -89,6 +91,16 @@ _HYBRID_OPTIONS = (
 )
 
 
+# --- where torch.compile applies (issue 29): the other entries compile before boosting ---------------
+_COMPILE_AFTER = {
+    "hybrid_parallel": CompilePlan(where="after", why="shardformer replaces the model's modules while boosting "
+                                   "(its policy is looked up by the model's class): compile what it produced"),
+    "gemini": CompilePlan(where="after", why="GeminiDDP moves the parameters into chunks while boosting: compile "
+                          "the module that runs on them"),
+    "torch_fsdp": CompilePlan(where="after", why="FSDP flattens the parameters while wrapping; torch compiles FSDP "
+                              "(version 1) as the wrapped module"),
+}
+
 # --- entries -------------------------------------------------------------------------------------
 # Factories import colossalai (and torch) when called: `import colossalai.booster.plugin` took 8.1 s here
 # (measured), and listing, selecting or planning entries needs none of it.
@@ -143,7 +155,8 @@ for _name, (_desc, _opts, _offloaded) in _GEMINI.items():
     @register(_name, family="gemini", description=f"Gemini (ZeRO-3 with chunks): {_desc}",
               precisions=("fp16", "bf16"), cpu_reason=_CUDA_ONLY.format("GeminiPlugin"),
               optimizer="hybrid_adam", options=_opts, zero_stage=3, grads_in_param_chunks=True,
-              optimizer_offloaded=_offloaded, tunables=_GEMINI_OPTIONS + _STATIC_OPTIONS.get(_name, ()))
+              optimizer_offloaded=_offloaded, tunables=_GEMINI_OPTIONS + _STATIC_OPTIONS.get(_name, ()),
+              compile=_COMPILE_AFTER["gemini"])
     def _gemini(ctx, _opts=_opts):
         # colossalai: 4-8 s to import, paid only when this runs
         from colossalai.booster.plugin import GeminiPlugin
@@ -164,6 +177,7 @@ for _name, (_tp, _pp, _zero) in _HYBRID.items():
               cpu_reason=_CUDA_ONLY.format("ZeRO") if _zero else "mixed precision needs a CUDA accelerator",
               min_world_size=_tp * _pp * (2 if _zero else 1), tp_size=_tp, pp_size=_pp, parallel_sizes=True,
               plugin_kernels=True, options={"zero_stage": _zero} if _zero else {}, tunables=_HYBRID_OPTIONS,
+              compile=_COMPILE_AFTER["hybrid_parallel"],
               # the memory bound counts no sharding here, neither tp/pp nor the _zero1 entry's ZeRO-1
               # in the dp groups (kept at 0: the recorded bounds do not change)
               zero_stage=0)
@@ -208,7 +222,7 @@ def _replicated_head_policy():
           description="PyTorch FSDP (full sharding); bf16 through FSDP's own MixedPrecision, "
                       "since the Booster's fp16 setting is silently ignored by this plugin",
           precisions=("fp32", "bf16"), cpu_reason="FSDP's default settings need CUDA",
-          zero_stage=3, state_layout="amp")
+          zero_stage=3, state_layout="amp", compile=_COMPILE_AFTER["torch_fsdp"])
 def _torch_fsdp(ctx):
     # torch: imported where it is used, so that importing this module (and the CLI) stays light
     import torch

@@ -135,6 +135,11 @@ FIELDS: list[Field] = [
           "that window; changes only when the code does", fmt=".1f", table=True, gate=LAUNCHES),
     Field(name="host_ms_per_step", header="host ms/step", unit="ms", description="median wall ms per step minus device ms per step: "
           "Python, kernel launches and waits on the host", fmt=".2f", table=True),
+    Field(name="first_step_s", header="first step s", unit="s", description="wall seconds of the first optimizer step "
+          "(torch.compile's compilation, lazy initialisation): shown apart from the steady throughput", fmt=".2f",
+          table=True),
+    Field(name="compile_plan", header="compiled", unit="", description="how the step was compiled, where/backend/mode/"
+          "shapes (issue 29; empty: eager; each entry's plan: `vitcore plugins`)", table=True),
     Field(name="peak_mem_allocated_gib", header="peak allocated GiB", console=11, short="alloc GiB", unit="GiB", description="peak memory held by tensors, whole run "
           "(warm-up included; shown, not gated: its warm-up states differ by up to 6.1% on unchanged code)",
           fmt=".3f", table=True),

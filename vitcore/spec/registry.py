@@ -42,8 +42,8 @@ class Tunable:
     --ablate` measures against the entry's (None: not flipped; `why` says why)."""
 
     name: str
-    kind: type  # bool, int or float
-    default: Any  # upstream's default (the plugin's __init__)
+    kind: type  # bool, int, float, or str with `choices`
+    default: Any  # upstream's default (the plugin's __init__; torch.compile's for target "compile")
     why: str  # what it should do on one GPU, in one line
     upstream: str  # the upstream code it changes, as colossalai/<file>: <function>
     low: float = 0  # smallest valid value of an int or float
@@ -51,8 +51,12 @@ class Tunable:
     ablate: Any = None
     needs_cuda: bool = False  # its code path fails without CUDA: not flipped on a CPU, not set there by a profile
     fast: Any = None  # the fast profile's value, where an H100 measured it better (docs/performance.md); None: the entry's
+    choices: tuple[str, ...] = ()  # the values of a str option
+    target: str = "plugin"  # "plugin": a constructor argument the factory gets; "step": vitcore.training.compiled's
 
     def valid(self) -> str:
+        if self.kind is str:
+            return "one of " + ", ".join(self.choices)
         if self.kind is bool:
             return "true or false"
         what = "an integer" if self.kind is int else "a number"
@@ -60,18 +64,82 @@ class Tunable:
 
     def parse(self, text: str):
         """The value typed after NAME=, or ConfigError naming the valid values."""
-        value: Any = {"true": True, "false": False}.get(text.lower(), text)
-        if self.kind is not bool:
+        value: Any = text if self.kind is str else {"true": True, "false": False}.get(text.lower(), text)
+        if self.kind in (int, float):
             with contextlib.suppress(ValueError):
                 value = self.kind(text)
         self.check(value)
         return value
 
     def check(self, value) -> None:
+        if self.kind is str:
+            if value not in self.choices:
+                raise ConfigError(f"{self.name} takes {self.valid()}, not {value!r}")
+            return
         typed = isinstance(value, bool) if self.kind is bool else (
             isinstance(value, (int, float)) and not isinstance(value, bool) and (self.kind is float or isinstance(value, int)))
         if not typed or (self.kind is not bool and not self.low <= value <= (self.high if self.high is not None else value)):
             raise ConfigError(f"{self.name} takes {self.valid()}, not {value!r}")
+
+
+# --- torch.compile per entry (issue 29) ------------------------------------------------------
+# Where each entry compiles, and the options a user sets (`--option compile_mode=...`).
+# Compiling is in place (`nn.Module.compile`), so the module keeps its class and its state-dict keys:
+# shardformer looks its policy up by the model's class (a `torch.compile` wrapper is an
+# `OptimizedModule`, and hybrid_parallel refused it on an H100: "Auto policy for OptimizedModule ... is
+# not implemented"), and checkpoints keep names without `_orig_mod.`. `where`:
+# - "before": the model is compiled before `booster.boost`, so the plugin's wrapper calls the compiled
+#   forward (torch_ddp's DDP, low_level_zero's and FSDP's wrappers);
+# - "after": the boosted model's inner module (what shardformer or Gemini produced) is compiled after
+#   boosting, for plugins that replace or hook modules while boosting.
+# Whether an entry holds parity compiled is measured on the GPU (`PluginSpec.compile.fast` only after it
+# passes there); where compile fails, the point is an error carrying the upstream error's first line and
+# the report's compile table shows it (measured, not assumed).
+COMPILE_WHERE = ("before", "after")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompilePlan:
+    """An entry's compile placement (see the comment above)."""
+
+    where: str = "before"
+    why: str = "the plugin's wrapper calls the module it was given: compiling that module compiles the step"
+    fast: bool = False
+    """Compiled in the fast profile on CUDA: only once its compiled form passed the GPU parity,
+    checkpoint and convergence tests (name the run that proved it beside the entry)."""
+
+    def __post_init__(self):
+        if self.where not in COMPILE_WHERE:
+            raise ValueError(f"compile where {self.where!r}; valid: {', '.join(COMPILE_WHERE)}")
+
+
+_COMPILE = "torch/__init__.py: compile"
+# One set for every entry (registry.register appends it; compile_where takes the entry's plan.where).
+COMPILE_OPTIONS = (
+    Tunable(name="compile_where", kind=str, default="before", choices=COMPILE_WHERE, target="step",
+            why="before boosting (the plugin wraps the compiled module) or after (the boosted inner module)",
+            upstream=_COMPILE),
+    Tunable(name="compile_mode", kind=str, default="default", target="step",
+            choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+            why="inductor's mode: reduce-overhead adds CUDA graphs (fewer launches, host time), max-autotune "
+                "benchmarks GEMM configurations at compile time", upstream=_COMPILE),
+    Tunable(name="compile_dynamic", kind=bool, default=False, target="step",
+            why="the benchmark's batch never changes shape: static shapes specialise; evaluation's last batch "
+                "recompiles once", upstream=_COMPILE),
+    Tunable(name="compile_backend", kind=str, default="inductor", choices=("inductor", "aot_eager", "eager"),
+            target="step", why="inductor generates kernels; aot_eager and eager trace without code generation "
+                                  "(graph breaks and refusals in seconds, on a CPU too)", upstream=_COMPILE),
+    Tunable(name="sdpa_backend", kind=str, default="auto", target="step",
+            choices=("auto", "flash", "efficient", "cudnn", "math"),
+            why="which scaled-dot-product attention kernel the step may use (auto: torch's choice); applies "
+                "eager or compiled", upstream="torch/nn/attention/__init__.py: sdpa_kernel"),
+)
+
+
+def options_for(plan: CompilePlan) -> tuple[Tunable, ...]:
+    """The compile options of an entry: the shared set, `compile_where` defaulting to its plan's."""
+    return tuple(dataclasses.replace(t, default=plan.where) if t.name == "compile_where" else t
+                 for t in COMPILE_OPTIONS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +175,8 @@ class PluginSpec:
     """Precision of the entry's hand-written twin (vitcore.measure.reference.bare_loop); None: no twin."""
     tunables: tuple[Tunable, ...] = ()
     """The plugin's own tuning options (issue 17), each at the entry's value unless a run sets it."""
+    compile: CompilePlan = field(default_factory=CompilePlan)
+    """Where torch.compile applies to this entry (issue 29); its options are `step_options`."""
     settings: tuple[tuple[str, Any], ...] = ()
     """This run's plugin options (RunConfig.plugin_options, through `with_options`); () for the registry's entry."""
 
@@ -132,12 +202,26 @@ class PluginSpec:
                 f"valid: {', '.join(self.precisions)}"
             )
 
+    @property
+    def step_options(self) -> tuple[Tunable, ...]:
+        """The options of how the step is built and run (torch.compile, SDPA): not the plugin's arguments."""
+        return options_for(self.compile)
+
+    def step_problem(self, *, cuda: bool, compiled: bool) -> str | None:
+        """Why this run's step options cannot run here (one line), or None: checked before any measurement."""
+        if not cuda and self.value("sdpa_backend") in ("flash", "efficient", "cudnn"):
+            return f"sdpa_backend={self.value('sdpa_backend')} needs CUDA; valid on a CPU: auto, math"
+        if not cuda and compiled and self.value("compile_mode") == "reduce-overhead":
+            return "compile_mode=reduce-overhead records CUDA graphs and needs CUDA; valid on a CPU: default"
+        return None
+
     def tunable(self, name: str) -> Tunable:
-        found = next((t for t in self.tunables if t.name == name), None)
+        found = next((t for t in self.tunables + self.step_options if t.name == name), None)
         if found is not None:
             return found
         raise ConfigError(f"plugin {self.name!r} has no option {name!r}; its options: "
-                          f"{', '.join(t.name for t in self.tunables) or 'none'}")
+                          f"{', '.join(t.name for t in self.tunables) or 'none'}; every entry's step options: "
+                          f"{', '.join(t.name for t in self.step_options)}")
 
     def value(self, name: str):
         """The option's value in this entry as configured: this run's setting, else the entry's own, else upstream's."""
@@ -151,7 +235,8 @@ class PluginSpec:
 
     def build(self, ctx: BuildContext):
         self.check_precision(ctx.precision)
-        return self.factory(dataclasses.replace(ctx, plugin_options=dict(self.settings)))
+        own = {t.name for t in self.tunables}  # the step's options are not the constructor's
+        return self.factory(dataclasses.replace(ctx, plugin_options={k: v for k, v in self.settings if k in own}))
 
 
 REGISTRY: dict[str, PluginSpec] = {}
@@ -197,6 +282,11 @@ def select(patterns: list[str] | None) -> list[PluginSpec]:
 def tunables() -> dict[str, Tunable]:
     """Every entry's options by name, in registry order (entries sharing a name share its kind and range)."""
     return {t.name: t for s in REGISTRY.values() for t in s.tunables}
+
+
+def settable() -> dict[str, Tunable]:
+    """What `--option NAME=VALUE` may name besides the profile's options: the plugins' own and the step's."""
+    return tunables() | {t.name: t for t in COMPILE_OPTIONS}
 
 
 def unrunnable_reason(spec: PluginSpec, precision: str, world_size: int, device: str) -> str | None:

@@ -1,7 +1,7 @@
 """Training: setup through the Booster, the step, evaluation, the fine-tuning loop and parity probes
-(`train`); checkpoints and resume (`checkpoint`); the learning-rate schedule as a closed form
+(`train`); torch.compile and the SDPA kernel as each entry's plan says (`compiled`); checkpoints and resume (`checkpoint`); the learning-rate schedule as a closed form
 (`schedule`); and an independent plain-PyTorch loop sharing no code with `train` (`plain`), the
 reference for training semantics and convergence.
 """
 
-__all__ = ["checkpoint", "plain", "schedule", "train"]
+__all__ = ["checkpoint", "compiled", "plain", "schedule", "train"]

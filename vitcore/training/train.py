@@ -7,9 +7,11 @@ through the Booster, with the fixes a resume needs, is vitcore.training.checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from vitcore.inputs import model as model_mod
 from vitcore.processes.launch import resolve_device
 from vitcore.spec.config import RunConfig, zero_steps_message
 from vitcore.spec.plugins import BuildContext, booster_kwargs
+from vitcore.training import compiled
 from vitcore.training.checkpoint import (
     innermost_optimizer,
     load_checkpoint,
@@ -70,6 +73,8 @@ class Session:
     weights_source: str
     steps_per_epoch: int
     total_steps: int
+    attention: Callable[[], Any] = contextlib.nullcontext
+    """The SDPA-kernel context of a forward and backward (the entry's `sdpa_backend`), made once."""
 
     @property
     def pipelined(self) -> bool:
@@ -162,11 +167,11 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
                                                   weights=cfg.weights, grad_checkpoint=cfg.grad_checkpoint)
     if device == "cuda":
         model = model.cuda()
-    if cfg.compile:
-        model = torch.compile(model)
+    model = compiled.apply(model, spec, "before", cfg.compile)
     optimizer = make_optimizer(cfg, model, device)
     booster = Booster(plugin=plugin, **booster_kwargs(spec, cfg.precision))
     model, optimizer, _, _, _ = booster.boost(model, optimizer, _criterion, None, None)
+    model = compiled.apply(model, spec, "after", cfg.compile)
     # The schedule is attached after boosting, to the optimizer that actually steps: the FSDP
     # plugin re-initialises the optimizer from its defaults during boost, which silently reset a
     # schedule made before to the full learning rate for step 1 (measured: FSDP fp32 7% off
@@ -174,7 +179,8 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
     total = max(1, d.steps_per_epoch * max(cfg.epochs, 1))
     scheduler = warmup_cosine(innermost_optimizer(optimizer), total, int(cfg.warmup_ratio * total))
     return Session(cfg, device, plugin, booster, model, optimizer, scheduler, d.train_loader,
-                   d.test_loader, layout, d.source, weights_source, d.steps_per_epoch, total)
+                   d.test_loader, layout, d.source, weights_source, d.steps_per_epoch, total,
+                   attention=compiled.sdpa_factory(spec))
 
 
 def to_device(batch: dict, device: str) -> dict:
@@ -184,12 +190,13 @@ def to_device(batch: dict, device: str) -> dict:
 def train_step(s: Session, batch: dict):
     """One optimizer step. Returns this rank's loss tensor (None where it does not own one);
     no host synchronisation, so the benchmark can time it back to back."""
-    if s.pipelined:
-        out = s.booster.execute_pipeline(iter([batch]), s.model, _criterion, s.optimizer, return_loss=True)
-        loss = out["loss"] if s.layout.owns_output else None
-    else:
-        loss = s.model(**batch).loss
-        s.booster.backward(loss, s.optimizer)
+    with s.attention():
+        if s.pipelined:
+            out = s.booster.execute_pipeline(iter([batch]), s.model, _criterion, s.optimizer, return_loss=True)
+            loss = out["loss"] if s.layout.owns_output else None
+        else:
+            loss = s.model(**batch).loss
+            s.booster.backward(loss, s.optimizer)
     s.optimizer.step()
     s.optimizer.zero_grad()
     s.scheduler.step()
@@ -207,7 +214,7 @@ def global_mean(s: Session, value) -> float:
 
 def forward_logits(s: Session, batch: dict):
     """Logits and loss of one batch without gradients (None on ranks that do not own them)."""
-    with torch.no_grad():
+    with torch.no_grad(), s.attention():
         if s.pipelined:
             out = s.booster.execute_pipeline(iter([batch]), s.model, _criterion, None,
                                              return_loss=True, return_outputs=True)
@@ -241,6 +248,7 @@ def describe(s: Session) -> dict:
     return {"plugin": cfg.plugin, "family": cfg.spec.family, "precision": cfg.precision,
             "profile": cfg.profile, "model": cfg.model, "attention": cfg.attention,
             "grad_checkpoint": cfg.grad_checkpoint, "compile": cfg.compile,
+            "compile_plan": compiled.describe(cfg.spec, cfg.compile),
             "fused_optimizer": fused_adam(cfg, s.device),
             "plugin_kernels": cfg.plugin_kernels,
             "freeze_gc": cfg.freeze_gc,

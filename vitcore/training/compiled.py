@@ -1,0 +1,60 @@
+"""The step as an entry's compile plan builds it (issue 29; the plan and its options are on the
+registry entry: `vitcore.spec.registry.CompilePlan`, `PluginSpec.step_options`).
+
+Compiling is in place (`nn.Module.compile`): the module keeps its class (shardformer looks its policy up
+by class) and its state-dict keys (no `_orig_mod.` in checkpoints). torch.compile is lazy: a refusal
+shows at the first step, inside the run, and becomes that point's error line (the report's compile
+table shows it) rather than a crash of the matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from vitcore.spec.registry import PluginSpec
+
+_SDPA = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION", "math": "MATH"}
+
+
+def inner(boosted):
+    """The model as the plugin holds it after boosting (`ModelWrapper.unwrap()`): shardformer's sharded model
+    (inside hybrid_parallel's DDP), Gemini's chunked model, the module inside DDP or FSDP. Compiling a DDP
+    wrapper in place compiled nothing here (dynamo skips DDP's own forward: 0 graphs, measured on a CPU)."""
+    return boosted.unwrap() if hasattr(boosted, "unwrap") else boosted
+
+
+def kwargs(spec: PluginSpec) -> dict:
+    """torch.compile's arguments from the entry's step options (mode only where inductor reads it)."""
+    backend = spec.value("compile_backend")
+    kw = {"backend": backend, "dynamic": spec.value("compile_dynamic")}
+    if backend == "inductor" and spec.value("compile_mode") != "default":
+        kw["mode"] = spec.value("compile_mode")
+    return kw
+
+
+def apply(model, spec: PluginSpec, stage: str, enabled: bool):
+    """Compile at `stage` ("before" boosting: the model; "after": the boosted wrapper's inner module) where the
+    run compiles and the entry's plan (or --option compile_where) says this stage. Returns `model`."""
+    if enabled and spec.value("compile_where") == stage:
+        (model if stage == "before" else inner(model)).compile(**kwargs(spec))
+    return model
+
+
+def describe(spec: PluginSpec, enabled: bool) -> str:
+    """One token for a point: how its step was compiled ("" eager), e.g. "after/inductor/max-autotune/static"."""
+    if not enabled:
+        return ""
+    return "/".join([spec.value("compile_where"), spec.value("compile_backend"), spec.value("compile_mode"),
+                     "dynamic" if spec.value("compile_dynamic") else "static"])
+
+
+def sdpa_factory(spec: PluginSpec):
+    """A zero-argument callable making the attention-kernel context a step runs in (`sdpa_backend`;
+    auto: torch's own choice). Resolved once per session: the step's host time is measured."""
+    name = spec.value("sdpa_backend")
+    if name == "auto":
+        return contextlib.nullcontext
+    backend = getattr(SDPBackend, _SDPA[name])
+    return lambda: sdpa_kernel(backend)
