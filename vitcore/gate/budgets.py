@@ -192,16 +192,18 @@ def _measured(name: str, point: dict, ref: dict):
     return got
 
 
-def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups=None) -> list[Verdict]:
+def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups=None,
+          same_settings: bool = True) -> list[Verdict]:
     """Every gated metric of `point` against `ref` (a budget entry or a baseline point) in the gate
     `groups` (default: all), one Verdict each. A metric `ref` lacks is not judged. A point that did
-    not finish ("oom", "error") is one regressed verdict of its own."""
+    not finish ("oom", "error") is one regressed verdict of its own. same_settings=False: the plugin
+    options may differ (an A/B of two revisions, where a changed option is the change under test)."""
     tol = tolerances(tol)
     who = (point["plugin"], point["precision"], point["batch_size"])
     if point.get("status") != "ok":
         return [Verdict(*who, f"status {point.get('status')}", float("nan"), ref.get("images_per_s") or float("nan"),
                         float("nan"), group="status")]
-    if (mismatch := options_mismatch(point, ref)) is not None:
+    if same_settings and (mismatch := options_mismatch(point, ref)) is not None:
         return [Verdict(*who, "plugin options", float("nan"), float("nan"), float("nan"), group="settings",
                         detail=mismatch)]
     out = []
@@ -302,9 +304,12 @@ class GateResult:
 
 
 def compare_runs(current: list[dict], baseline: list[dict], tol: dict[str, float] | None = None, *,
-                 allow_missing: bool = False) -> GateResult:
+                 allow_missing: bool = False, revisions: bool = False) -> GateResult:
     """Every current point against the baseline point of the same identity on the same device; a
-    baseline point of this device that the run lacks is a regression unless allow_missing."""
+    baseline point of this device that the run lacks is a regression unless allow_missing.
+    revisions: the baseline is the base revision measured beside the head in one run (`vitcore ab`): the
+    plugin options may differ (a changed option is the change under test), and fewer launches or less
+    memory is an improvement, not a stale budget (found on the H200: a faster change failed on them)."""
     base = {(points.device_key(p), points.key(p)): p for p in baseline if p.get("status") == "ok"}
     res = GateResult({}, [], [], [], [])
     seen = set()
@@ -316,10 +321,10 @@ def compare_runs(current: list[dict], baseline: list[dict], tol: dict[str, float
         if ref is None:
             res.new.append(f"{name}: not in the baseline (on {dev})")
             continue
-        res.verdicts[k] = verdicts = judge(p, ref, tol=tol)
+        res.verdicts[k] = verdicts = judge(p, ref, tol=tol, same_settings=not revisions)
         for v in verdicts:
             line = f"{name}: {v}" if v.group == "status" else str(v)
-            (res.regressions if fails(v) else {"improved": res.improvements, "inconclusive": res.inconclusive}
+            (res.regressions if fails(v) and not (revisions and v.outcome == "improved") else {"improved": res.improvements, "inconclusive": res.inconclusive}
              .get(v.outcome, [])).append(line)
     devices = {dev for dev, _ in seen}
     for (dev, k), p in base.items():
