@@ -116,12 +116,11 @@ def test_update_budgets_records_what_this_run_measured_and_what_the_file_lacks(t
 
 
 def test_update_budgets_records_three_processes_unless_told_and_refuses_fewer(tmp_path):
-    from vitcore.cli import options, preflight
+    from vitcore.cli import options, typed
 
     def resolved(*extra):
         args = options.build_parser().parse_args(["bench", "--device", "cpu", "--out", str(tmp_path / "o"), *extra])
-        preflight.check_bench(args)
-        return args.processes
+        return typed.BenchOptions.from_args(args).processes
 
     assert resolved() == 1 and resolved("--processes", "2") == 2
     assert resolved("--update-budgets", str(tmp_path / "b")) == budget_files.MIN_RECORD_PROCESSES == 3

@@ -4,6 +4,7 @@ planner and orchestration (with stand-in bench trees: the statistics are real, t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -258,13 +259,13 @@ def fake_tree(root: Path, speed: float, launches: float = 100.0) -> Path:
 
 
 def ab_opts(tmp_path, base, head, **kw):
-    from vitcore.cli import options
+    from vitcore.cli import options, typed
 
     argv = ["ab", "--base-tree", str(base), "--head-tree", str(head), "--plugins", "torch_ddp", "--device", "cpu",
             "--model", "vit-tiny", "--batch-sizes", "4", "--out", str(tmp_path / "ab")]
     for k, v in kw.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
-    return options.build_parser().parse_args(argv)
+    return typed.AbOptions.from_args(options.build_parser().parse_args(argv))
 
 
 @pytest.mark.parametrize("head_speed,launches,rc,verdict", [
@@ -296,8 +297,7 @@ def test_ab_keeps_every_process_points_under_a_relative_out_while_each_runs_in_i
     base = fake_tree(tmp_path / "base", 1000.0)
     head = fake_tree(tmp_path / "head", 1000.0)
     monkeypatch.chdir(tmp_path)
-    opts = ab_opts(tmp_path, base, head)
-    opts.out = "ab"  # relative, as the documented CI job gives it
+    opts = dataclasses.replace(ab_opts(tmp_path, base, head), out="ab")  # relative, as the documented CI job gives it
     ab.run(opts)
     for side in ("base", "head"):
         assert len(list((tmp_path / "ab" / side).glob("p*/points.jsonl"))) == 5, side

@@ -19,10 +19,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitcore import VitcoreError
 from vitcore.gate import budgets
 from vitcore.spec import points
+
+if TYPE_CHECKING:
+    from vitcore.cli.typed import AbOptions
 
 HEAD_ROOT = Path(__file__).resolve().parents[2]  # vitcore/cli/ab.py -> the checkout this vitcore runs from
 
@@ -65,7 +69,7 @@ def worktree(sha: str, dest: Path, repo: Path = HEAD_ROOT) -> Iterator[Path]:
         subprocess.run(["git", "worktree", "remove", "--force", str(dest)], cwd=repo, capture_output=True, timeout=120)
 
 
-def bench_argv(opts, out: Path, side: str) -> list[str]:
+def bench_argv(opts: AbOptions, out: Path, side: str) -> list[str]:
     """One process's `vitcore bench` command line (the head side carries the injected change, if any)."""
     argv = [sys.executable, "-m", "vitcore.cli", "bench", "--json", "--no-reference", "--processes", "1",
             "--out", str(out), "--device", opts.device, "--plugins", ",".join(opts.plugins),
@@ -114,20 +118,18 @@ def pooled(runs: list[list[dict]]) -> list[dict]:
     return [pool(same) for same in by_key.values()]
 
 
-def check(opts) -> None:
-    """Every option, before a worktree is made or a process started: ab's own, then the head's bench
-    command line through bench's own parser and checks (so each bad value is bench's one line)."""
-    from vitcore.cli import options, preflight  # the CLI's own: light
+def check(opts: AbOptions) -> None:
+    """Every option, before a worktree is made or a process started (ab's own are AbOptions'): the
+    head's bench command line through bench's own parser, options and checks (so each bad value is
+    bench's one line)."""
+    from vitcore.cli import options, preflight, typed  # the CLI's own: light
 
-    stats_min = budgets.MIN_PROCESSES
-    if opts.processes < stats_min:
-        raise VitcoreError(f"--processes {opts.processes}: wall time is decided at 99% only with {stats_min} or more "
-                           f"processes a side (the exact U test); give --processes {stats_min} or more")
     argv = bench_argv(opts, Path(opts.out) / "head" / "p0", "head")
-    preflight.check_bench(options.build_parser().parse_args(argv[3:]))  # after `python -m vitcore.cli`
+    bench = typed.BenchOptions.from_args(options.build_parser().parse_args(argv[3:]))  # after `-m vitcore.cli`
+    preflight.check_bench(bench)
 
 
-def run(opts) -> int:
+def run(opts: AbOptions) -> int:
     """Measure base and head interleaved, judge head against base, write OUT/{base,head}.jsonl and
     OUT/ab.json; exit 1 on a regression (two-sided invariants included), 0 otherwise."""
     started = time.monotonic()
@@ -173,7 +175,7 @@ def run(opts) -> int:
     return 1 if gate.failed() else 0
 
 
-def judge(opts, out: Path, runs: dict, run: tuple, *, interrupted: bool = False) -> budgets.GateResult:
+def judge(opts: AbOptions, out: Path, runs: dict, run: tuple, *, interrupted: bool = False) -> budgets.GateResult:
     """Pool each side's processes, judge head against base by the one rule, write OUT/{base,head}.jsonl
     and OUT/ab.json and print the verdicts. An interrupted run's ab.json says so and how many
     processes each side had: with fewer than 5 a side its wall time is inconclusive, not passed."""
@@ -181,8 +183,7 @@ def judge(opts, out: Path, runs: dict, run: tuple, *, interrupted: bool = False)
     base, head = pooled(runs["base"]), pooled(runs["head"])
     for side, rows in (("base", base), ("head", head)):
         (out / f"{side}.jsonl").write_text("".join(json.dumps(p, sort_keys=True) + "\n" for p in rows))
-    tol = budgets.fail_on_tolerances(opts.fail_on)
-    gate = budgets.compare_runs(head, base, tol)
+    gate = budgets.compare_runs(head, base, opts.gate.tolerances)
     for line in gate.improvements + gate.inconclusive:
         print(f"[vitcore] {'improved' if line in gate.improvements else 'inconclusive'}: {line}", file=sys.stderr)
     for line in gate.regressions:

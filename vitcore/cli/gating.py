@@ -5,6 +5,7 @@ vitcore.gate.budgets; the statistics vitcore.gate.stats."""
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from vitcore import VitcoreError
 from vitcore.gate import budget_files, budgets
@@ -13,11 +14,14 @@ from vitcore.spec import points
 from vitcore.spec.env import environment
 from vitcore.store import results
 
+if TYPE_CHECKING:
+    from vitcore.cli.typed import GateOptions
 
-def load_baseline(args, planned=None, device=None) -> list[dict] | None:
+
+def load_baseline(gate: GateOptions, planned=None, device=None) -> list[dict] | None:
     """The --compare/--baseline file, checked before anything is measured (budgets.check_baseline);
     device: the device the compared points come from (default: this machine's)."""
-    path = args.baseline
+    path = gate.baseline
     if not path:
         return None
     try:
@@ -25,49 +29,49 @@ def load_baseline(args, planned=None, device=None) -> list[dict] | None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise VitcoreError(f"baseline {path} cannot be read: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     device = device or points.device_key(environment())
-    budgets.check_baseline(baseline, source=path, device=device, planned=planned, allow_missing=args.allow_missing)
+    budgets.check_baseline(baseline, source=path, device=device, planned=planned, allow_missing=gate.allow_missing)
     return baseline
 
 
-def until_decided(args, groups, timing, measured, baseline) -> list[dict]:
+def until_decided(gate: GateOptions, out, groups, timing, measured, baseline) -> list[dict]:
     """Re-measure the groups holding a point with an inconclusive throughput verdict, one more
     process at a time, pooling windows, until decided or N more processes."""
     from vitcore.measure import bench  # torch and colossalai (10 s): only when re-measuring
 
-    tol = budgets.fail_on_tolerances(args.fail_on)
-    for _ in range(args.until_decided):
-        gate = budgets.compare_runs(measured, baseline, tol, allow_missing=True)
-        open_keys = {k for k, vs in gate.verdicts.items() if any(v.outcome == "inconclusive" for v in vs)}
+    for _ in range(gate.until_decided):
+        verdicts = budgets.compare_runs(measured, baseline, gate.tolerances, allow_missing=True).verdicts
+        open_keys = {k for k, vs in verdicts.items() if any(v.outcome == "inconclusive" for v in vs)}
         todo = [g for g in groups if open_keys & set(bench.group_key(g))]
         if not todo:
             break
         print(f"[vitcore] {len(open_keys)} inconclusive point(s): one more process each", file=sys.stderr)
-        measured = bench.remeasure(todo, timing, args.out)
+        measured = bench.remeasure(todo, timing, out)
     return measured
 
 
-def report_and_gate(args, rows, skipped, history, baseline) -> int:
+def report_and_gate(gate: GateOptions, folder, out, rows, skipped, history, baseline) -> int:
+    """The report in `out` with each row's verdicts: against `baseline` where there is one (the
+    exit code: 1 on a regression), else against the budgets in `folder`."""
     rows = analysis.enrich(rows)
-    verdicts, notes, rc = budget_verdicts(args.budgets, rows)
+    verdicts, notes, rc = budget_verdicts(folder, rows)
     if baseline is not None:
-        path = args.baseline
-        tol = budgets.fail_on_tolerances(args.fail_on)
-        rule = ",".join(f"{g}:{t:.0%}" for g, t in tol.items())
-        gate = budgets.compare_runs(rows, baseline, tol, allow_missing=args.allow_missing)
-        verdicts = {k: budgets.verdict_cell(v) for k, v in gate.verdicts.items()}
+        path = gate.baseline
+        rule = ",".join(f"{g}:{t:.0%}" for g, t in gate.tolerances.items())
+        result = budgets.compare_runs(rows, baseline, gate.tolerances, allow_missing=gate.allow_missing)
+        verdicts = {k: budgets.verdict_cell(v) for k, v in result.verdicts.items()}
         notes = [f"verdicts against the baseline {path} ({rule})"]
-        for what, lines in (("update the baseline", gate.improvements), ("inconclusive", gate.inconclusive),
-                            ("not in the baseline", gate.new)):
+        for what, lines in (("update the baseline", result.improvements), ("inconclusive", result.inconclusive),
+                            ("not in the baseline", result.new)):
             for line in lines:
                 print(f"[vitcore] {what}: {line}")
-        if gate.failed(args.strict):
+        if result.failed(gate.strict):
             print(f"[vitcore] REGRESSIONS against {path} ({rule}):", file=sys.stderr)
-            for line in gate.regressions + (gate.improvements if args.strict else []):
+            for line in result.regressions + (result.improvements if gate.strict else []):
                 print(f"  {line}", file=sys.stderr)
             rc = 1
         else:
-            print(f"[vitcore] no regressions against {path} ({rule}); {len(gate.inconclusive)} inconclusive")
-    path = report.write_all(args.out, rows, skipped=skipped, history=history, verdicts=verdicts, baseline=baseline,
+            print(f"[vitcore] no regressions against {path} ({rule}); {len(result.inconclusive)} inconclusive")
+    path = report.write_all(out, rows, skipped=skipped, history=history, verdicts=verdicts, baseline=baseline,
                             notes=notes)
     print(f"[vitcore] report: {path} (+ points.json, points.csv)")
     return rc

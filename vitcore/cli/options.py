@@ -113,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _device(g) -> None:
-    g.add_argument("--device", default="auto", help="auto | cuda | cpu")
+# An option several commands take is added once, here (tests/test_layout.py): one type and one dest
+# (the typed options' field) everywhere; a command gives its own default and help where they differ.
+def _device(g, help="auto | cuda | cpu") -> None:
+    g.add_argument("--device", default="auto", help=help)
 
 
 def _model(g) -> None:
@@ -122,20 +124,83 @@ def _model(g) -> None:
                                                  "vit-tiny on a CPU)")
 
 
+def _plugins(g, help, **kw) -> None:
+    g.add_argument("--plugins", type=names, help=help, **kw)
+
+
+def _batch_sizes(g, default) -> None:
+    g.add_argument("--batch-sizes", type=ints, default=default, help="per data-parallel rank")
+
+
+def _profile(g, help) -> None:
+    g.add_argument("--profile", default="fast", help=help)
+
+
+def _nproc(g, *, many: bool) -> None:
+    """train runs one world size, bench several (a scaling study)."""
+    g.add_argument("--nproc", type=ints if many else int, default=[1] if many else 1,
+                   help="processes (GPUs) per run; several, comma-separated, for a scaling study (e.g. 1,2,4,8)"
+                   if many else "processes (GPUs) in the run")
+
+
+def _dataset(g, default, help) -> None:
+    g.add_argument("--dataset", default=default, help=help)
+
+
+def _timing(g, *, steps: int, repeats: int, min_window: float, min_window_help: str) -> None:
+    """--warmup, --steps, --repeats, --min-window: how a point's windows are timed (measure.timing.Timing)."""
+    g.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    g.add_argument("--steps", type=int, default=steps, help="steps per timed window")
+    g.add_argument("--repeats", type=int, default=repeats, help="timed windows per process")
+    g.add_argument("--min-window", type=float, default=min_window, help=min_window_help)
+
+
+def _processes(g, default, help) -> None:
+    g.add_argument("--processes", type=int, default=default, help=help)
+
+
+def _timeout(g, default, help) -> None:
+    g.add_argument("--timeout", type=float, default=default, help=help)
+
+
+def _out(g, help, **kw) -> None:
+    g.add_argument("--out", help=help, **kw)
+
+
+def _verbose(g, help) -> None:
+    g.add_argument("--verbose", action="store_true", help=help)
+
+
+def _budgets(g, help="budget folder whose verdicts the report shows per point") -> None:
+    g.add_argument("--budgets", metavar="FOLDER", default=DEFAULT_BUDGETS, help=help)
+
+
+def _fail_on(g, help) -> None:
+    g.add_argument("--fail-on", default=None, help=help)
+
+
+def _inject_device(g, help) -> None:
+    g.add_argument("--inject-device-pct", type=float, default=0.0, help=help)
+
+
+def _inject_host(g, help) -> None:
+    g.add_argument("--inject-host-pct", type=float, default=0.0, help=help)
+
+
 def train_parser(t: argparse.ArgumentParser) -> None:
     w = t.add_argument_group("what to train")
     w.add_argument("--plugin", default="torch_ddp", help="registry entry; `vitcore plugins` lists them")
     w.add_argument("--precision", default=None, help="fp32 | fp16 | bf16 (default: the profile's for the plugin)")
-    w.add_argument("--profile", default="fast", help="fast | study (the original study's settings)")
+    _profile(w, "fast | study (the original study's settings)")
     _model(w)
     _device(w)
     w.add_argument("--attention", default=None, help="eager | sdpa (default: the profile's)")
     p = t.add_argument_group("parallelism")
-    p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) in the run")
+    _nproc(p, many=False)
     p.add_argument("--tp-size", type=int, default=None, help="tensor-parallel size (hybrid_parallel)")
     p.add_argument("--pp-size", type=int, default=None, help="pipeline-parallel size (hybrid_parallel)")
     d = t.add_argument_group("data and weights")
-    d.add_argument("--dataset", default="auto", help="auto | embedded | lewtun/dog_food | PATH (an image folder)")
+    _dataset(d, "auto", "auto | embedded | lewtun/dog_food | PATH (an image folder)")
     d.add_argument("--weights", default="auto", help="auto | random | PATH or hub id in the HF cache")
     d.add_argument("--subset", type=int, default=None, help="train on this many images (default: all)")
     s = t.add_argument_group("schedule")
@@ -145,25 +210,22 @@ def train_parser(t: argparse.ArgumentParser) -> None:
     s.add_argument("--lr", type=float, default=None,
                    help="default: the model preset's recipe (3e-4 vit-base, 2e-3 vit-tiny)")
     s.add_argument("--seed", type=int, default=42, help="data order and initialisation")
-    s.add_argument("--timeout", type=float, default=3600.0, help="seconds before a multi-process run is ended")
+    _timeout(s, 3600.0, "seconds before a multi-process run is ended")
     o = t.add_argument_group("output")
     o.add_argument("--checkpoint-dir", default=None, help="save and reload a checkpoint through the Booster here")
-    o.add_argument("--out", default=None, help="write the history JSON here")
-    o.add_argument("--verbose", action="store_true",
-                   help="also show third-party output on the console (it always goes to the run's log)")
+    _out(o, "write the history JSON here", default=None)
+    _verbose(o, "also show third-party output on the console (it always goes to the run's log)")
 
 
 def bench_parser(b: argparse.ArgumentParser) -> None:
     w = b.add_argument_group("what to measure")
-    w.add_argument("--plugins", type=names, default=None, help="names or families, comma-separated (default: all)")
+    _plugins(w, "names or families, comma-separated (default: all)", default=None)
     w.add_argument("--precisions", type=names, default=None, help="default: the profile's choice per plugin")
-    w.add_argument("--batch-sizes", type=ints, default=[8, 32, 64, 128], help="per data-parallel rank")
-    w.add_argument("--profile", default="fast", help="fast | study (the original study's settings); several, "
-                                                     "comma-separated")
+    _batch_sizes(w, [8, 32, 64, 128])
+    _profile(w, "fast | study (the original study's settings); several, comma-separated")
     _model(w)
     _device(w)
-    w.add_argument("--nproc", type=ints, default=[1],
-                   help="processes (GPUs) per run; several, comma-separated, for a scaling study (e.g. 1,2,4,8)")
+    _nproc(w, many=True)
     w.add_argument("--no-reference", dest="reference", action="store_false",
                    help="skip the plain-PyTorch reference (bf16 autocast, SDPA, fused AdamW, +torch.compile)")
     w.add_argument("--ablate", nargs="?", const="all", default=None, choices=ABLATE, metavar="WHICH",
@@ -176,37 +238,30 @@ def bench_parser(b: argparse.ArgumentParser) -> None:
                         "attention=eager or max_prefetch=2 (repeatable; the points are labelled with it, as ablation "
                         "variants are; entries without that option are skipped)")
     h = b.add_argument_group("how each point is timed")
-    h.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    h.add_argument("--steps", type=int, default=20, help="steps per timed window")
-    h.add_argument("--repeats", type=int, default=5, help="timed windows per process")
-    h.add_argument("--min-window", type=float, default=1.0,
-                   help="seconds each timed window lasts at least (more steps when steps are fast); 0: exactly --steps")
-    h.add_argument("--processes", type=int, default=None,
-                   help="measure every group this many times in separate processes and pool their windows "
+    _timing(h, steps=20, repeats=5, min_window=1.0,
+            min_window_help="seconds each timed window lasts at least (more steps when steps are fast); 0: exactly --steps")
+    _processes(h, None, "measure every group this many times in separate processes and pool their windows "
                         "(the wall rule compares process medians and decides only with 5 a side: docs/gate.md); "
                         "default 1, or 3 with --update-budgets (a budget is the band fresh processes span)")
     h.add_argument("--trace", action="store_true",
                    help="also profile 5 steps per point: OUT/traces/trace-*.txt (top operators) and gpu_busy per point")
-    h.add_argument("--timeout", type=float, default=1800.0, help="seconds a process group may take")
+    _timeout(h, 1800.0, "seconds a process group may take")
     f = b.add_argument_group("fine-tuning (loss and accuracy curves in the report)")
     f.add_argument("--finetune", action="store_true",
                    help="also fine-tune (gemini on a GPU, as the study; torch_ddp on a CPU) and chart loss/accuracy")
     f.add_argument("--finetune-epochs", type=int, default=None, help="default: the preset's recipe (10, as the study)")
-    f.add_argument("--dataset", default=None,
-                   help="the fine-tuning's data: auto | embedded | lewtun/dog_food | PATH; needs --finetune "
-                        "(default: auto)")
+    _dataset(f, None, "the fine-tuning's data: auto | embedded | lewtun/dog_food | PATH; needs --finetune "
+                      "(default: auto)")
     o = b.add_argument_group("output")
-    o.add_argument("--out", default="reports/latest", help="folder of points.jsonl, the report and bench.log")
+    _out(o, "folder of points.jsonl, the report and bench.log", default="reports/latest")
     o.add_argument("--resume", action="store_true",
                    help="reuse the finished points in --out when OUT/run.json names the same git commit and settings "
                         "(else start fresh, saying why); an OOM is kept, error and timeout points are measured again")
     o.add_argument("--json", action="store_true",
                    help="print the points to stdout as JSON lines (the schema's fields); everything else to stderr")
-    o.add_argument("--verbose", action="store_true",
-                   help="also show third-party output (warnings, other packages' logging, workers' output) on the console; "
-                        "it always goes to OUT/bench.log")
-    o.add_argument("--budgets", metavar="FOLDER", default=DEFAULT_BUDGETS,
-                   help="budget folder whose verdicts the report shows per point")
+    _verbose(o, "also show third-party output (warnings, other packages' logging, workers' output) on the console; "
+                "it always goes to OUT/bench.log")
+    _budgets(o)
     o.add_argument("--update-budgets", metavar="FOLDER", default=None,
                    help="record each measured point as this device's budget in FOLDER (gated values, the window "
                         "samples and provenance; see docs/gate.md)")
@@ -215,10 +270,8 @@ def bench_parser(b: argparse.ArgumentParser) -> None:
                         "entry of the same architecture (a deliberate code change); else that entry is refused")
     gate_options(b, "--compare")
     t = b.add_argument_group("test only: injected regressions (docs/gate.md; such points are never budgets)")
-    t.add_argument("--inject-device-pct", type=float, default=0.0,
-                   help="after every step, a GPU spin of this percentage of the step's device time")
-    t.add_argument("--inject-host-pct", type=float, default=0.0,
-                   help="after every step, a host sleep of this percentage of the step's wall time")
+    _inject_device(t, "after every step, a GPU spin of this percentage of the step's device time")
+    _inject_host(t, "after every step, a host sleep of this percentage of the step's wall time")
 
 
 def gate_options(p: argparse.ArgumentParser, name: str) -> None:
@@ -226,10 +279,8 @@ def gate_options(p: argparse.ArgumentParser, name: str) -> None:
     g.add_argument(name, dest="baseline", metavar="BASELINE", default=None,  # one option, two commands' names
                    help="baseline results (points.jsonl / points.json) of this device to gate against; a missing or "
                         "unreadable file, another device, or a baseline point this run lacks is an error")
-    g.add_argument("--fail-on", default=None,
-                   help="override tolerances, e.g. device_time:2%%,memory:3%% (groups: "
-                        + ", ".join(f"{k}:{v:.0%}" for k, v in budgets.tolerances().items()).replace("%", "%%")
-                        + " by default)")
+    _fail_on(g, "override tolerances, e.g. device_time:2%%,memory:3%% (groups: "
+             + ", ".join(f"{k}:{v:.0%}" for k, v in budgets.tolerances().items()).replace("%", "%%") + " by default)")
     g.add_argument("--allow-missing", action="store_true", help="accept baseline points this run does not measure")
     g.add_argument("--strict", action="store_true",
                    help="also fail on improvements beyond the tolerance (the baseline is out of date)")
@@ -242,21 +293,19 @@ def gate_options(p: argparse.ArgumentParser, name: str) -> None:
 def report_parser(r: argparse.ArgumentParser) -> None:
     r.add_argument("results", nargs="+", help="points.jsonl / points.json / gpu-results.json files")
     o = r.add_argument_group("output")
-    o.add_argument("--out", required=True, help="folder for report.html, points.json, points.csv, summary.md")
-    o.add_argument("--budgets", metavar="FOLDER", default=DEFAULT_BUDGETS,
-                   help="budget folder whose verdicts the report shows per point")
+    _out(o, "folder for report.html, points.json, points.csv, summary.md", required=True)
+    _budgets(o)
     o.add_argument("--skip-bad", action="store_true",
                    help="leave out lines of a results file that are not points, each named on stderr "
                         "(default: such a line is an error)")
     o.add_argument("--history", default=None, help="a fine-tuning history JSON (vitcore train --out)")
     o.add_argument("--markdown", action="store_true", help="also print the Markdown tables")
-    o.add_argument("--verbose", action="store_true",
-                   help="also show third-party output on the console (it always goes to OUT/report.log)")
+    _verbose(o, "also show third-party output on the console (it always goes to OUT/report.log)")
     gate_options(r, "--baseline")
 
 
 def plugins_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="the device 'runs here' is judged for: auto | cuda | cpu")
+    _device(p, "the device 'runs here' is judged for: auto | cuda | cpu")
 
 
 def ab_parser(a: argparse.ArgumentParser) -> None:
@@ -268,24 +317,21 @@ def ab_parser(a: argparse.ArgumentParser) -> None:
                                                          "(a host without the suite's .git)")
     w.add_argument("--head-tree", metavar="DIR", default=None,
                    help="the code under test (default: this checkout, uncommitted changes included)")
-    w.add_argument("--plugins", type=names, required=True, help="names or families, comma-separated")
-    w.add_argument("--batch-sizes", type=ints, default=[128], help="per data-parallel rank")
+    _plugins(w, "names or families, comma-separated", required=True)
+    _batch_sizes(w, [128])
     _model(w)
     _device(w)
     h = a.add_argument_group("how each process is timed")
-    h.add_argument("--processes", type=int, default=5, help="fresh processes a side (5 decide at 99%%)")
-    h.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    h.add_argument("--steps", type=int, default=10, help="steps per timed window")
-    h.add_argument("--repeats", type=int, default=3, help="timed windows per process")
-    h.add_argument("--min-window", type=float, default=0.3, help="seconds each timed window lasts at least")
-    h.add_argument("--timeout", type=float, default=900.0, help="seconds one bench process may take")
+    _processes(h, 5, "fresh processes a side (5 decide at 99%%)")
+    _timing(h, steps=10, repeats=3, min_window=0.3, min_window_help="seconds each timed window lasts at least")
+    _timeout(h, 900.0, "seconds one bench process may take")
     o = a.add_argument_group("output and the rule")
-    o.add_argument("--out", required=True, help="an empty or new folder: base.jsonl, head.jsonl, ab.json, ab.log")
-    o.add_argument("--fail-on", default=None, help="override tolerances, as for bench --compare")
+    _out(o, "an empty or new folder: base.jsonl, head.jsonl, ab.json, ab.log", required=True)
+    _fail_on(o, "override tolerances, as for bench --compare")
     t = a.add_argument_group("test only: a change injected into the head side (docs/gate.md)")
-    t.add_argument("--inject-host-pct", type=float, default=0.0, help="a host sleep of this %% of each head step")
-    t.add_argument("--inject-device-pct", type=float, default=0.0, help="a GPU spin of this %% of each head step")
+    _inject_host(t, "a host sleep of this %% of each head step")
+    _inject_device(t, "a GPU spin of this %% of each head step")
 
 
 def env_parser(e: argparse.ArgumentParser) -> None:
-    e.add_argument("--budgets", metavar="FOLDER", default=DEFAULT_BUDGETS, help="budget folder to look in")
+    _budgets(e, "budget folder to look in")

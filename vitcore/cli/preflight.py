@@ -1,8 +1,10 @@
 """Checks made before anything is trained or measured, and the claim on an output folder.
 
-Every option, output path, budget folder, baseline or history file and (for training) the weights
-folder's files and every image of the chosen dataset is checked first; each problem is one VitcoreError line naming the value and
-the valid choices, which `vitcore.cli.main` prints as `vitcore: error: ...` with exit code 2. Only
+The options' values are checked as their typed objects are built (vitcore.cli.typed); here, what
+needs the world: every output path, budget folder, history file and (for training) the weights
+folder's files and every image of the chosen dataset, checked first; each problem is one
+VitcoreError line naming the value and the valid choices, which `vitcore.cli.main` prints as
+`vitcore: error: ...` with exit code 2. Only
 then is `--out` locked against a second run and, for `--resume`, cleaned of torn lines and of
 points that ended in error (measured again). The CLI imports this module at startup, so it stays
 light: vitcore.inputs.data (torch, datasets) is imported only where a dataset is checked.
@@ -16,17 +18,16 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitcore import ConfigError, DataError, VitcoreError, files
-from vitcore.gate import budgets
-from vitcore.gate.budget_files import MIN_RECORD_PROCESSES
 from vitcore.inputs import model as model_mod
-from vitcore.inputs.model import PRESETS
 from vitcore.spec import plugins, points
-from vitcore.spec.config import PROFILES, RunConfig, zero_steps_message
+from vitcore.spec.config import RunConfig, zero_steps_message
 from vitcore.store import results
 
-DEVICES = ("auto", "cuda", "cpu")
+if TYPE_CHECKING:
+    from vitcore.cli.typed import BenchOptions, ReportOptions, TrainOptions
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -38,57 +39,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 # --- commands ---------------------------------------------------------------------------------------
-def _recording_processes(args) -> None:
-    recording = args.update_budgets
-    if args.processes is None:
-        args.processes = MIN_RECORD_PROCESSES if recording else 1
-    elif recording and args.processes < MIN_RECORD_PROCESSES:
-        raise ConfigError(f"--processes {args.processes} with --update-budgets: a budget needs at least "
-                          f"{MIN_RECORD_PROCESSES} fresh processes (the band they span); leave --processes out")
-    if args.allow_invariant_change and not recording:
-        raise ConfigError("--allow-invariant-change needs --update-budgets FOLDER (it lets a recording replace "
-                          "another device's invariants)")
-
-
-def check_bench(args) -> None:
-    """`vitcore bench`: options, output and budget folders, the fine-tuning dataset. Resolves the
-    --processes default: 1, or budget_files.MIN_RECORD_PROCESSES when recording budgets."""
-    _choices("--profile", [x.strip() for x in args.profile.split(",")], PROFILES)
-    _recording_processes(args)
-    _common(args)
-    if args.plugins is not None:
-        if not args.plugins:
-            raise ConfigError(f"--plugins names no plugin; valid: {_plugin_choices()} (or leave it out for all)")
-        plugins.select(args.plugins)
-    if args.precisions is not None:
-        _choices("--precisions", args.precisions or [""], plugins.PRECISIONS)
-    _positive_ints("--batch-sizes", args.batch_sizes)
-    _positive_ints("--nproc", args.nproc)
-    for flag, value, low in (("--warmup", args.warmup, 0), ("--steps", args.steps, 1), ("--repeats", args.repeats, 1),
-                             ("--processes", args.processes, 1),
-                             ("--until-decided", args.until_decided, 0),
-                             ("--finetune-epochs", args.finetune_epochs, 1)):
-        if value is not None:
-            _at_least(flag, value, low)
-    _non_negative("--min-window", args.min_window, "seconds")
-    for flag in ("--inject-device-pct", "--inject-host-pct"):
-        _non_negative(flag, vars(args)[flag[2:].replace("-", "_")], "percent")
-    _positive("--timeout", args.timeout, "seconds")
-    budgets.fail_on_tolerances(args.fail_on)  # a malformed --fail-on: one line, now
-    if args.until_decided and not args.baseline:
-        raise ConfigError(f"--until-decided {args.until_decided} needs --compare BASELINE (it re-measures the "
-                          "points whose verdict against it is inconclusive)")
-    if args.inject_device_pct and args.device == "cpu":
-        raise ConfigError("--inject-device-pct needs --device cuda or auto on a GPU (it adds GPU kernel time)")
-    check_out_folder(args.out, "--out")
-    check_budget_folder(args.budgets, "--budgets")
-    check_budget_folder(args.update_budgets, "--update-budgets")
-    dataset = args.dataset
-    if dataset is not None and not args.finetune:
-        raise ConfigError(f"--dataset {dataset!r} is the fine-tuning's data and needs --finetune (throughput is "
-                          "timed on random tensors); add --finetune or leave --dataset out")
-    if args.finetune:
-        _data().split_sizes(dataset or "auto")
+def check_bench(opts: BenchOptions) -> None:
+    """`vitcore bench`, once its options are valid (typed.BenchOptions): output and budget folders,
+    the fine-tuning dataset."""
+    check_out_folder(opts.out, "--out")
+    check_budget_folder(opts.budgets, "--budgets")
+    check_budget_folder(opts.update_budgets, "--update-budgets")
+    if opts.finetune:
+        _data().split_sizes(opts.dataset or "auto")
 
 
 def check_plan(groups: list[list], skipped: list[dict]) -> None:
@@ -132,15 +90,14 @@ def claim_out(out, *, resume: bool, run: dict) -> bool:
     return True
 
 
-def check_train(args, cfg: RunConfig) -> None:
-    """`vitcore train`, once its RunConfig is valid: processes, paths, weights, the dataset (every
-    image decoded once) and at least one optimizer step per epoch."""
-    _at_least("--nproc", args.nproc, 1)
-    _positive("--timeout", args.timeout, "seconds")
-    if args.out:
-        check_out_file(args.out, "--out")
-    if args.checkpoint_dir:
-        check_out_folder(args.checkpoint_dir, "--checkpoint-dir")
+def check_train(opts: TrainOptions) -> None:
+    """`vitcore train`, once its options are valid (typed.TrainOptions): paths, weights, the dataset
+    (every image decoded once) and at least one optimizer step per epoch."""
+    cfg = opts.config
+    if opts.out:
+        check_out_file(opts.out, "--out")
+    if cfg.checkpoint_dir:
+        check_out_folder(cfg.checkpoint_dir, "--checkpoint-dir")
     check_weights(cfg.weights, cfg.model)
     train_n, _ = _data().split_sizes(cfg.dataset, subset=cfg.subset)
     if cfg.epochs > 0 and math.ceil(train_n / cfg.dp_size) < cfg.batch_size:
@@ -156,18 +113,18 @@ def check_weights(weights: str, model: str) -> None:
     model_mod.check_weights_files(weights, model_mod.get_preset(model))
 
 
-def check_report(args) -> None:
-    """`vitcore report`: output folder, history, skipped.json beside each input, budgets, --fail-on.
-    (The results and baseline files are read strictly by results.load, which names a bad line.)"""
-    check_out_folder(args.out, "--out")
-    if args.history:
-        check_json_file(args.history, "--history", dict)
-    for f in args.results:
+def check_report(opts: ReportOptions) -> None:
+    """`vitcore report`, once its options are valid (typed.ReportOptions): output folder, history,
+    skipped.json beside each input, budgets. (The results and baseline files are read strictly by
+    results.load, which names a bad line.)"""
+    check_out_folder(opts.out, "--out")
+    if opts.history:
+        check_json_file(opts.history, "--history", dict)
+    for f in opts.results:
         side = Path(f).parent / "skipped.json"
         if side.is_file():
             check_json_file(side, "skipped list", list)
-    check_budget_folder(args.budgets, "--budgets")
-    budgets.fail_on_tolerances(args.fail_on)  # a malformed --fail-on: one line, now
+    check_budget_folder(opts.budgets, "--budgets")
 
 
 # --- files and folders ------------------------------------------------------------------------------
@@ -227,49 +184,6 @@ def check_budget_folder(folder, flag: str) -> None:
         if not isinstance(book, dict) or not isinstance(book.get("entries"), dict):
             raise ConfigError(f'budget file {f} has no "entries" object; it is not a vitcore budget file '
                               "(record one with --update-budgets)")
-
-
-# --- values -----------------------------------------------------------------------------------------
-def _common(args) -> None:
-    if args.model is not None:
-        _choices("--model", [args.model], PRESETS)
-    _choices("--device", [args.device], DEVICES)
-
-
-def check_device(device: str) -> None:
-    _choices("--device", [device], DEVICES)
-
-
-def _choices(flag: str, values, valid) -> None:
-    for v in values:
-        if v not in valid:
-            raise ConfigError(f"{flag}: unknown value {v!r}; valid: {', '.join(map(str, valid))}")
-
-
-def _positive_ints(flag: str, values) -> None:
-    if not values or any(v < 1 for v in values):
-        raise ConfigError(f"{flag} {','.join(map(str, values)) or repr('')}: expected positive integers, "
-                          "comma-separated (e.g. 8,32)")
-
-
-def _at_least(flag: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"{flag} {value} is out of range; valid: an integer >= {low}")
-
-
-def _positive(flag: str, value: float, unit: str) -> None:
-    if not value > 0:
-        raise ConfigError(f"{flag} {value} must be > 0 {unit}")
-
-
-def _non_negative(flag: str, value: float, unit: str) -> None:
-    if not value >= 0:
-        raise ConfigError(f"{flag} {value} must be >= 0 {unit}")
-
-
-def _plugin_choices() -> str:
-    families = sorted({s.family for s in plugins.REGISTRY.values()})
-    return f"names {', '.join(plugins.REGISTRY)}; families {', '.join(families)}"
 
 
 def cpu_capable() -> str:
