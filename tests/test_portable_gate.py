@@ -272,7 +272,8 @@ def ab_opts(tmp_path, base, head, **kw):
     (900.0, 100.0, 1, "regressed"),  # 10% slower: decided with 5 processes a side
     (1000.0, 100.0, 0, "pass"),      # the same code
     (1100.0, 100.0, 0, "improved"),  # 10% faster
-    (1000.0, 99.0, 1, "stale"),      # one launch fewer: a two-sided invariant fails
+    (1000.0, 99.0, 0, "fewer"),      # one launch fewer: the base is a revision, not a stale budget
+    (1000.0, 101.0, 1, "more"),      # one launch more: regressed
 ])
 def test_ab_runs_both_trees_interleaved_and_judges_head_against_base(tmp_path, head_speed, launches, rc, verdict):
     base = fake_tree(tmp_path / "base", 1000.0)
@@ -289,8 +290,32 @@ def test_ab_runs_both_trees_interleaved_and_judges_head_against_base(tmp_path, h
         assert not out["regressions"] and not out["improvements"]
     elif verdict == "improved":
         assert out["improvements"] and not out["regressions"]
+    elif verdict == "fewer":
+        assert "launches/step 99 vs budget 100" in text and not out["regressions"]
+        assert any("launches/step 99" in line for line in out["improvements"])
     else:
-        assert "launches/step 99 vs budget 100" in text and "stale" in text and out["regressions"]
+        assert "launches/step 101 vs budget 100" in text and out["regressions"]
+
+
+def test_two_revisions_with_other_plugin_options_are_judged_not_refused():
+    """An A/B of a changed option (the H200's hybrid_parallel flash attention off): judged, while a budget
+    or a --compare baseline recorded with other options still fails closed as 'settings'."""
+    from vitcore.gate import budgets
+
+    base = dict(plugin="hybrid_parallel", precision="bf16", profile="fast", variant="", model="vit-base", world_size=1,
+                batch_size=128, status="ok", device="NVIDIA H200", torch="2.11.0", cuda="13.0", gpu_name="NVIDIA H200",
+                gpu_count=1, launches_per_step=1863.0,
+                images_per_s_process_medians=[2962.3, 2951.2, 2943.6, 2948.6, 2968.6], images_per_s=2951.2,
+                plugin_options={"enable_flash_attention": True})
+    head = base | dict(launches_per_step=1947.0, images_per_s_process_medians=[2683.7, 2680.9, 2668.2, 2684.9, 2682.6],
+                       images_per_s=2682.6, plugin_options={"enable_flash_attention": False})
+    ab = budgets.compare_runs([head], [base], revisions=True)
+    assert not any("plugin options" in line for line in ab.regressions)
+    assert any("images/s" in line and "regressed" in line for line in ab.regressions)
+    assert any("launches/step 1947" in line for line in ab.regressions)
+    back = budgets.compare_runs([base], [head], revisions=True)  # the same change, the faster way
+    assert not back.regressions and any("launches/step 1863" in line for line in back.improvements)
+    assert ["plugin options differ" in line for line in budgets.compare_runs([head], [base]).regressions] == [True]
 
 
 def test_ab_keeps_every_process_points_under_a_relative_out_while_each_runs_in_its_own_tree(tmp_path, monkeypatch):

@@ -183,7 +183,11 @@ def judge(opts: AbOptions, out: Path, runs: dict, run: tuple, *, interrupted: bo
     base, head = pooled(runs["base"]), pooled(runs["head"])
     for side, rows in (("base", base), ("head", head)):
         (out / f"{side}.jsonl").write_text("".join(json.dumps(p, sort_keys=True) + "\n" for p in rows))
-    gate = budgets.compare_runs(head, base, opts.gate.tolerances)
+    gate = budgets.compare_runs(head, base, opts.gate.tolerances, revisions=True)
+    by_key = {points.key(p): p for p in base}
+    for p in head:  # a changed plugin option is the change under test: named, then judged
+        if points.key(p) in by_key and (diff := budgets.options_mismatch(p, by_key[points.key(p)])):
+            print(f"[vitcore] ab: {points.key_text(p)}: head vs base {diff.split(';')[0]}", file=sys.stderr)
     for line in gate.improvements + gate.inconclusive:
         print(f"[vitcore] {'improved' if line in gate.improvements else 'inconclusive'}: {line}", file=sys.stderr)
     for line in gate.regressions:
