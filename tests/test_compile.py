@@ -98,7 +98,8 @@ def test_a_compiled_step_is_traced_and_keeps_the_models_names():
 
 
 def _point(plugin, compiled, status="ok", ips=100.0, dev=10.0, **kw):
-    return {"plugin": plugin, "precision": "fp32", "model": "vit-tiny", "batch_size": 8, "world_size": 1,
+    return {"plugin": plugin, "precision": "fp32", "profile": "fast", "model": "vit-tiny", "batch_size": 8, "world_size": 1,
+            "device": "NVIDIA H200", "gpu_name": "NVIDIA H200",
             "status": status, "images_per_s": ips if status == "ok" else None, "device_ms_per_step": dev,
             "compile": compiled, "variant": "compile=True" if compiled else "", "first_step_s": 9.0 if compiled else 0.5,
             "compile_plan": "before/inductor/default/static" if compiled else ""} | kw
@@ -140,3 +141,12 @@ def test_a_plugin_whose_compile_fails_is_a_point_with_the_error_and_the_matrix_g
     assert got[0]["error"] == "NotImplementedError: Auto policy for OptimizedModule is not implemented"
     assert got[0]["compile"] is True and got[0]["compile_plan"].startswith("before/")
     assert "error: NotImplementedError: Auto policy" in compile_table(got)
+
+
+def test_the_report_carries_the_compile_table():
+    from vitcore.reporting import report
+
+    points = [_point("torch_ddp", False), _point("torch_ddp", True, ips=130.0, dev=8.0)]
+    assert "### torch.compile per entry" in report.summary_markdown(points)
+    assert "1.30x" in report.summary_markdown(points)
+    assert "torch.compile per entry, eager beside compiled" in report.html_report(points)

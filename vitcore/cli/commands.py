@@ -282,14 +282,15 @@ def cmd_plugins(opts: typed.PluginsOptions, tp) -> int:
         from vitcore.processes import launch  # torch: whether a GPU is here
 
         device = launch.resolve_device(opts.device)
-    rows = [("name", "family", "precisions", "min GPUs", f"runs here ({device})")]
+    rows = [("name", "family", "precisions", "min GPUs", "compiles", f"runs here ({device})")]
     for spec in plugins.REGISTRY.values():
         why = {p: plugins.unrunnable_reason(spec, p, spec.min_world_size, device) for p in spec.precisions}
         runs = [p for p, reason in why.items() if reason is None]
         notes = sorted({reason for reason in why.values() if reason})
         here = ("yes: " + "/".join(runs) if runs else "no") + ("; " + "; ".join(
             f"{'/'.join(p for p, r in why.items() if r == n)} {n}" for n in notes) if notes else "")
-        rows.append((spec.name, spec.family, "/".join(spec.precisions), str(spec.min_world_size), here))
+        compiles = f"{spec.compile.where} boosting" + (", fast profile" if spec.compile.fast else "")
+        rows.append((spec.name, spec.family, "/".join(spec.precisions), str(spec.min_world_size), compiles, here))
     _print_table(rows)
     return 0
 

@@ -17,6 +17,7 @@ from vitcore.files import write_atomic, write_atomic_bytes, write_json
 from vitcore.gate import budget_files
 from vitcore.reporting import analysis, charts
 from vitcore.reporting.analysis import enrich, matrix_points
+from vitcore.reporting.compiled import compile_table
 from vitcore.spec import points as schema
 
 
@@ -240,7 +241,8 @@ def _analysis_html(points) -> str:
     out = "".join(f"<h2>{_esc(name)}</h2>{_md_to_html(md)}" for name, md in (
         ("Fast profile beside the study profile", profiles_table(points)),
         ("Options, one at a time (ablation)", ablation_table(points)),
-        ("Harness overhead over a bare hand-written loop", harness_table(points)))
+        ("Harness overhead over a bare hand-written loop", harness_table(points)),
+        ("torch.compile per entry, eager beside compiled", compile_table(points)))
         if not md.startswith("(no"))
     goals = analysis.targets(points)
     if goals:
@@ -364,6 +366,7 @@ def summary_markdown(points: list[dict]) -> str:
              ("Fast profile beside the study profile", profiles_table(points)),
              ("Options, one at a time", ablation_table(points)),
              ("Harness overhead", harness_table(points)),
+             ("torch.compile per entry", compile_table(points)),
              ("Targets", "\n".join(f"- {t}" for t in analysis.targets(points)) or "(none measured)")]
     return "\n\n".join(f"### {h}\n\n{b}" for h, b in parts) + "\n"
 
