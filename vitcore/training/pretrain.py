@@ -11,8 +11,9 @@ name (vitcore.inputs.model.standin_name). vitcore.training.transfer checks that 
 boosting, against the fingerprints recorded here.
 
 The loop is plain PyTorch (AdamW, warm-up + cosine by vitcore.training.plain's formula, fp32), on
-the 28x28 grayscale photos kept as uint8 and resized per batch on the device (bilinear, scaled to
-[-1, 1] as the in21k processor does), so vit-base at 224 needs no 25 GB of pixels in memory.
+the grayscale photos resized once by PIL's bilinear filter (as the in21k processor resizes the
+fine-tuning photos) and kept as uint8, scaled to [-1, 1] and made RGB per batch on the device, so
+vit-base at 224 holds 2 GB of pixels, not 25.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 import transformers
+from PIL import Image
 
 from vitcore import ConfigError
 from vitcore.files import write_json
@@ -83,20 +85,26 @@ def recipe_for(model: str, **overrides) -> PretrainRecipe:
     return recipe
 
 
-def pixels(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 [n, 28, 28] -> float [n, 3, size, size] in [-1, 1]: bilinear resize, gray to RGB."""
-    x = images.unsqueeze(1).float() / 255.0
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1)
+def resized(images, size: int) -> torch.Tensor:
+    """uint8 [n, 28, 28] -> uint8 [n, size, size], each photo resized by PIL's bilinear filter: what
+    the in21k processor (vitcore.inputs.data.image_processor) does to the fine-tuning photos, exactly."""
+    if images.shape[-1] == size:
+        return torch.from_numpy(np.ascontiguousarray(images))
+    return torch.from_numpy(np.stack([np.asarray(Image.fromarray(im, "L").resize((size, size), Image.BILINEAR))
+                                      for im in images]))
+
+
+def pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [n, s, s] -> float [n, 3, s, s] in [-1, 1] (gray to RGB), on the images' device."""
+    return ((images.unsqueeze(1).float() / 255.0 - 0.5) / 0.5).expand(-1, 3, -1, -1)
 
 
 @torch.no_grad()
-def _accuracy(net, images, labels, size: int, batch_size: int) -> float:
+def _accuracy(net, images, labels, batch_size: int) -> float:
     net.eval()
     correct = 0
     for i in range(0, len(labels), batch_size):
-        logits = net(pixel_values=pixels(images[i:i + batch_size], size)).logits
+        logits = net(pixel_values=pixels(images[i:i + batch_size])).logits
         correct += int((logits.argmax(-1) == labels[i:i + batch_size]).sum())
     net.train()
     return correct / max(len(labels), 1)
@@ -116,10 +124,10 @@ def pretrain(out, *, model: str = "vit-tiny", device: str = "cpu", src=None, ove
     classes = photos.PRETRAIN_CLASSES
     labels = [photos.NAMES[c] for c in classes]
     size = get_preset(model).image_size
-    train_x, train_y = (torch.from_numpy(a).to(device) for a in
-                        photos.class_arrays(src, "train", classes, recipe.train_per_class))
-    test_x, test_y = (torch.from_numpy(a).to(device) for a in
-                      photos.class_arrays(src, "test", classes, recipe.test_per_class))
+    (train_x, train_y), (test_x, test_y) = (
+        (resized(x, size).to(device), torch.from_numpy(y).to(device))
+        for x, y in (photos.class_arrays(src, split, classes, per) for split, per in
+                     (("train", recipe.train_per_class), ("test", recipe.test_per_class))))
     net = build(model, labels, seed=recipe.seed, attention="sdpa").to(device)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -133,14 +141,14 @@ def pretrain(out, *, model: str = "vit-tiny", device: str = "cpu", src=None, ove
             idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size].to(device)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, base_lr=recipe.lr, total=total, warmup=warmup)
-            loss = net(pixel_values=pixels(train_x[idx], size), labels=train_y[idx]).loss
+            loss = net(pixel_values=pixels(train_x[idx]), labels=train_y[idx]).loss
             loss.backward()
             opt.step()
             opt.zero_grad()
             step += 1
         losses.append(loss.item())
         log(f"[vitcore] pretrain {model} epoch {epoch}/{recipe.epochs} loss={losses[-1]:.4f}")
-    accuracy = _accuracy(net, test_x, test_y, size, 256)
+    accuracy = _accuracy(net, test_x, test_y, 256)
     name = standin_name(model)
     provenance = {
         "name": name, "stand_in_for": STAND_IN_FOR, "note": STANDIN_NOTE, "model": model,
