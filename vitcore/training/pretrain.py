@@ -165,7 +165,7 @@ def pretrain(out, *, model: str = "vit-tiny", device: str = "cpu", src=None, ove
     _save(net, out, provenance, overwrite)
     log(f"[vitcore] {name}: held-out accuracy {accuracy:.3f} on the {len(labels)} pretraining classes after "
         f"{step} steps ({provenance['seconds']:.0f} s); saved to {out}")
-    return read_provenance(out)
+    return read_provenance(out) | {"folder": str(out)}
 
 
 def _save(net, out: Path, provenance: dict, overwrite: bool) -> None:
