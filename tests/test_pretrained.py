@@ -76,6 +76,25 @@ def test_the_standin_says_what_it_is(standin):
     assert tuple(vit.classifier.weight.shape) == (3, 64)  # the pretraining head had 7 rows
 
 
+def test_a_head_of_the_same_shape_for_other_labels_is_reinitialised(tmp_path):
+    """transformers keeps a classifier whose shape matches; build_model keeps it only for the same labels."""
+    from transformers import ViTForImageClassification
+
+    preset = model_mod.PRESETS[TINY]
+    torch.manual_seed(3)
+    saved = ViTForImageClassification(preset.hf_config(num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
+                                                       attention="eager"))
+    saved.classifier.bias.data.fill_(0.5)
+    saved.save_pretrained(tmp_path / "three")
+    same, source = model_mod.build_model(preset, labels=["a", "b", "c"], weights=str(tmp_path / "three"))
+    assert torch.equal(same.classifier.weight, saved.classifier.weight) and "re-initialised" not in source
+    other, source = model_mod.build_model(preset, labels=["pullover", "coat", "shirt"], weights=str(tmp_path / "three"))
+    assert source.endswith("(classifier re-initialised: the checkpoint's labels are not the dataset's)")
+    assert not torch.equal(other.classifier.weight, saved.classifier.weight)
+    assert float(other.classifier.bias.abs().max()) == 0.0
+    assert torch.equal(other.vit.encoder.layer[1].output.dense.weight, saved.vit.encoder.layer[1].output.dense.weight)
+
+
 def test_pretrain_refuses_to_write_over_a_folder(standin):
     with pytest.raises(Exception, match=r"exists and is not empty"):
         pretrain.pretrain(_folder(standin), model=TINY, **QUICK)
