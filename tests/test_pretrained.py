@@ -181,6 +181,13 @@ def test_the_survival_check_fails_on_what_a_plugin_could_do(standin):
     assert len([m for m in verdict(dropped).mismatches if "not in the boosted model" in m]) == 4
 
 
+def test_wrappers_names_are_mapped_to_the_checkpoints():
+    assert transfer.checkpoint_name("module._orig_mod.vit.encoder.layer.0.output.dense.weight") == "encoder.layer.0.output.dense.weight"
+    assert transfer.checkpoint_name("vit._fsdp_wrapped_module.encoder.layer.1._fsdp_wrapped_module.output.dense.bias") == \
+        "encoder.layer.1.output.dense.bias"
+    assert transfer.checkpoint_name("classifier.weight") == "classifier.weight"
+
+
 def test_a_checkpoint_without_provenance_is_its_own_reference(tmp_path):
     """An in21k-shaped folder (a ViTModel with a pooler, no classifier, no provenance) loads and survives."""
     from transformers import ViTModel

@@ -32,6 +32,7 @@ from vitcore.training.pretrain import read_provenance, tensor_sha256
 
 HEAD = "classifier."
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / FSDP wrappers, torch.compile
+INNER_WRAPPERS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")  # anywhere in a name (nested wrapping)
 # unit roundoff of round-to-nearest: |cast(x) - x| <= U * |x| (bf16: 8 significand bits, fp16: 11);
 # fp16's subnormals (below 2^-14) are spaced 2^-24 apart, so a cast there is off by up to 2^-25
 CAST = {torch.float32: (0.0, 0.0), torch.bfloat16: (2.0 ** -8, 0.0), torch.float16: (2.0 ** -11, 2.0 ** -25)}
@@ -76,7 +77,7 @@ def require_survival(s: Survival) -> Survival:
     return s
 
 
-def strip(name: str) -> str:
+def checkpoint_name(name: str) -> str:
     """A state-dict key without wrappers' prefixes and ViTForImageClassification's `vit.`."""
     changed = True
     while changed:
@@ -84,6 +85,8 @@ def strip(name: str) -> str:
         for p in WRAPPER_PREFIXES:
             if name.startswith(p):
                 name, changed = name[len(p):], True
+    for inner in INNER_WRAPPERS:
+        name = name.replace(inner, "")
     return name.removeprefix("vit.")
 
 
@@ -137,8 +140,8 @@ def check_survival(state: dict[str, torch.Tensor], folder, *, precision: str, nu
     raw = checkpoint_tensors(folder)
     out = Survival(checkpoint=str(folder), name=provenance and provenance["name"], precision=precision)
     out.integrity, out.mismatches = integrity(raw, provenance)
-    ref = {strip(k): v for k, v in raw.items()}
-    got = {strip(k): v for k, v in state.items()}
+    ref = {checkpoint_name(k): v for k, v in raw.items()}
+    got = {checkpoint_name(k): v for k, v in state.items()}
     dtypes = set()
     for k in sorted(got):
         if k.startswith(HEAD):
