@@ -275,3 +275,28 @@ def test_the_held_out_classes_are_photo_folders_default():
     text = (Path(__file__).resolve().parent.parent / "scripts" / "photo_folder.py").read_text()
     assert 'default="2,4,6"' in text and photos.FINETUNE_CLASSES == (2, 4, 6)
     assert json.dumps(sorted(photos.PRETRAIN_CLASSES + photos.FINETUNE_CLASSES)) == json.dumps(list(range(10)))
+
+
+@pytest.mark.slow
+def test_vitcore_pretrain_then_train_names_the_standin(tmp_path):
+    """The issue's commands as a user runs them: `vitcore pretrain`, then `vitcore train --weights FOLDER`."""
+    import os
+    import subprocess
+    import sys
+
+    root, env = Path(__file__).resolve().parent.parent, {**os.environ, "HF_HUB_OFFLINE": "1"}
+    d = tmp_path / NAME
+    p = subprocess.run([sys.executable, "-m", "vitcore.cli", "pretrain", "--out", str(d), "--device", "cpu",
+                        "--model", TINY, "--epochs", "1"], capture_output=True, text=True, timeout=300, cwd=root, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"vitcore: {NAME} in {d} (109 steps" in p.stdout and f"--weights {d}" in p.stdout
+    again = subprocess.run([sys.executable, "-m", "vitcore.cli", "pretrain", "--out", str(d), "--device", "cpu"],
+                           capture_output=True, text=True, timeout=300, cwd=root, env=env)
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
+        f"vitcore: error: pretrain output {str(d)!r} exists and is not empty; choose another folder or overwrite")
+    out = tmp_path / "train.json"
+    t = subprocess.run([sys.executable, "-m", "vitcore.cli", "train", "--device", "cpu", "--model", TINY, "--weights",
+                        str(d), "--epochs", "1", "--subset", "96", "--out", str(out)], capture_output=True, text=True,
+                       timeout=300, cwd=root, env=env)
+    assert t.returncode == 0, t.stderr[-3000:]
+    assert json.loads(out.read_text())["weights"] == f"pretrained:{d} ({NAME}: {model_mod.STANDIN_NOTE})"

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     with output.ThirdPartyOutput(verbose=args.verbose) as tp:
         try:
             rc = {"train": cmd_train, "bench": cmd_bench, "report": cmd_report, "plugins": cmd_plugins,
-                  "env": cmd_env, "ab": cmd_ab}[args.cmd](args, tp)
+                  "env": cmd_env, "ab": cmd_ab, "pretrain": cmd_pretrain}[args.cmd](args, tp)
         except VitcoreError as e:
             first = str(e).strip().splitlines()
             error = f"vitcore: error: {first[0] if len(first) == 1 else str(e).strip()}"
@@ -331,6 +331,19 @@ def cmd_env(args, tp) -> int:
             ("vitcore", options.version_text().removeprefix("vitcore ")),
             ("budget file", f"{path} ({state})")]
     _print_table(rows, header=False)
+    return 0
+
+
+def cmd_pretrain(args, tp) -> int:
+    """The stand-in pretrained checkpoint (vitcore.training.pretrain) written to --out."""
+    model = _default_model(args, tp)
+    with tp.quiet():
+        # torch and transformers (5 s): only for this command
+        from vitcore.processes.launch import resolve_device
+        from vitcore.training import pretrain
+    prov = pretrain.pretrain(args.out, model=model, device=resolve_device(args.device), epochs=args.epochs)
+    print(f"vitcore: {prov['name']} in {prov['folder']} ({prov['steps']} steps, {prov['seconds']:.0f} s, held-out "
+          f"accuracy {prov['pretrain_accuracy']:.3f} on its 7 classes); fine-tune from it with --weights {prov['folder']}")
     return 0
 
 

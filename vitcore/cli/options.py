@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                   "launches and allocated memory by their thresholds. Exit 1 on a regression.",
                   _examples("vitcore ab --base origin/main --plugins gemini --batch-sizes 128 --out /tmp/ab",
                             "vitcore ab --base HEAD~1 --plugins low_level_zero_s1 --processes 7 --out /tmp/ab")))
+    pretrain_parser(add("pretrain", "make the stand-in pretrained checkpoint (docs/data.md)",
+                        "Pre-train the ViT preset on Fashion-MNIST's 7 classes other than the fine-tuned pullover / "
+                        "coat / shirt, a stand-in for the in21k weights named so in every result, and save it with "
+                        "save_pretrained and its provenance; load it with --weights FOLDER.",
+                        _examples("vitcore pretrain --out /tmp/vitcore-standin-fmnist7-vit-tiny --device cpu")))
     env_parser(add("env", "show the device identity, versions and the budget file that applies",
                    "The device identity budgets and baselines are keyed by, the versions that make it up, and "
                    "the budget file of this device in --budgets (and whether it exists).",
@@ -289,3 +294,10 @@ def ab_parser(a: argparse.ArgumentParser) -> None:
 
 def env_parser(e: argparse.ArgumentParser) -> None:
     e.add_argument("--budgets", metavar="FOLDER", default=DEFAULT_BUDGETS, help="budget folder to look in")
+
+
+def pretrain_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, metavar="FOLDER", help="the checkpoint folder (new or empty)")
+    _model(p)
+    _device(p)
+    p.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the preset's recipe)")
