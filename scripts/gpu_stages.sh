@@ -37,6 +37,11 @@ stage_correctness_rest() {  # what the first pass did not reach, and the fp16 ch
     -k "(test_convergence and (hybrid or fsdp)) or (test_checkpoint_roundtrip and torch_ddp_fp16)" \
     --html "reports/gpu/$RUN/pytest-correctness-rest.html" --self-contained-html
 }
+stage_pretrained() {  # issue 30: the stand-in's weights survive boosting, and transfer, per single-GPU entry
+  mkdir -p "reports/gpu/$RUN"  # (tests/test_pretrained.py; the vit-tiny stand-in is made first on the CPU, ~10 s)
+  timeout -s INT -k 30 450 $py -m pytest tests/test_pretrained.py -m gpu -n 4 -p no:cacheprovider -q -rA \
+    --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/pytest-pretrained.html" --self-contained-html
+}
 stage_finetune() {  # the study's fine-tuning: gemini, 10 epochs (embedded data offline)
   timeout 300 $py -m vitcore.cli train --plugin gemini --model vit-base --epochs 10 --batch-size 32 \
     --out "reports/$DEV/$RUN/finetune.json"

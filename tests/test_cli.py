@@ -173,7 +173,8 @@ def test_plugins_lists_every_registry_entry_with_its_precisions_and_whether_it_r
     for name, spec in plugins.REGISTRY.items():
         cells = rows[name].split()
         assert cells[1:4] == [spec.family, "/".join(spec.precisions), str(spec.min_world_size)], rows[name]
-        here = " ".join(cells[4:])
+        assert cells[4:6] == [spec.compile.where, "boosting"], rows[name]  # where torch.compile applies
+        here = " ".join(cells[6:])
         if spec.cpu_precisions:
             assert here.startswith("yes: " + "/".join(spec.cpu_precisions)), here
         else:

@@ -79,7 +79,8 @@ def test_the_checks_see_a_namespace_read_and_an_option_added_twice(tmp_path):
 
 
 MINIMAL = {"train": ["--device", "cpu"], "bench": ["--device", "cpu"], "report": ["r.jsonl", "--out", "o"],
-           "plugins": [], "env": [], "ab": ["--base", "HEAD", "--plugins", "torch_ddp", "--out", "o"]}
+           "plugins": [], "env": [], "ab": ["--base", "HEAD", "--plugins", "torch_ddp", "--out", "o"],
+           "pretrain": ["--out", "o", "--device", "cpu"]}
 
 
 class Recording(argparse.Namespace):

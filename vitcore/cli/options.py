@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                   "launches and allocated memory by their thresholds. Exit 1 on a regression.",
                   _examples("vitcore ab --base origin/main --plugins gemini --batch-sizes 128 --out /tmp/ab",
                             "vitcore ab --base HEAD~1 --plugins low_level_zero_s1 --processes 7 --out /tmp/ab")))
+    pretrain_parser(add("pretrain", "make the stand-in pretrained checkpoint (docs/data.md)",
+                        "Pre-train the ViT preset on Fashion-MNIST's 7 classes other than the fine-tuned pullover / "
+                        "coat / shirt, a stand-in for the in21k weights named so in every result, and save it with "
+                        "save_pretrained and its provenance; load it with --weights FOLDER.",
+                        _examples("vitcore pretrain --out /tmp/vitcore-standin-fmnist7-vit-tiny --device cpu")))
     env_parser(add("env", "show the device identity, versions and the budget file that applies",
                    "The device identity budgets and baselines are keyed by, the versions that make it up, and "
                    "the budget file of this device in --budgets (and whether it exists).",
@@ -163,6 +168,10 @@ def _timeout(g, default, help) -> None:
     g.add_argument("--timeout", type=float, default=default, help=help)
 
 
+def _epochs(g, default, help) -> None:
+    g.add_argument("--epochs", type=int, default=default, help=help)
+
+
 def _out(g, help, **kw) -> None:
     g.add_argument("--out", help=help, **kw)
 
@@ -205,7 +214,7 @@ def train_parser(t: argparse.ArgumentParser) -> None:
     d.add_argument("--subset", type=int, default=None, help="train on this many images (default: all)")
     s = t.add_argument_group("schedule")
     s.add_argument("--batch-size", type=int, default=32, help="per data-parallel rank")
-    s.add_argument("--epochs", type=int, default=3, help="passes over the train split")
+    _epochs(s, 3, "passes over the train split")
     s.add_argument("--max-steps-per-epoch", type=int, default=None, help="cut each epoch short (default: no limit)")
     s.add_argument("--lr", type=float, default=None,
                    help="default: the model preset's recipe (3e-4 vit-base, 2e-3 vit-tiny)")
@@ -335,3 +344,10 @@ def ab_parser(a: argparse.ArgumentParser) -> None:
 
 def env_parser(e: argparse.ArgumentParser) -> None:
     _budgets(e, "budget folder to look in")
+
+
+def pretrain_parser(p: argparse.ArgumentParser) -> None:
+    _out(p, "the checkpoint folder (new or empty)", required=True, metavar="FOLDER")
+    _model(p)
+    _device(p)
+    _epochs(p, None, "pretraining epochs (default: the preset's recipe)")

@@ -249,8 +249,29 @@ class EnvOptions:
         return _from(cls, args)
 
 
+@dataclass(frozen=True)
+class PretrainOptions:
+    """`vitcore pretrain`: the stand-in checkpoint's folder, preset, device and epochs (docs/data.md)."""
+
+    out: str
+    model: str | None  # None: by the device (default_model)
+    device: str
+    epochs: int | None  # None: the preset's pretraining recipe
+
+    def __post_init__(self):
+        _choices("--device", [self.device], DEVICES)
+        if self.model is not None:
+            _choices("--model", [self.model], PRESETS)
+        if self.epochs is not None:
+            _at_least("--epochs", self.epochs, 1)
+
+    @classmethod
+    def from_args(cls, args) -> PretrainOptions:
+        return _from(cls, args)
+
+
 OPTIONS = {"train": TrainOptions, "bench": BenchOptions, "report": ReportOptions, "plugins": PluginsOptions,
-           "env": EnvOptions, "ab": AbOptions}
+           "env": EnvOptions, "ab": AbOptions, "pretrain": PretrainOptions}
 
 
 def default_model(device: str) -> str:

@@ -161,6 +161,10 @@ def build_model(preset: ModelPreset, *, labels: list[str], attention: str = "sdp
                                   f"({_first_line(e)}); {REWRITE}") from None
             _check_architecture(model.config, preset)
             _check_loaded(info, target, preset)
+            if _head_kept(info) and _folder_labels(Path(target)) != list(labels):
+                # a head of the same shape trained for other classes: fine-tuning starts from a fresh one
+                model._init_weights(model.classifier)
+                source += " (classifier re-initialised: the checkpoint's labels are not the dataset's)"
     if grad_checkpoint:
         model.gradient_checkpointing_enable()
     return model, source
@@ -173,12 +177,48 @@ def _weights_folder(preset: ModelPreset, weights: str) -> tuple[str | None, str]
     if weights != "auto":
         path = Path(weights).expanduser()
         if path.exists():
-            return str(path), f"pretrained:{weights}"
+            name = standin_name(path)
+            return str(path), f"pretrained:{weights}" + (f" ({name}: {STANDIN_NOTE})" if name else "")
     repo_id = preset.pretrained_id if weights == "auto" else weights
     snap = hub_weights(repo_id)
     if snap is None:
         return None, f"{repo_id} not in the HF cache ({repo_folder(repo_id, 'model')})"
     return str(snap.path), f"pretrained:{snap}"
+
+
+# The suite's own pretrained checkpoint (vitcore.training.pretrain, docs/data.md): a folder that
+# holds this provenance file is a stand-in, and every result's weights field says so by its name.
+STANDIN_FILE = "vitcore-standin.json"
+STANDIN_NOTE = "the suite's stand-in for google/vit-base-patch16-224-in21k, not its weights"
+
+
+def standin_name(folder: Path) -> str | None:
+    """The stand-in's name from its provenance file, None for a folder without one; a provenance
+    file that cannot be read is a ConfigError naming it (a result must never lose the label)."""
+    path = Path(folder) / STANDIN_FILE
+    if not path.exists():
+        return None
+    try:
+        name = json.loads(path.read_text())["name"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"weights provenance {path} cannot be read ({_first_line(e)}); {REWRITE}") from None
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"weights provenance {path} has no name (got {name!r}); {REWRITE}")
+    return name
+
+
+def _head_kept(info: dict) -> bool:
+    """from_pretrained loaded the classifier from the file (it was neither missing nor of another shape)."""
+    keys = [k if isinstance(k, str) else k[0] for key in ("mismatched_keys", "missing_keys") for k in info.get(key) or []]
+    return not any(k.startswith(CLASSIFIER) for k in keys)
+
+
+def _folder_labels(folder: Path) -> list[str] | None:
+    try:
+        id2label = json.loads((folder / "config.json").read_text()).get("id2label") or {}
+        return [id2label[k] for k in sorted(id2label, key=int)]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _check_architecture(cfg, preset: ModelPreset, where: str = "weights") -> None:

@@ -73,3 +73,33 @@ def require_converged(history: dict, min_accuracy: float) -> float:
         raise CheckFailed(f"{history['plugin']} {history['precision']}: held-out accuracy {acc:.3f} "
                           f"< required {min_accuracy:.2f} after {len(history['epochs'])} epochs")
     return acc
+
+
+# model -> (epochs, minimum held-out accuracy from the stand-in checkpoint, minimum lead over the same
+# run from random initialisation at that epoch, the measurement that set them). Issue 30's transfer
+# check (vitcore.training.transfer: TRANSFER_DATA, TRANSFER_RECIPE).
+TRANSFER = {
+    "vit-tiny": (4, 0.60, 0.04,
+                 "scripts/transfer_thresholds.py (2026-12-03, 2-core CPU), the plain PyTorch loop over seeds "
+                 "42-47 on 750 train / 768 test photos: from vitcore-standin-fmnist7-vit-tiny 0.651-0.694 held-out "
+                 "accuracy at epoch 4, from random 0.490-0.576, per-seed leads 0.089-0.204; accuracy = lowest minus "
+                 "spread (0.608), lead = half the smallest (0.044), floored to 0.01"),
+}
+
+
+def require_transfer(standin: dict, random: dict, *, epoch: int, min_accuracy: float, margin: float) -> tuple[float, float]:
+    """The run from the stand-in reached min_accuracy at `epoch` and led the same run from random
+    initialisation by at least `margin` there; (its accuracy, the lead), else CheckFailed naming both."""
+    for h in (standin, random):
+        if h["status"] != "ok" or len(h["epochs"]) < epoch:
+            raise CheckFailed(f"{h['plugin']} from {h.get('weights')}: {h.get('error', h['status'])} "
+                              f"after {len(h['epochs'])} of {epoch} epochs")
+    acc = standin["epochs"][epoch - 1]["eval_accuracy"]
+    lead = acc - random["epochs"][epoch - 1]["eval_accuracy"]
+    if not acc >= min_accuracy:
+        raise CheckFailed(f"{standin['plugin']} from the stand-in: held-out accuracy {acc:.3f} < required "
+                          f"{min_accuracy:.2f} at epoch {epoch}")
+    if not lead >= margin:
+        raise CheckFailed(f"{standin['plugin']} from the stand-in: held-out accuracy {acc:.3f} leads random init "
+                          f"by {lead:+.3f} < required {margin:.2f} at epoch {epoch}")
+    return acc, lead

@@ -51,10 +51,16 @@ def pixels_and_labels(split, image_size: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.stack(pixels), torch.tensor(labels, dtype=torch.int64)
 
 
-def build(model: str, labels: list[str], *, seed: int, attention: str):
+def build(model: str, labels: list[str], *, seed: int, attention: str, weights: str | None = None):
+    """The preset's ViT drawn right after torch.manual_seed(seed); from a save_pretrained folder
+    `weights` with a classifier of len(labels) rows (transformers re-initialises one of another shape)."""
     torch.manual_seed(seed)
-    config = get_preset(model).hf_config(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                         attention=attention)
+    id2label = dict(enumerate(labels))
+    if weights is not None:
+        return ViTForImageClassification.from_pretrained(
+            weights, local_files_only=True, num_labels=len(labels), id2label=id2label,
+            label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True, attn_implementation=attention)
+    config = get_preset(model).hf_config(num_labels=len(labels), id2label=id2label, attention=attention)
     return ViTForImageClassification(config)
 
 
@@ -75,15 +81,15 @@ def evaluate(net, pixels: torch.Tensor, labels: torch.Tensor, batch_size: int) -
 
 def finetune(data, *, model: str, lr: float, weight_decay: float, warmup_ratio: float, epochs: int,
              batch_size: int, max_steps_per_epoch: int | None = None, seed: int = 42,
-             attention: str = "sdpa", shuffle_seed: int = 0, device: str = "cpu") -> dict:
+             attention: str = "sdpa", shuffle_seed: int = 0, device: str = "cpu", weights: str | None = None) -> dict:
     """Fine-tune `model` on data.train, evaluating on data.test after every epoch, in fp32 on
     `device`. Returns the per-step losses and learning rates and the per-epoch evaluation, like
-    train.finetune."""
+    train.finetune. weights: a save_pretrained folder to start from (None: random initialisation)."""
     t0 = time.perf_counter()
     size = get_preset(model).image_size
     train_x, train_y = (t.to(device) for t in pixels_and_labels(data.train, size))
     test_x, test_y = (t.to(device) for t in pixels_and_labels(data.test, size))
-    net = build(model, list(data.labels), seed=seed, attention=attention).to(device)
+    net = build(model, list(data.labels), seed=seed, attention=attention, weights=weights).to(device)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = len(train_y) // batch_size
@@ -91,7 +97,8 @@ def finetune(data, *, model: str, lr: float, weight_decay: float, warmup_ratio: 
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
     total = max(1, steps_per_epoch * epochs)
     warmup = int(warmup_ratio * total)
-    hist = {"plugin": "plain_pytorch", "model": model, "device": device, "dataset": data.source, "step_loss": [],
+    hist = {"plugin": "plain_pytorch", "model": model, "device": device, "dataset": data.source,
+            "weights": weights or "random-init", "step_loss": [],
             "step_lr": [], "epochs": [], "status": "ok"}
     step = 0
     for epoch in range(1, epochs + 1):
