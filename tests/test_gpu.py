@@ -49,10 +49,18 @@ def _correctness_cfg(spec, precision, request, **kw):
     return _cfg(spec, precision, compile=suite(request.config).compile, **kw)
 
 
+def _require_compiled(request, got: dict, label: str) -> None:
+    """Under --compile a case passes only if dynamo captured a graph: parity of an uncompiled step would
+    prove nothing about the compiled one."""
+    if suite(request.config).compile:
+        assert got.get("compiled_graphs"), f"{label}: --compile, but dynamo captured no graph ({got.get('compile_plan')})"
+
+
 def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_reference, gpu_results, gpu_pool, request):
     cfg = _correctness_cfg(spec, precision, request, **PARITY)
     got = _case(gpu_pool, train.steps_then_probe, cfg, parity_data, PARITY_STEPS, probe)
     check_parity(f"{spec.name} {precision}", ddp_reference, got, precision, gpu_results)
+    _require_compiled(request, got, f"{spec.name} {precision}")
 
 
 def test_checkpoint_roundtrip(spec, precision, parity_data, tmp_path, gpu_results, gpu_pool, request):
@@ -65,6 +73,7 @@ def test_checkpoint_roundtrip(spec, precision, parity_data, tmp_path, gpu_result
     gpu_results.add("checkpoint", got | {"max_abs": c.max_abs, "ok": c.ok})
     print(c, f"lr {b['lr']} vs {a['lr']}, loss scale {b['loss_scale']} vs {a['loss_scale']}", sep="\n")
     check_roundtrip(f"{spec.name} {precision}", got, "fp32")
+    _require_compiled(request, got, f"{spec.name} {precision}")
 
 
 def _plain_reference(d, recipe: dict) -> dict:
@@ -93,6 +102,7 @@ def test_convergence(spec, precision, gpu_results, convergence_reference, gpu_po
     if hist["status"] == "diverged":
         pytest.fail(f"{spec.name} {precision}: diverged at step {hist['diverged_at_step']}")
     require_near_reference(hist, ref_acc)
+    _require_compiled(request, hist, f"{spec.name} {precision}")
 
 
 def _perf_cfgs(spec, precision, request):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
+import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vitcore.spec.registry import PluginSpec
@@ -37,6 +38,10 @@ def kwargs(spec: PluginSpec) -> dict:
 def apply(model, spec: PluginSpec, stage: str, enabled: bool):
     """Compile at `stage` ("before" boosting: the model; "after": the boosted wrapper's inner module) where the
     run compiles and the entry's plan (or --option compile_where) says this stage. Returns `model`."""
+    if enabled and stage == "before":
+        # a fresh cache: dynamo would reuse another model's graphs of the same class in this process (its
+        # parameters are graph inputs), and this run's first step must time its own compilation
+        torch._dynamo.reset()
     if enabled and spec.value("compile_where") == stage:
         (model if stage == "before" else inner(model)).compile(**kwargs(spec))
     return model
@@ -48,6 +53,17 @@ def describe(spec: PluginSpec, enabled: bool) -> str:
         return ""
     return "/".join([spec.value("compile_where"), spec.value("compile_backend"), spec.value("compile_mode"),
                      "dynamic" if spec.value("compile_dynamic") else "static"])
+
+
+def graphs() -> int:
+    """Graphs dynamo has captured in this process so far (its own counter)."""
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+def graphs_since(before: int) -> int:
+    """Graphs captured since `before` (a compiled run that captured none compiled nothing: the H200's
+    torch_fsdp parity came out bit-identical to eager, which such a count tells apart)."""
+    return max(graphs() - before, 0)
 
 
 def sdpa_factory(spec: PluginSpec):

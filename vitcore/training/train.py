@@ -262,6 +262,7 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
 
     A NaN or inf loss ends the run with status "diverged" and the step where it happened.
     """
+    graphs0 = compiled.graphs()
     s = setup(cfg, data)
     hist = describe(s) | {"lr": cfg.lr, "epochs_requested": cfg.epochs, "step_loss": [],
                           "epochs": [], "status": "ok"}
@@ -292,7 +293,7 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
     if cfg.checkpoint_dir and hist["status"] == "ok":
         save_checkpoint(s, cfg.checkpoint_dir)
         hist["checkpoint"] = cfg.checkpoint_dir
-    return hist
+    return hist | {"compiled_graphs": compiled.graphs_since(graphs0)}
 
 
 def _train_epoch(s: Session, epoch: int, step: int, bar) -> tuple[list[float], int]:
@@ -317,6 +318,7 @@ def _train_epoch(s: Session, epoch: int, step: int, bar) -> tuple[list[float], i
 def steps_then_probe(cfg: RunConfig, data, steps: int, probe: dict) -> dict:
     """K optimizer steps on the dataset's batches, then the logits of a fixed probe batch: what
     the parity tests compare against torch_ddp. Runs on every rank."""
+    graphs0 = compiled.graphs()
     s = setup(cfg, data)
     losses = []
     for i, batch in enumerate(s.train_loader):
@@ -325,7 +327,7 @@ def steps_then_probe(cfg: RunConfig, data, steps: int, probe: dict) -> dict:
         losses.append(global_mean(s, train_step(s, to_device(batch, s.device))))
     s.model.eval()
     logits, _ = forward_logits(s, to_device(probe, s.device))
-    return describe(s) | {"step_loss": losses,
+    return describe(s) | {"step_loss": losses, "compiled_graphs": compiled.graphs_since(graphs0),
                           "probe_logits": None if logits is None else logits.float().cpu().tolist()}
 
 
@@ -335,6 +337,7 @@ def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path, after: int = 3)
     optimizer state at the end, for the uninterrupted and the resumed run. Three steps at least:
     the second resumed loss reflects only the first resumed update, so a schedule that was not
     restored shows from the third on."""
+    graphs0 = compiled.graphs()
     s = setup(cfg, data)
     batches = [to_device(b, s.device) for _, b in zip(range(steps + after), s.train_loader, strict=False)]
     for b in batches[:steps]:
@@ -351,7 +354,7 @@ def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path, after: int = 3)
     load_checkpoint(fresh, path)
     out["loss_scale_loaded"] = loss_scale(fresh)
     out["resumed"] = _continue(fresh, batches[steps:])
-    return describe(fresh) | out
+    return describe(fresh) | out | {"compiled_graphs": compiled.graphs_since(graphs0)}
 
 
 def _continue(s: Session, batches) -> dict:
