@@ -42,6 +42,30 @@ stage_pretrained() {  # issue 30: the stand-in's weights survive boosting, and t
   timeout -s INT -k 30 450 $py -m pytest tests/test_pretrained.py -m gpu -n 4 -p no:cacheprovider -q -rA \
     --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/pytest-pretrained.html" --self-contained-html
 }
+stage_compile_tier() {  # issue 29: parity, checkpoint and convergence with every entry compiled (each case must
+  # capture a graph); what admits an entry's compiled form to the fast profile (~4 min)
+  mkdir -p "reports/gpu/$RUN-compile"
+  timeout -s INT -k 30 "${TIER_T:-540}" $py -m pytest -m gpu --compile -k "parity or checkpoint or convergence" \
+    -p no:cacheprovider -q -rA --results-out "reports/gpu/$RUN-compile" \
+    --html "reports/gpu/$RUN-compile/pytest-compile.html" --self-contained-html
+}
+stage_compile_side() {  # issue 29: each family eager and compiled beside the references (HF and timm, eager and
+  # compiled) at bs128 and 512 in one run (--resume continues it in a second call); an OOM is a result
+  timeout "${BEST_T:-560}" $py -m vitcore.cli bench --ablate compile \
+    --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,torch_fsdp,gemini --batch-sizes 128,512 --warmup 5 \
+    --steps 10 --repeats 3 --min-window 0.3 --out "reports/$DEV/$RUN-compile" --resume
+}
+stage_finetune_standin() {  # issue 30: the study's chart, gemini 10 epochs on Fashion-MNIST's 3 held-out classes from
+  # the vit-base stand-in (pre-trained on the other 7 by `vitcore pretrain`) beside the same run from random init
+  mkdir -p "reports/$DEV/$RUN"
+  [ -d /tmp/fm3 ] || $py scripts/photo_folder.py /tmp/fm3 >/dev/null || return 1
+  [ -d /tmp/standin-vit-base ] || timeout 400 $py -m vitcore.cli pretrain --out /tmp/standin-vit-base --model vit-base \
+    --device cuda || return 1
+  for w in /tmp/standin-vit-base random; do
+    timeout 300 $py -m vitcore.cli train --plugin gemini --model vit-base --dataset /tmp/fm3 --weights "$w" --epochs 10 \
+      --batch-size 32 --out "reports/$DEV/$RUN/finetune-$(basename "$w").json" || return 1
+  done
+}
 stage_finetune() {  # the study's fine-tuning: gemini, 10 epochs (embedded data offline)
   timeout 300 $py -m vitcore.cli train --plugin gemini --model vit-base --epochs 10 --batch-size 32 \
     --out "reports/$DEV/$RUN/finetune.json"
