@@ -103,4 +103,8 @@ def environ(folder) -> dict:
     (folder / "sitecustomize.py").write_text("import tests.support.third_party_noise\ntests.support.third_party_noise.install()\n")
     root = str(Path(__file__).resolve().parents[2])  # tests/support/ -> the checkout
     path = [str(folder), root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return os.environ | {"PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(folder / "tmp")}
+    # torch's inductor cache: importing dynamo (transformers' flex-attention module does) creates it under
+    # TMPDIR unless it is set, and a pytest process that imported dynamo first has set it for its children:
+    # set here, so that whether a run left a file in TMPDIR does not depend on the tests that ran before
+    return os.environ | {"PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(folder / "tmp"),
+                         "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor-cache")}
