@@ -260,7 +260,7 @@ def cmd_report(opts: typed.ReportOptions, tp) -> int:
         side = os.path.join(os.path.dirname(f), "skipped.json")
         if os.path.exists(side):
             skipped += json.loads(Path(side).read_text())
-    history = json.loads(Path(opts.history).read_text()) if opts.history else None
+    history = [json.loads(Path(h).read_text()) for h in opts.history]  # one or several (drawn side by side)
     baseline = gating.load_baseline(opts.gate, planned={points.key(p) for p in rows},
                                     device=points.device_key(rows[0]) if rows else None)
     tp.attach(Path(opts.out) / "report.log")

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "Render report.html, points.json, points.csv and summary.md from saved result files, with "
                       "each point's budget verdict; --baseline gates them.",
                       _examples("vitcore report reports/latest/points.jsonl --out /tmp/r",
+                                "vitcore report r/points.jsonl --history pre.json --history random.json --out /tmp/r",
                                 "vitcore report new/points.jsonl --baseline old/points.jsonl --out /tmp/r")))
     plugins_parser(add("plugins", "list the plugin registry and whether each entry runs here",
                        "The plugin registry (vitcore/spec/plugins.py) as a table: family, precisions, minimum GPUs, and "
@@ -307,7 +308,9 @@ def report_parser(r: argparse.ArgumentParser) -> None:
     o.add_argument("--skip-bad", action="store_true",
                    help="leave out lines of a results file that are not points, each named on stderr "
                         "(default: such a line is an error)")
-    o.add_argument("--history", default=None, help="a fine-tuning history JSON (vitcore train --out)")
+    o.add_argument("--history", action="append", default=None,
+                   help="a fine-tuning history JSON (vitcore train --out); repeat it to draw several runs on the "
+                        "same axes, e.g. --history pretrained.json --history random.json")
     o.add_argument("--markdown", action="store_true", help="also print the Markdown tables")
     _verbose(o, "also show third-party output on the console (it always goes to OUT/report.log)")
     gate_options(r, "--baseline")

@@ -118,8 +118,8 @@ def check_report(opts: ReportOptions) -> None:
     skipped.json beside each input, budgets. (The results and baseline files are read strictly by
     results.load, which names a bad line.)"""
     check_out_folder(opts.out, "--out")
-    if opts.history:
-        check_json_file(opts.history, "--history", dict)
+    for h in opts.history:
+        check_history(h)
     for f in opts.results:
         side = Path(f).parent / "skipped.json"
         if side.is_file():
@@ -165,6 +165,30 @@ def check_json_file(path, what: str, kind: type) -> None:
     if not isinstance(obj, kind):
         raise ConfigError(f"{what} {path} holds a JSON {type(obj).__name__}; expected a JSON "
                           f"{'object' if kind is dict else 'list'}")
+
+
+# what a fine-tuning history (vitcore train --out) holds that its chart is drawn and labelled from
+HISTORY_FIELDS = ("plugin", "precision", "model", "dataset", "weights")
+EPOCH_FIELDS = ("epoch", "train_loss", "eval_loss", "eval_accuracy")
+
+
+def check_history(path) -> None:
+    """A --history file: a JSON object holding a fine-tuning history, its "epochs" rows and the
+    fields the chart is labelled by; otherwise one line naming the file and what it lacks."""
+    check_json_file(path, "--history", dict)
+    hist = json.loads(Path(path).read_text())
+    epochs = hist.get("epochs")
+    missing = [k for k in HISTORY_FIELDS if k not in hist]
+    if not isinstance(epochs, list):
+        missing.append('an "epochs" list')
+    else:
+        for i, e in enumerate(epochs):
+            missing += [f"epochs[{i}].{k}" for k in EPOCH_FIELDS if k not in e] if isinstance(e, dict) else \
+                [f"epochs[{i}] as an object, not a JSON {type(e).__name__}"]
+    if missing:
+        raise ConfigError(f"--history {path} is not a fine-tuning history (missing {', '.join(missing[:4])}"
+                          f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}); "
+                          "give the JSON `vitcore train --out` writes")
 
 
 def check_budget_folder(folder, flag: str) -> None:

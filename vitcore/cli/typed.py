@@ -160,9 +160,12 @@ class ReportOptions:
     out: str
     budgets: str
     skip_bad: bool
-    history: str | None
+    history: tuple[str, ...]  # --history, repeatable; () without one (preflight.check_history reads each)
     markdown: bool
     gate: GateOptions
+
+    def __post_init__(self):
+        _set(self, "history", tuple(self.history or ()))
 
     @classmethod
     def from_args(cls, args) -> ReportOptions:

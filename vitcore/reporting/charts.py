@@ -1,7 +1,9 @@
 """The report's charts (matplotlib, headless): throughput and memory against batch size, and the
-fine-tuning curves. Each chart comes back with metadata measured from matplotlib's own layout
-(axis labels, the bounding boxes of the plotting areas and of the legend), which the report writes
-as data attributes so a browser test can check what PNG pixels cannot tell.
+fine-tuning curves (one run, or several on the same axes, each labelled by its weights). Each chart
+comes back with metadata measured from matplotlib's own layout (axis labels, the bounding boxes of
+the plotting areas and of the legend), which the report writes as data attributes so a browser test
+can check what PNG pixels cannot tell, and with the legend's entries and each drawn line's data
+(Chart.labels, Chart.lines: for tests, not written into the page).
 
 matplotlib is the `report` extra and is imported only to draw (`available()` says whether it can
 be): `import vitcore.cli` and every command but the drawing itself run without it.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -57,6 +60,8 @@ class Chart:
     ylabels: list[str] = field(default_factory=list)
     axes: list[list[float]] = field(default_factory=list)  # [x0, y0, x1, y1] per plotting area, figure px
     legend: list[float] = field(default_factory=list)  # [x0, y0, x1, y1] of the legend, figure px
+    labels: list[str] = field(default_factory=list)  # the legend's entries, in order
+    lines: dict[str, list[list[float]]] = field(default_factory=dict)  # label -> [[x, y], ...] of each drawn line
 
     @property
     def legend_outside(self) -> bool:
@@ -77,7 +82,10 @@ def _finish(fig, title, axes, legend) -> Chart:
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     meta = dict(xlabels=[a.get_xlabel() for a in axes], ylabels=[a.get_ylabel() for a in axes],
-                axes=[_box(a, renderer) for a in axes], legend=_box(legend, renderer) if legend else [])
+                axes=[_box(a, renderer) for a in axes], legend=_box(legend, renderer) if legend else [],
+                labels=[t.get_text() for t in legend.get_texts()] if legend else [],
+                lines={ln.get_label(): [list(xy) for xy in zip(ln.get_xdata(), ln.get_ydata(), strict=True)]
+                       for a in axes for ln in a.get_lines() if not ln.get_label().startswith("_")})
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _plt().close(fig)
@@ -156,6 +164,16 @@ def chart_vs_batch(points, metric, title, baseline=None) -> Chart | None:
     return _finish(fig, title, [ax], legend)
 
 
+def _finetune_axes(a, b, x) -> None:
+    """The loss (a) and accuracy (b) axes of a fine-tuning chart, ticked at the epochs `x`."""
+    b.set_ylim(0, 1.02)
+    for ax, ylabel in ((a, "cross-entropy loss"), (b, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(x)
+        ax.grid(alpha=0.3)
+
+
 def chart_finetune(history: dict) -> Chart | None:
     epochs = [e for e in history.get("epochs", []) if e.get("epoch")]
     if not epochs:
@@ -165,12 +183,7 @@ def chart_finetune(history: dict) -> Chart | None:
     a.plot(x, [e["train_loss"] for e in epochs], marker="o", color=COLOURS[0], label="train loss")
     a.plot(x, [e["eval_loss"] for e in epochs], marker="s", color=COLOURS[1], label="held-out loss")
     b.plot(x, [e["eval_accuracy"] for e in epochs], marker="^", color=COLOURS[2], label="held-out accuracy")
-    b.set_ylim(0, 1.02)
-    for ax, ylabel in ((a, "cross-entropy loss"), (b, "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.set_xticks(x)
-        ax.grid(alpha=0.3)
+    _finetune_axes(a, b, x)
     legend = fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=8)
     fig.suptitle(f"fine-tuning: {history['plugin']} {history['precision']}, {history['model']}, "
                  f"{history['dataset']}, weights {history['weights']}", fontsize=8)
@@ -178,9 +191,67 @@ def chart_finetune(history: dict) -> Chart | None:
     return _finish(fig, "Fine-tuning", [a, b], legend)
 
 
+def histories(history) -> list[dict]:
+    """The fine-tuning histories a report draws: none, one (a dict) or several (a list of them)."""
+    if not history:
+        return []
+    return [history] if isinstance(history, dict) else list(history)
+
+
+def weights_label(weights) -> str:
+    """A history's weights source, short enough for a legend: random-init, the stand-in's name
+    (vitcore-standin-...), or the pretrained source without its notes (a long path: its last part)."""
+    text = str(weights or "weights not recorded")
+    if text.startswith("random-init"):
+        return "random-init"
+    standin = re.search(r"\(([^():]+): the suite's stand-in", text)
+    if standin:
+        return standin.group(1)
+    head = text.split(" (", 1)[0]
+    return head if len(head) <= 40 else "pretrained:" + head.rstrip("/").rsplit("/", 1)[-1]
+
+
+def run_labels(runs: list[dict]) -> list[str]:
+    """Each history as "WEIGHTS, PLUGIN PRECISION"; a label two runs share gets its run number."""
+    labels = [f"{weights_label(h.get('weights'))}, {h.get('plugin')} {h.get('precision')}" for h in runs]
+    return [f"{lab} (run {i})" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels, 1)]
+
+
+def history_rows(history) -> list[tuple[str, object]]:
+    """The provenance rows of the report's environment section: each history's dataset and weights."""
+    runs = histories(history)
+    if len(runs) == 1:
+        return [("fine-tuning data", runs[0].get("dataset")), ("fine-tuning weights", runs[0].get("weights"))]
+    return [(f"fine-tuning {what} ({label})", h.get(key)) for label, h in zip(run_labels(runs), runs, strict=True)
+            for what, key in (("data", "dataset"), ("weights", "weights"))]
+
+
+def chart_finetunes(runs: list[dict]) -> Chart | None:
+    """Several fine-tuning runs on the same axes, e.g. a pretrained run beside a random-init one:
+    a colour per run (train loss solid, held-out loss dashed, held-out accuracy), each line labelled
+    by the run's weights source and plugin/precision (run_labels)."""
+    drawn = [(label, h, [e for e in h.get("epochs", []) if e.get("epoch")])
+             for label, h in zip(run_labels(runs), runs, strict=True)]
+    drawn = [d for d in drawn if d[2]]
+    if not drawn:
+        return None
+    fig, (a, b) = _plt().subplots(1, 2, figsize=(10, 3.8))
+    for i, (label, _, epochs) in enumerate(drawn):
+        x, colour = [e["epoch"] for e in epochs], COLOURS[i % len(COLOURS)]
+        a.plot(x, [e["train_loss"] for e in epochs], marker="o", color=colour, label=f"{label}: train loss")
+        a.plot(x, [e["eval_loss"] for e in epochs], marker="s", ls="--", color=colour, label=f"{label}: held-out loss")
+        b.plot(x, [e["eval_accuracy"] for e in epochs], marker="^", color=colour, label=f"{label}: held-out accuracy")
+    _finetune_axes(a, b, sorted({e["epoch"] for *_, epochs in drawn for e in epochs}))
+    legend = fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=7)
+    about = {str(h.get(k)): None for k in ("model", "dataset") for _, h, _ in drawn}
+    fig.suptitle(f"fine-tuning, {len(drawn)} runs side by side: {', '.join(about)}", fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, "Fine-tuning, runs side by side", [a, b], legend)
+
+
 def report_charts(points, history, baseline) -> list[Chart]:
     """Throughput per profile, and peak memory where it was measured (never on a CPU), then the
-    fine-tuning curves."""
+    fine-tuning curves: one history's as before, several histories on the same axes."""
     profiles = sorted({p.get("profile") for p in matrix_points(points)} - {"reference", None}) or [None]
     charts = []
     for prof in profiles:
@@ -189,8 +260,9 @@ def report_charts(points, history, baseline) -> list[Chart]:
         charts += [chart_vs_batch(sub, "images_per_s", f"Throughput{tag}", baseline),
                    chart_vs_batch(sub, "peak_mem_allocated_gib", f"Peak memory, allocated{tag}", baseline),
                    chart_vs_batch(sub, "peak_mem_reserved_gib", f"Peak memory, reserved{tag}", baseline)]
-    if history:
-        charts.append(chart_finetune(history))
+    runs = histories(history)
+    if runs:
+        charts.append(chart_finetune(runs[0]) if len(runs) == 1 else chart_finetunes(runs))
     return [c for c in charts if c]
 
 

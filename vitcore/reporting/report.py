@@ -201,9 +201,7 @@ def _env_html(points, history) -> str:
     out = "".join(f"<tr><th colspan='2' class='group'>{group}</th></tr>" + "".join(
         f"<tr><th>{label}</th><td>{_esc(_values(perf, name))}</td></tr>" for label, name in fields)
         for group, fields in rows)
-    if history:
-        out += f"<tr><th>fine-tuning data</th><td>{_esc(history.get('dataset'))}</td></tr>"
-        out += f"<tr><th>fine-tuning weights</th><td>{_esc(history.get('weights'))}</td></tr>"
+    out += "".join(f"<tr><th>{_esc(label)}</th><td>{_esc(v)}</td></tr>" for label, v in charts.history_rows(history))
     return f"<h2>Environment and run parameters</h2><table id='environment'>{out}</table>"
 
 
