@@ -10,6 +10,7 @@ table shows it) rather than a crash of the matrix.
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -56,7 +57,10 @@ def describe(spec: PluginSpec, enabled: bool) -> str:
 
 
 def graphs() -> int:
-    """Graphs dynamo has captured in this process so far (its own counter)."""
+    """Graphs dynamo has captured in this process so far (its own counter); 0 where dynamo was never
+    loaded, which a count need not load (importing it creates torch's inductor cache folder)."""
+    if "torch._dynamo" not in sys.modules:
+        return 0
     return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 

@@ -75,6 +75,13 @@ class Session:
     total_steps: int
     attention: Callable[[], Any] = contextlib.nullcontext
     """The SDPA-kernel context of a forward and backward (the entry's `sdpa_backend`), made once."""
+    graphs_before: int = 0
+    """dynamo's captured graphs when the session was set up (compiling is lazy: its first step adds them)."""
+
+    @property
+    def compiled_graphs(self) -> int:
+        """Graphs captured since setup: 0 for a compiled run means nothing was compiled."""
+        return compiled.graphs_since(self.graphs_before)
 
     @property
     def pipelined(self) -> bool:
@@ -180,7 +187,7 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
     scheduler = warmup_cosine(innermost_optimizer(optimizer), total, int(cfg.warmup_ratio * total))
     return Session(cfg, device, plugin, booster, model, optimizer, scheduler, d.train_loader,
                    d.test_loader, layout, d.source, weights_source, d.steps_per_epoch, total,
-                   attention=compiled.sdpa_factory(spec))
+                   attention=compiled.sdpa_factory(spec), graphs_before=compiled.graphs())
 
 
 def to_device(batch: dict, device: str) -> dict:
@@ -262,7 +269,6 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
 
     A NaN or inf loss ends the run with status "diverged" and the step where it happened.
     """
-    graphs0 = compiled.graphs()
     s = setup(cfg, data)
     hist = describe(s) | {"lr": cfg.lr, "epochs_requested": cfg.epochs, "step_loss": [],
                           "epochs": [], "status": "ok"}
@@ -293,7 +299,7 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
     if cfg.checkpoint_dir and hist["status"] == "ok":
         save_checkpoint(s, cfg.checkpoint_dir)
         hist["checkpoint"] = cfg.checkpoint_dir
-    return hist | {"compiled_graphs": compiled.graphs_since(graphs0)}
+    return hist | {"compiled_graphs": s.compiled_graphs}
 
 
 def _train_epoch(s: Session, epoch: int, step: int, bar) -> tuple[list[float], int]:
@@ -318,7 +324,6 @@ def _train_epoch(s: Session, epoch: int, step: int, bar) -> tuple[list[float], i
 def steps_then_probe(cfg: RunConfig, data, steps: int, probe: dict) -> dict:
     """K optimizer steps on the dataset's batches, then the logits of a fixed probe batch: what
     the parity tests compare against torch_ddp. Runs on every rank."""
-    graphs0 = compiled.graphs()
     s = setup(cfg, data)
     losses = []
     for i, batch in enumerate(s.train_loader):
@@ -327,7 +332,7 @@ def steps_then_probe(cfg: RunConfig, data, steps: int, probe: dict) -> dict:
         losses.append(global_mean(s, train_step(s, to_device(batch, s.device))))
     s.model.eval()
     logits, _ = forward_logits(s, to_device(probe, s.device))
-    return describe(s) | {"step_loss": losses, "compiled_graphs": compiled.graphs_since(graphs0),
+    return describe(s) | {"step_loss": losses, "compiled_graphs": s.compiled_graphs,
                           "probe_logits": None if logits is None else logits.float().cpu().tolist()}
 
 
@@ -337,7 +342,6 @@ def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path, after: int = 3)
     optimizer state at the end, for the uninterrupted and the resumed run. Three steps at least:
     the second resumed loss reflects only the first resumed update, so a schedule that was not
     restored shows from the third on."""
-    graphs0 = compiled.graphs()
     s = setup(cfg, data)
     batches = [to_device(b, s.device) for _, b in zip(range(steps + after), s.train_loader, strict=False)]
     for b in batches[:steps]:
@@ -354,7 +358,8 @@ def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path, after: int = 3)
     load_checkpoint(fresh, path)
     out["loss_scale_loaded"] = loss_scale(fresh)
     out["resumed"] = _continue(fresh, batches[steps:])
-    return describe(fresh) | out | {"compiled_graphs": compiled.graphs_since(graphs0)}
+    # the resumed session's own: it compiles afresh (dynamo is reset per compiled setup)
+    return describe(fresh) | out | {"compiled_graphs": fresh.compiled_graphs}
 
 
 def _continue(s: Session, batches) -> dict:
