@@ -193,17 +193,19 @@ def _measured(name: str, point: dict, ref: dict):
 
 
 def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups=None,
-          same_settings: bool = True) -> list[Verdict]:
+          revisions: bool = False) -> list[Verdict]:
     """Every gated metric of `point` against `ref` (a budget entry or a baseline point) in the gate
     `groups` (default: all), one Verdict each. A metric `ref` lacks is not judged. A point that did
-    not finish ("oom", "error") is one regressed verdict of its own. same_settings=False: the plugin
-    options may differ (an A/B of two revisions, where a changed option is the change under test)."""
+    not finish ("oom", "error") is one regressed verdict of its own. revisions: `ref` is the base
+    revision measured beside `point` (`vitcore ab`), not a record: the plugin options may differ (a
+    changed option is the change under test) and no metric is two-sided (fewer launches or less memory
+    is an improvement, not a stale budget: on the H200 a faster change failed on them)."""
     tol = tolerances(tol)
     who = (point["plugin"], point["precision"], point["batch_size"])
     if point.get("status") != "ok":
         return [Verdict(*who, f"status {point.get('status')}", float("nan"), ref.get("images_per_s") or float("nan"),
                         float("nan"), group="status")]
-    if same_settings and (mismatch := options_mismatch(point, ref)) is not None:
+    if not revisions and (mismatch := options_mismatch(point, ref)) is not None:
         return [Verdict(*who, "plugin options", float("nan"), float("nan"), float("nan"), group="settings",
                         detail=mismatch)]
     out = []
@@ -211,6 +213,7 @@ def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups
         g = field.gate
         if groups is not None and g.group not in groups:
             continue
+        two_sided = g.two_sided and not revisions
         name = compared_field(field, point, ref)
         got, want = _measured(name, point, ref), ref.get(name)
         if want is None:
@@ -231,12 +234,12 @@ def judge(point: dict, ref: dict, *, tol: dict[str, float] | None = None, groups
             outcome, delta, detail = _threshold(field, got, lo, hi, tol[g.group]), got / want - 1, ""
             if lo != hi:
                 detail = f"recorded {lo:.6g}..{hi:.6g} over {len(points.observed(ref)[name])} processes"
-            if outcome == "improved" and g.two_sided:
+            if outcome == "improved" and two_sided:
                 detail = "; ".join(filter(None, [detail, "the budget is stale (re-record it: --update-budgets)"]))
             if outcome == "regressed" and g.group == "device_time" and (
                     clock := _slower_clock(point, ref, delta, tol[g.group])):
                 outcome, (detail, note) = "inconclusive", clock
-        out.append(Verdict(*who, g.label or name, got, want, delta, outcome, g.group, detail, note, g.two_sided))
+        out.append(Verdict(*who, g.label or name, got, want, delta, outcome, g.group, detail, note, two_sided))
     return out
 
 
@@ -307,9 +310,8 @@ def compare_runs(current: list[dict], baseline: list[dict], tol: dict[str, float
                  allow_missing: bool = False, revisions: bool = False) -> GateResult:
     """Every current point against the baseline point of the same identity on the same device; a
     baseline point of this device that the run lacks is a regression unless allow_missing.
-    revisions: the baseline is the base revision measured beside the head in one run (`vitcore ab`): the
-    plugin options may differ (a changed option is the change under test), and fewer launches or less
-    memory is an improvement, not a stale budget (found on the H200: a faster change failed on them)."""
+    revisions: the baseline is the base revision measured beside the head in one run (`vitcore ab`; see
+    judge)."""
     base = {(points.device_key(p), points.key(p)): p for p in baseline if p.get("status") == "ok"}
     res = GateResult({}, [], [], [], [])
     seen = set()
@@ -321,10 +323,10 @@ def compare_runs(current: list[dict], baseline: list[dict], tol: dict[str, float
         if ref is None:
             res.new.append(f"{name}: not in the baseline (on {dev})")
             continue
-        res.verdicts[k] = verdicts = judge(p, ref, tol=tol, same_settings=not revisions)
+        res.verdicts[k] = verdicts = judge(p, ref, tol=tol, revisions=revisions)
         for v in verdicts:
             line = f"{name}: {v}" if v.group == "status" else str(v)
-            (res.regressions if fails(v) and not (revisions and v.outcome == "improved") else {"improved": res.improvements, "inconclusive": res.inconclusive}
+            (res.regressions if fails(v) else {"improved": res.improvements, "inconclusive": res.inconclusive}
              .get(v.outcome, [])).append(line)
     devices = {dev for dev, _ in seen}
     for (dev, k), p in base.items():
