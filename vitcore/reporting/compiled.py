@@ -10,6 +10,7 @@ work with that plugin, measured in this run.
 from __future__ import annotations
 
 from vitcore.reporting.analysis import perf_points
+from vitcore.reporting.markdown import fmt, md_table, times
 
 
 def _twin_key(p: dict) -> tuple:
@@ -36,10 +37,6 @@ def compile_rows(points: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["plugin"], r["precision"] or "", r["batch_size"]))
 
 
-def _f(v, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def compile_table(points: list[dict]) -> str:
     """Markdown: eager and compiled images/s, device ms/step and first step per entry and batch size."""
     rows = compile_rows(points)
@@ -47,15 +44,12 @@ def compile_table(points: list[dict]) -> str:
         return "(no compiled points: `vitcore bench --ablate compile` measures each entry both ways)"
     head = ["plugin", "precision", "bs", "compiled as", "eager img/s", "compiled img/s", "× eager",
             "device ms eager / compiled", "first step s eager / compiled", "result"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = []
     for r in rows:
         e, c = r["eager"] or {}, r["compiled"]
         result = "ok" if r["status"] == "ok" else f"{r['status']}: {r['error']}"
-        lines.append("| " + " | ".join([
-            r["plugin"], str(r["precision"]), str(r["batch_size"]), r["plan"] or "-",
-            _f(e.get("images_per_s"), ".1f"), _f(c.get("images_per_s"), ".1f"),
-            _f(r["speedup"], ".2f") + ("x" if r["speedup"] is not None else ""),
-            f"{_f(e.get('device_ms_per_step'), '.2f')} / {_f(c.get('device_ms_per_step'), '.2f')}",
-            f"{_f(e.get('first_step_s'), '.1f')} / {_f(c.get('first_step_s'), '.1f')}",
-            result.replace("|", "\\|")]) + " |")
-    return "\n".join(lines)
+        cells.append([r["plugin"], r["precision"], r["batch_size"], r["plan"] or "-",
+                      fmt(e.get("images_per_s")), fmt(c.get("images_per_s")), times(r["speedup"]),
+                      f"{fmt(e.get('device_ms_per_step'), '.2f')} / {fmt(c.get('device_ms_per_step'), '.2f')}",
+                      f"{fmt(e.get('first_step_s'))} / {fmt(c.get('first_step_s'))}", result.replace("|", "\\|")])
+    return "\n".join(md_table(head, cells))

@@ -18,22 +18,10 @@ from vitcore.gate import budget_files
 from vitcore.reporting import analysis, charts
 from vitcore.reporting.analysis import enrich, matrix_points
 from vitcore.reporting.compiled import compile_table
+from vitcore.reporting.markdown import fmt as _fmt
+from vitcore.reporting.markdown import md_table as _md_table
+from vitcore.reporting.markdown import times as _times
 from vitcore.spec import points as schema
-
-
-def _fmt(v, spec=".1f", missing="-"):
-    return missing if v is None else format(v, spec)
-
-
-def _times(v) -> str:
-    """A ratio as "1.23x", or "-"."""
-    return f"{v:.2f}x" if v else "-"
-
-
-def _md_table(head: list[str], rows) -> list[str]:
-    """Markdown table lines: header, rule, one line per row of cells."""
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
-           ["| " + " | ".join(map(str, cells)) + " |" for cells in rows]
 
 
 def performance_table(points: list[dict], profile: str | None = None) -> str:
