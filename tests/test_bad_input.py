@@ -9,18 +9,16 @@ must report.
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitcore.cli import commands as cli
+from tests.support.cli import error_line, run
 from vitcore.gate import budgets
 from vitcore.inputs import data
 from vitcore.inputs.model import ATTENTION
@@ -31,22 +29,6 @@ TRAIN = ["train", "--device", "cpu", "--model", "vit-tiny", "--dataset", "embedd
 BENCH = ["bench", "--device", "cpu", "--model", "vit-tiny", "--no-reference", "--plugins", "torch_ddp",
          "--batch-sizes", "8", "--out", "{d}/out"]
 REPORT = ["report", "{d}/ok.jsonl", "--out", "{d}/r"]
-
-
-def run(*argv) -> tuple[int, str]:
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        try:
-            rc = cli.main(list(argv))
-        except SystemExit as e:  # argparse
-            rc = e.code
-    return rc, err.getvalue()
-
-
-def error_line(rc: int, err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and len(lines) == 1 and lines[0].startswith("vitcore: error: "), f"rc={rc}\n{err[-3000:]}"
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,13 @@ charts are checked through their Chart objects (legend entries, the drawn lines'
 
 from __future__ import annotations
 
-import io
 import json
 import re
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from vitcore.cli import commands as cli
+from tests.support.cli import error_line, run
 from vitcore.reporting import charts, report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,23 +22,6 @@ STANDIN = ("pretrained:/ckpt/standin (vitcore-standin-fmnist7-vit-tiny: the suit
 RANDOM = "random-init (vit-tiny has no pretrained weights)"
 
 pytestmark = pytest.mark.skipif(not charts.available(), reason=charts.MISSING)
-
-
-def run(*argv) -> tuple[int, str]:
-    """vitcore in this process (as tests/test_bad_input.py does): exit code and stderr."""
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        try:
-            rc = cli.main(list(argv))
-        except SystemExit as e:  # argparse
-            rc = e.code
-    return rc, err.getvalue()
-
-
-def error_line(rc: int, err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and len(lines) == 1 and lines[0].startswith("vitcore: error: "), f"rc={rc}\n{err[-3000:]}"
-    return lines[0]
 
 
 def _history(weights, accuracy, dataset="embedded:fmnist-trio", plugin="gemini", precision="fp32"):

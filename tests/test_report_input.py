@@ -9,16 +9,14 @@ absent from a fresh interpreter.
 from __future__ import annotations
 
 import functools
-import io
 import json
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from vitcore.cli import commands as cli
+from tests.support.cli import run
 from vitcore.store import results
 from vitcore.store.results import ResultsError
 
@@ -29,16 +27,6 @@ def whole() -> dict:
     copy, still collects every other test)."""
     return json.loads((ROOT / "reports/h100/2026-11-24-0abb0f6/points.jsonl").read_text().splitlines()[0])
 EVERY_MISSING = "precision, profile, batch_size, status, torch, gpu_name, gpu_count, cuda"
-
-
-def run(*argv) -> tuple[int, str]:
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        try:
-            rc = cli.main([str(a) for a in argv])
-        except SystemExit as e:  # argparse
-            rc = e.code
-    return rc, err.getvalue()
 
 
 def _jsonl(path: Path, *rows) -> Path:
