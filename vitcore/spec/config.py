@@ -151,14 +151,15 @@ class RunConfig:
         _choice("profile", self.profile, PROFILES)
         preset = model_mod.get_preset(self.model)
         _choice("device", self.device, ("auto", "cuda", "cpu"))
-        self._fill_defaults(spec, preset)
+        on_cuda = self.device == "cuda" or _has_cuda(self.device)  # a config made for CUDA on a host without it
+        self._fill_defaults(spec, preset, on_cuda)
         self._check_values()
         self._check_parallel(spec, preset)
-        problem = self.spec.step_problem(cuda=self.device == "cuda" or _has_cuda(self.device), compiled=self.compile)
-        if problem:
+        bound = spec.with_options(self.plugin_options)  # each name and value checked against the entry
+        if problem := bound.step_problem(cuda=on_cuda, compiled=self.compile):
             raise ConfigError(problem)
 
-    def _fill_defaults(self, spec: plugins.PluginSpec, preset: model_mod.ModelPreset) -> None:
+    def _fill_defaults(self, spec: plugins.PluginSpec, preset: model_mod.ModelPreset, on_cuda: bool) -> None:
         """Fields left as None: precision and options from the profile, lr, weight decay and
         warm-up from the model preset's recipe (tp and pp sizes: _check_parallel)."""
         if self.precision is None:
@@ -166,7 +167,6 @@ class RunConfig:
         else:
             _choice("precision", self.precision, plugins.PRECISIONS)
             spec.check_precision(self.precision)
-        on_cuda = self.device == "cuda" or _has_cuda(self.device)  # a config made for CUDA on a host without it
         if self.compile is None and self.profile == "fast":  # compiled only where the GPU proved parity
             self.compile = spec.compile.fast and on_cuda
         for name in OPTIONS:
