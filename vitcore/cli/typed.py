@@ -30,6 +30,15 @@ def _from(cls, args, **given):
                **given)
 
 
+class _FromNamespace:
+    """A command's options read from its namespace by field name (_from); a class whose options need
+    nested objects or renamed fields overrides from_args."""
+
+    @classmethod
+    def from_args(cls, args):
+        return _from(cls, args)
+
+
 def _set(obj, name: str, value) -> None:
     object.__setattr__(obj, name, value)  # a frozen dataclass's parsed or resolved field, in __post_init__
 
@@ -232,28 +241,20 @@ class AbOptions:
 
 
 @dataclass(frozen=True)
-class PluginsOptions:
+class PluginsOptions(_FromNamespace):
     device: str  # the device 'runs here' is judged for
 
     def __post_init__(self):
         _choices("--device", [self.device], DEVICES)
 
-    @classmethod
-    def from_args(cls, args) -> PluginsOptions:
-        return _from(cls, args)
-
 
 @dataclass(frozen=True)
-class EnvOptions:
+class EnvOptions(_FromNamespace):
     budgets: str
 
-    @classmethod
-    def from_args(cls, args) -> EnvOptions:
-        return _from(cls, args)
-
 
 @dataclass(frozen=True)
-class PretrainOptions:
+class PretrainOptions(_FromNamespace):
     """`vitcore pretrain`: the stand-in checkpoint's folder, preset, device and epochs (docs/data.md)."""
 
     out: str
@@ -267,10 +268,6 @@ class PretrainOptions:
             _choices("--model", [self.model], PRESETS)
         if self.epochs is not None:
             _at_least("--epochs", self.epochs, 1)
-
-    @classmethod
-    def from_args(cls, args) -> PretrainOptions:
-        return _from(cls, args)
 
 
 OPTIONS = {"train": TrainOptions, "bench": BenchOptions, "report": ReportOptions, "plugins": PluginsOptions,
