@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,7 @@ COMPILE_OPTIONS = (
 )
 
 
+@functools.cache  # CompilePlan is frozen: one tuple per plan, not one per PluginSpec.value() lookup
 def options_for(plan: CompilePlan) -> tuple[Tunable, ...]:
     """The compile options of an entry: the shared set, `compile_where` defaulting to its plan's."""
     return tuple(dataclasses.replace(t, default=plan.where) if t.name == "compile_where" else t
