@@ -20,8 +20,10 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.support.gpu import computed_once, session_dir
 from tests.support.runs import run
@@ -275,6 +277,29 @@ def test_the_held_out_classes_are_photo_folders_default():
     text = (Path(__file__).resolve().parent.parent / "scripts" / "photo_folder.py").read_text()
     assert 'default="2,4,6"' in text and photos.FINETUNE_CLASSES == (2, 4, 6)
     assert json.dumps(sorted(photos.PRETRAIN_CLASSES + photos.FINETUNE_CLASSES)) == json.dumps(list(range(10)))
+
+
+def test_photo_folder_writes_the_photos_the_suite_reads(tmp_path):
+    """scripts/photo_folder.py's folder holds vitcore.inputs.photos' photos (one reader): the same first N of each
+    class, named by their index in the file, each pixel repeated by --size and none made up."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, str(root / "scripts" / "photo_folder.py"), str(tmp_path), "--train", "3",
+                        "--test", "2", "--size", "56"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    src = photos.find_source()
+    for split, per in (("train", 3), ("test", 2)):
+        idx, images, labels = photos.class_photos(src, split, photos.FINETUNE_CLASSES, per)
+        files = sorted((tmp_path / split).rglob("*.png"))
+        assert sorted(f.name for f in files) == sorted(f"{i:05d}.png" for i in idx)
+        for i, img, label in zip(idx, images, labels, strict=True):
+            name = photos.NAMES[photos.FINETUNE_CLASSES[label]]
+            got = np.asarray(Image.open(tmp_path / split / name / f"{i:05d}.png"))
+            assert np.array_equal(got, img.repeat(2, 0).repeat(2, 1))
 
 
 @pytest.mark.slow

@@ -101,7 +101,7 @@ def check_classes(classes) -> tuple[int, ...]:
 
 
 def _first_per_class(labels: np.ndarray, classes, per: int, split: str) -> list[int]:
-    """Indices of the first `per` images of each class, in file order (photo_folder.py's choice)."""
+    """Indices of the first `per` images of each class, in file order."""
     idx = []
     for c in classes:
         hits = np.flatnonzero(labels == c)[:per]
@@ -111,15 +111,20 @@ def _first_per_class(labels: np.ndarray, classes, per: int, split: str) -> list[
     return sorted(idx)
 
 
-def class_arrays(src: Path, split: str, classes, per: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [n, 28, 28], labels 0..k-1 in the order of `classes`): the first `per` photos of
-    each class of `split` (train | test), in file order."""
+def class_photos(src: Path, split: str, classes, per: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(their indices in the file, images uint8 [n, 28, 28], labels 0..k-1 in the order of `classes`):
+    the first `per` photos of each class of `split` (train | test), in file order."""
     classes = check_classes(classes)
     images, labels = read_idx(src / FILES[split][0]), read_idx(src / FILES[split][1])
     idx = _first_per_class(labels, classes, per, split)
     remap = np.zeros(len(NAMES), dtype=np.int64)
     remap[list(classes)] = np.arange(len(classes))
-    return images[idx], remap[labels[idx]]
+    return idx, images[idx], remap[labels[idx]]
+
+
+def class_arrays(src: Path, split: str, classes, per: int) -> tuple[np.ndarray, np.ndarray]:
+    """class_photos without the indices."""
+    return class_photos(src, split, classes, per)[1:]
 
 
 def _png(img: np.ndarray) -> bytes:
