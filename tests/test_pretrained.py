@@ -7,8 +7,9 @@ plugin's own state-dict path as it was saved (vitcore.training.transfer.check_su
 fp32, within the cast for bf16 / fp16), the classifier fresh with the fine-tuning label count. A
 checkpoint altered after saving, a tensor re-initialised or re-cast by a plugin, and a head kept
 from the checkpoint are each caught by name. Then transfer: from the stand-in each plugin reaches
-spec.checks.TRANSFER's accuracy on the held-out classes within 4 epochs and leads the same plugin
-from random initialisation by its margin (both set with the plain loop: scripts/transfer_thresholds.py).
+its recorded accuracy on the held-out classes within 4 epochs and leads the same plugin from random
+initialisation by its margin (fixtures/transfer-thresholds.json, per device and precision, each set
+with the plain loop on that device: scripts/transfer_thresholds.py --record).
 
 CPU: the entries with CPU precisions (hybrid_parallel's tp2 / pp2 / tp2pp2 in 2 or 4 gloo processes,
 marked slow). GPU (`pytest -m gpu`): every single-GPU entry and precision.
@@ -31,14 +32,14 @@ from vitcore.inputs import model as model_mod
 from vitcore.inputs import photos
 from vitcore.processes import launch
 from vitcore.spec import plugins
-from vitcore.spec.checks import TRANSFER, CheckFailed, require_transfer
+from vitcore.spec.checks import CheckFailed, require_transfer, transfer_threshold
 from vitcore.spec.config import RunConfig
 from vitcore.training import plain, pretrain, transfer
 
 TINY = "vit-tiny"
 NAME = "vitcore-standin-fmnist7-vit-tiny"
 QUICK = dict(train_per_class=100, test_per_class=20, epochs=1)  # survival needs weights, not good ones: ~1 s
-EPOCHS, MIN_ACCURACY, MARGIN, WHY = TRANSFER[TINY]
+THRESHOLDS = Path(__file__).resolve().parent.parent / "fixtures" / "transfer-thresholds.json"
 SURVIVAL = dict(model=TINY, batch_size=16, dataset="embedded", device="cpu", timeout_s=300)
 
 
@@ -172,6 +173,11 @@ def test_the_survival_check_fails_on_what_a_plugin_could_do(standin):
     off[key] = off[key].clone()
     off[key][0, 0] = off[key][0, 0].float() * (1 + 2 ** -6)  # 2 bf16 steps: more than a cast
     assert not verdict(off, "bf16").ok and "within the bfloat16 cast" in verdict(off, "bf16").mismatches[0]
+    upcast = {k: v.float() for k, v in bf16.items()}  # Gemini's state dict: the bf16 working copy as float32
+    assert verdict(upcast, "bf16").ok and verdict(upcast, "bf16").exact < verdict(upcast, "bf16").compared
+    assert not verdict(upcast, "fp32").ok and "beyond exact (fp32)" in verdict(upcast, "fp32").mismatches[0]
+    off32 = {k: v.float() for k, v in off.items()}
+    assert not verdict(off32, "bf16").ok and "within the bfloat16 cast" in verdict(off32, "bf16").mismatches[0]
     reinit = _state(folder)
     reinit[key] = torch.randn_like(reinit[key]) * 0.02  # a lazy init that discarded the checkpoint
     assert [m.split(":")[0] for m in verdict(reinit).mismatches] == ["encoder.layer.0.output.dense.weight"]
@@ -218,10 +224,11 @@ def plain_transfer(held_out, standin_full):
 @pytest.mark.slow
 def test_plain_loop_transfers(plain_transfer):
     pre, rand = plain_transfer["standin"], plain_transfer["random"]
-    acc, lead = require_transfer(pre, rand, epoch=EPOCHS, min_accuracy=MIN_ACCURACY, margin=MARGIN)
-    print(f"plain loop: from the stand-in {acc:.3f}, lead {lead:+.3f} over random init ({WHY})")
+    t = transfer_threshold(TINY, "cpu", "fp32", THRESHOLDS)
+    acc, lead = require_transfer(pre, rand, epoch=t.epochs, min_accuracy=t.min_accuracy, margin=t.margin)
+    print(f"plain loop: from the stand-in {acc:.3f}, lead {lead:+.3f} over random init ({t.why})")
     with pytest.raises(CheckFailed, match="leads random init by"):  # random init against itself: no lead
-        require_transfer(rand, rand, epoch=EPOCHS, min_accuracy=0.0, margin=MARGIN)
+        require_transfer(rand, rand, epoch=t.epochs, min_accuracy=0.0, margin=t.margin)
 
 
 @pytest.mark.slow
@@ -231,7 +238,8 @@ def test_transfer_converges(entry, precision, held_out, standin_full, plain_tran
     kw = dict(transfer.TRANSFER_RECIPE, plugin=entry.name, precision=precision, world_size=entry.min_world_size)
     pre = run(held_out, weights=_folder(standin_full), **kw)
     rand = run(held_out, weights="random", **kw)
-    acc, lead = require_transfer(pre, rand, epoch=EPOCHS, min_accuracy=MIN_ACCURACY, margin=MARGIN)
+    t = transfer_threshold(TINY, "cpu", precision, THRESHOLDS)
+    acc, lead = require_transfer(pre, rand, epoch=t.epochs, min_accuracy=t.min_accuracy, margin=t.margin)
     print(f"{entry.name} {precision}: from {pre['weights']} {acc:.3f}, lead {lead:+.3f} over random init")
     if entry.name == "torch_ddp":  # one gloo rank repeats the plain loop's float operations: bit-exact
         assert pre["step_loss"] == plain_transfer["standin"]["step_loss"]
@@ -261,15 +269,27 @@ def test_gpu_weights_survive_boosting(spec, precision, gpu_standin, gpu_pool, gp
 def test_gpu_transfer_converges(spec, precision, gpu_standin, gpu_pool, gpu_results):
     from vitcore.training import train  # colossalai: imported where a GPU case needs it
 
+    t = transfer_threshold(TINY, "cuda", precision, THRESHOLDS)  # before the runs: none recorded, no run
     d = transfer.transfer_data()
     hist = {w: gpu_pool.run(train.finetune, (RunConfig(plugin=spec.name, precision=precision, device="cuda",
                                                        weights=w, **transfer.TRANSFER_RECIPE), d), timeout_s=900)
             for w in (gpu_standin, "random")}
     pre, rand = hist[gpu_standin], hist["random"]
-    gpu_results.add("transfer", pre | {"random_init_epochs": rand["epochs"], "min_accuracy": MIN_ACCURACY,
-                                       "margin": MARGIN})
-    acc, lead = require_transfer(pre, rand, epoch=EPOCHS, min_accuracy=MIN_ACCURACY, margin=MARGIN)
-    print(f"{spec.name} {precision}: from the stand-in {acc:.3f}, lead {lead:+.3f} over random init ({WHY})")
+    gpu_results.add("transfer", pre | {"random_init_epochs": rand["epochs"], "min_accuracy": t.min_accuracy,
+                                       "margin": t.margin, "thresholds": t.why})
+    acc, lead = require_transfer(pre, rand, epoch=t.epochs, min_accuracy=t.min_accuracy, margin=t.margin)
+    print(f"{spec.name} {precision}: from the stand-in {acc:.3f}, lead {lead:+.3f} over random init ({t.why})")
+
+
+def test_a_transfer_threshold_not_recorded_fails_closed(tmp_path):
+    t = transfer_threshold(TINY, "cpu", "fp32", THRESHOLDS)  # the committed file holds the CPU's
+    assert t.epochs == 4 and 0.33 < t.min_accuracy < 1 and t.margin > 0 and "seeds" in t.why
+    with pytest.raises(CheckFailed, match=r"no transfer threshold for vit-tiny/cuda/fp8 in .* \(recorded: "):
+        transfer_threshold(TINY, "cuda", "fp8", THRESHOLDS)
+    with pytest.raises(CheckFailed, match="no transfer threshold for vit-base in"):
+        transfer_threshold("vit-base", "cpu", "fp32", THRESHOLDS)
+    with pytest.raises(CheckFailed, match="no transfer thresholds file"):
+        transfer_threshold(TINY, "cpu", "fp32", tmp_path / "none.json")
 
 
 def test_the_held_out_classes_are_photo_folders_default():

@@ -75,16 +75,43 @@ def require_converged(history: dict, min_accuracy: float) -> float:
     return acc
 
 
-# model -> (epochs, minimum held-out accuracy from the stand-in checkpoint, minimum lead over the same
-# run from random initialisation at that epoch, the measurement that set them). Issue 30's transfer
-# check (vitcore.training.transfer: TRANSFER_DATA, TRANSFER_RECIPE).
-TRANSFER = {
-    "vit-tiny": (4, 0.60, 0.04,
-                 "scripts/transfer_thresholds.py (2026-12-03, 2-core CPU), the plain PyTorch loop over seeds "
-                 "42-47 on 750 train / 768 test photos: from vitcore-standin-fmnist7-vit-tiny 0.651-0.694 held-out "
-                 "accuracy at epoch 4, from random 0.490-0.576, per-seed leads 0.089-0.204; accuracy = lowest minus "
-                 "spread (0.608), lead = half the smallest (0.044), floored to 0.01"),
-}
+# Issue 30's transfer thresholds: a data file per (model, device, precision), each entry written by
+# scripts/transfer_thresholds.py --record from the plain loop on that device (the CPU's margin did not
+# hold on an H200: GPU kernels take random initialisation elsewhere). The test reads the checkout's.
+TRANSFER_FILE = "fixtures/transfer-thresholds.json"
+
+
+@dataclass(frozen=True)
+class TransferThreshold:
+    epochs: int
+    min_accuracy: float
+    margin: float
+    why: str  # the measurement that set it, in one line
+
+
+def transfer_threshold(model: str, device: str, precision: str, path=TRANSFER_FILE) -> TransferThreshold:
+    """The recorded thresholds for fine-tuning `model` on `device` ("cpu" / "cuda") in `precision`;
+    CheckFailed naming the missing key and the ones recorded (fail closed: no threshold, no verdict)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckFailed(f"no transfer thresholds file {p} (scripts/transfer_thresholds.py --record {p} makes one)")
+    table = json.loads(p.read_text())
+    node, keys = table, []
+    for key in (model, device, precision):
+        if key not in node:
+            have = ", ".join(k for k in node if k != "about") or "none"
+            raise CheckFailed(f"no transfer threshold for {'/'.join(keys + [key])} in {p} (recorded: {have}); "
+                              f"measure it: scripts/transfer_thresholds.py --device {device} --precision {precision} "
+                              f"--record {p}")
+        node, keys = node[key], keys + [key]
+    m = node["measured"]
+    why = (f"plain loop on {m['device']}, {m['date']}, seeds {m['seeds']}: from the stand-in {m['standin_final'][0]:.3f}-"
+           f"{m['standin_final'][1]:.3f}, from random {m['random_final'][0]:.3f}-{m['random_final'][1]:.3f}, "
+           f"leads {m['gaps'][0]:.3f}-{m['gaps'][1]:.3f}")
+    return TransferThreshold(int(node["epochs"]), float(node["min_accuracy"]), float(node["margin"]), why)
 
 
 def require_transfer(standin: dict, random: dict, *, epoch: int, min_accuracy: float, margin: float) -> tuple[float, float]:

@@ -71,7 +71,7 @@ def evaluate(net, pixels: torch.Tensor, labels: torch.Tensor, batch_size: int) -
     loss_sum, correct = 0.0, 0
     for i in range(0, len(labels), batch_size):
         x, y = pixels[i:i + batch_size], labels[i:i + batch_size]
-        logits = net(pixel_values=x).logits
+        logits = net(pixel_values=x).logits.float()
         loss_sum += float(torch.nn.functional.cross_entropy(logits, y).double()) * len(y)
         correct += int((logits.argmax(-1) == y).sum())
     net.train()
@@ -79,13 +79,24 @@ def evaluate(net, pixels: torch.Tensor, labels: torch.Tensor, batch_size: int) -
     return {"eval_loss": loss_sum / max(n, 1), "eval_accuracy": correct / max(n, 1), "eval_samples": n}
 
 
+# precision -> the autocast dtype of forward and loss (None: fp32 throughout). Weights and AdamW stay
+# fp32 either way, the way torch's own mixed precision runs; fp16 scales the loss (GradScaler).
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def finetune(data, *, model: str, lr: float, weight_decay: float, warmup_ratio: float, epochs: int,
              batch_size: int, max_steps_per_epoch: int | None = None, seed: int = 42,
-             attention: str = "sdpa", shuffle_seed: int = 0, device: str = "cpu", weights: str | None = None) -> dict:
-    """Fine-tune `model` on data.train, evaluating on data.test after every epoch, in fp32 on
-    `device`. Returns the per-step losses and learning rates and the per-epoch evaluation, like
-    train.finetune. weights: a save_pretrained folder to start from (None: random initialisation)."""
+             attention: str = "sdpa", shuffle_seed: int = 0, device: str = "cpu", weights: str | None = None,
+             precision: str = "fp32") -> dict:
+    """Fine-tune `model` on data.train, evaluating on data.test after every epoch, on `device` in
+    `precision` (AUTOCAST). Returns the per-step losses and learning rates and the per-epoch
+    evaluation, like train.finetune. weights: a save_pretrained folder to start from (None: random
+    initialisation)."""
+    if precision not in AUTOCAST:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(AUTOCAST)}")
     t0 = time.perf_counter()
+    cast = torch.autocast(torch.device(device).type, dtype=AUTOCAST[precision], enabled=AUTOCAST[precision] is not None)
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
     size = get_preset(model).image_size
     train_x, train_y = (t.to(device) for t in pixels_and_labels(data.train, size))
     test_x, test_y = (t.to(device) for t in pixels_and_labels(data.test, size))
@@ -97,7 +108,7 @@ def finetune(data, *, model: str, lr: float, weight_decay: float, warmup_ratio: 
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
     total = max(1, steps_per_epoch * epochs)
     warmup = int(warmup_ratio * total)
-    hist = {"plugin": "plain_pytorch", "model": model, "device": device, "dataset": data.source,
+    hist = {"plugin": "plain_pytorch", "model": model, "device": device, "precision": precision, "dataset": data.source,
             "weights": weights or "random-init", "step_loss": [],
             "step_lr": [], "epochs": [], "status": "ok"}
     step = 0
@@ -107,13 +118,16 @@ def finetune(data, *, model: str, lr: float, weight_decay: float, warmup_ratio: 
             idx = order[i * batch_size:(i + 1) * batch_size]
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, base_lr=lr, total=total, warmup=warmup)
-            loss = net(pixel_values=train_x[idx], labels=train_y[idx]).loss
-            loss.backward()
-            opt.step()
+            with cast:
+                loss = net(pixel_values=train_x[idx], labels=train_y[idx]).loss
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             opt.zero_grad()
             hist["step_loss"].append(loss.item())
             hist["step_lr"].append(opt.param_groups[0]["lr"])
             step += 1
-        hist["epochs"].append({"epoch": epoch, **evaluate(net, test_x, test_y, batch_size)})
+        with cast:
+            hist["epochs"].append({"epoch": epoch, **evaluate(net, test_x, test_y, batch_size)})
     hist["seconds"] = time.perf_counter() - t0
     return hist
