@@ -123,6 +123,22 @@ def test_load_counts_the_other_bad_lines_and_skip_bad_names_each_on_stderr(tmp_p
                                  f"[vitcore] skipped {path}:4: JSON list '[]' is not a point\n")
 
 
+def test_a_gzipped_results_file_loads_the_same_points_and_a_broken_one_is_named(tmp_path):
+    import gzip
+
+    plain = tmp_path / "gpu-results.jsonl"
+    plain.write_text("".join(json.dumps(run_point(b)) + "\n" for b in (8, 16)))
+    packed = tmp_path / "gpu-results.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert results.load(packed) == results.load(plain) and len(results.load(packed)) == 2
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed.read_bytes()[:-12])
+    with pytest.raises(results.ResultsError, match=r"cut.jsonl.gz: not a whole gzip file"):
+        results.load(cut)
+    (tmp_path / "plain.json.gz").write_bytes(gzip.compress(json.dumps({"results": [run_point(8)]}).encode()))
+    assert results.load(tmp_path / "plain.json.gz") == results.load(plain)[:1]
+
+
 def test_json_results_files_exact_messages_and_forms(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text('{"results": [')

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as _dt
+import gzip
 import json
 import os
 import sys
@@ -83,9 +84,20 @@ def _parse(raw: bytes, last: bool) -> tuple[dict | None, str | None]:
     return obj, None
 
 
+def _bytes(path: Path) -> bytes:
+    """The file's bytes; a committed `.gz` (reports/ gzips its large files) read through."""
+    data = path.read_bytes()
+    if path.suffix != ".gz":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a cut-off file an EOFError
+        raise ResultsError(f"{path}: not a whole gzip file ({e})") from None
+
+
 def _lines(path: Path) -> list[tuple[int, bytes, bool]]:
     """(line number, raw bytes, is the last line) of every non-blank line."""
-    data = path.read_bytes()
+    data = _bytes(path)
     raw = data.split(b"\n")
     return [(i + 1, r, i == len(raw) - 1) for i, r in enumerate(raw) if r.strip()]
 
@@ -170,7 +182,7 @@ def load(path, *, skip_bad: bool = False) -> list[dict]:
         what = "is a folder" if path.is_dir() else "does not exist"
         raise ResultsError(f"results file {str(path)!r} {what}; give a points.jsonl, points.json or "
                            "gpu-results.json(l) file")
-    if path.suffix == ".jsonl":
+    if path.name.removesuffix(".gz").endswith(".jsonl"):
         numbered, bad = _read_numbered(path)
         rows, partial = _whole(numbered, path, items=False)
     else:
@@ -189,7 +201,7 @@ def load(path, *, skip_bad: bool = False) -> list[dict]:
 
 def _load_json(path: Path) -> tuple[list[tuple[int, dict]], list[BadLine]]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(_bytes(path).decode())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         where = f"{path}:{e.lineno}" if isinstance(e, json.JSONDecodeError) else str(path)
         raise ResultsError(f"{where}: not valid JSON ({getattr(e, 'msg', e)}); a .json results file holds a "

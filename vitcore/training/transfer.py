@@ -252,8 +252,8 @@ def survival_from(result: dict) -> Survival:
 # photos each (768 test images: whole batches of 32, which colossalai's pipeline schedule requires); the tiny preset's learning rate and weight decay over 4 epochs (the issue's "within 4
 # epochs") with the study's 30% warm-up: at the preset's 10% the first full-rate steps under a random
 # head wrecked the stand-in's features on some seeds (seed 44: 0.576 from the stand-in, 0.569 from
-# random; with 30% 0.657 and 0.565). Measured by scripts/transfer_thresholds.py; spec.checks.TRANSFER
-# holds the thresholds it set.
+# random; with 30% 0.657 and 0.565). Measured by scripts/transfer_thresholds.py, which records the
+# thresholds it sets in fixtures/transfer-thresholds.json (spec.checks.transfer_threshold).
 TRANSFER_DATA = dict(train_per_class=250, test_per_class=256)
 TRANSFER_RECIPE = dict(model="vit-tiny", lr=2e-3, weight_decay=0.05, warmup_ratio=0.3, epochs=4, batch_size=32)
 
