@@ -6,7 +6,9 @@ a plugin's per-step losses and fixed-batch logits must match torch_ddp fp32 with
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 # precision -> (rtol, atol, source)
 TOLERANCES = {
@@ -93,9 +95,6 @@ class TransferThreshold:
 def transfer_threshold(model: str, device: str, precision: str, path=TRANSFER_FILE) -> TransferThreshold:
     """The recorded thresholds for fine-tuning `model` on `device` ("cpu" / "cuda") in `precision`;
     CheckFailed naming the missing key and the ones recorded (fail closed: no threshold, no verdict)."""
-    import json
-    from pathlib import Path
-
     p = Path(path)
     if not p.is_file():
         raise CheckFailed(f"no transfer thresholds file {p} (scripts/transfer_thresholds.py --record {p} makes one)")
