@@ -37,7 +37,15 @@ stage_correctness_rest() {  # what the first pass did not reach, and the fp16 ch
     -k "(test_convergence and (hybrid or fsdp)) or (test_checkpoint_roundtrip and torch_ddp_fp16)" \
     --html "reports/gpu/$RUN/pytest-correctness-rest.html" --self-contained-html
 }
-stage_pretrained() {  # issue 30: the stand-in's weights survive boosting, and transfer, per single-GPU entry
+stage_transfer_thresholds() {  # issue 30: the plain loop's transfer thresholds on this GPU, per precision, recorded
+  # into fixtures/transfer-thresholds.json for stage_pretrained to read (16 seeds, ~70 s a precision on an H200)
+  mkdir -p "reports/$DEV/$RUN"
+  for p in fp32 bf16 fp16; do
+    timeout 200 $py scripts/transfer_thresholds.py --device cuda --precision $p --seeds "$(seq -s, 42 57)" \
+      --out "reports/$DEV/$RUN/transfer-thresholds-cuda-$p.json" --record fixtures/transfer-thresholds.json || return 1
+  done
+}
+stage_pretrained() {  # issue 30: the stand-in's weights survive boosting, and transfer (3 seeds a case), per single-GPU entry
   mkdir -p "reports/gpu/$RUN"  # (tests/test_pretrained.py; the vit-tiny stand-in is made first on the CPU, ~10 s)
   timeout -s INT -k 30 450 $py -m pytest tests/test_pretrained.py -m gpu -n 4 -p no:cacheprovider -q -rA \
     --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/pytest-pretrained.html" --self-contained-html
@@ -301,6 +309,6 @@ for s in "$@"; do
   # after every stage, so a call killed at its limit still returns what finished
   # this run's folders only (reports/*/$RUN*, and GATE where the caller named an older one)
   mapfile -t made < <(for p in reports/*/"$RUN"* "$GATE"; do [ -e "$p" ] && echo "$p"; done | sort -u)
-  tar -czf "$out/results.tgz.tmp" "${made[@]}" fixtures/budgets 2>/dev/null && mv "$out/results.tgz.tmp" "$out/results.tgz"
+  tar -czf "$out/results.tgz.tmp" "${made[@]}" fixtures/budgets fixtures/transfer-thresholds.json 2>/dev/null && mv "$out/results.tgz.tmp" "$out/results.tgz"
 done
 exit $rc
