@@ -38,7 +38,7 @@ def trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
     """Profile `steps` steps; returns gpu_busy (None on a CPU), the host fields of
     vitcore.measure.host_profile from the same window, and writes the operator table.
     with_stack: Python function events, so host time is attributed to the package that called it;
-    the tracer's own cost is in this window's wall time (gpu_busy reads a little lower for it)."""
+    the tracer's own cost is in this window's wall time (gpu_busy may read lower for it: not measured on a GPU yet)."""
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     sync(device)
     with profile(activities=acts, with_stack=True) as prof:
