@@ -24,7 +24,7 @@ CSV_HEADER = [
     "images_per_s", "ratio_to_reference", "reference", "ratio_to_reference_eager",
     "ratio_to_reference_compiled", "spread", "step_time_s", "device_ms_per_step", "device_sm_clock_mhz", "copy_ms_per_step",
     "launches_per_step", "host_ms_per_step", "first_step_s", "compile_plan", "peak_mem_allocated_gib", "peak_mem_reserved_gib",
-    "mem_lower_bound_gib", "mfu", "gpu_busy", "repeats", "processes", "injected", "steps", "warmup",
+    "mem_lower_bound_gib", "mfu", "gpu_busy", "host_profiled_ms_per_step", "host_wait_ms_per_step", "repeats", "processes", "injected", "steps", "warmup",
     "min_window_s", "command", "device", "torch", "cuda", "colossalai", "transformers", "git_sha", "date", "dataset", "weights", "error",
 ]
 

@@ -254,7 +254,8 @@ def bench_parser(b: argparse.ArgumentParser) -> None:
                         "(the wall rule compares process medians and decides only with 5 a side: docs/gate.md); "
                         "default 1, or 3 with --update-budgets (a budget is the band fresh processes span)")
     h.add_argument("--trace", action="store_true",
-                   help="also profile 5 steps per point: OUT/traces/trace-*.txt (top operators) and gpu_busy per point")
+                   help="also profile 5 steps per point: OUT/traces/trace-*.txt (top operators), gpu_busy and the host "
+                        "time per step by package and upstream function (docs/performance.md)")
     _timeout(h, 1800.0, "seconds a process group may take")
     f = b.add_argument_group("fine-tuning (loss and accuracy curves in the report)")
     f.add_argument("--finetune", action="store_true",

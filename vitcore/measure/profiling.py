@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from vitcore import VitcoreError
 from vitcore.files import write_atomic
+from vitcore.measure import host_profile
 
 
 def sync(device: str) -> None:
@@ -34,16 +35,21 @@ def sm_clock_mhz() -> int | None:
 
 # --- the profiler ---------------------------------------------------------------------------------
 def trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
-    """Profile `steps` steps; returns gpu_busy (None on a CPU) and writes the operator table."""
+    """Profile `steps` steps; returns gpu_busy (None on a CPU), the host fields of
+    vitcore.measure.host_profile from the same window, and writes the operator table.
+    with_stack: Python function events, so host time is attributed to the package that called it;
+    the tracer's own cost is in this window's wall time (gpu_busy may read lower for it: not measured on a GPU yet)."""
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     sync(device)
-    with profile(activities=acts) as prof:
+    with profile(activities=acts, with_stack=True) as prof:
         t0 = time.perf_counter()
         for _ in range(steps):
-            step(batch)
+            with record_function(host_profile.STEP):  # the window host_profile sums over
+                step(batch)
         sync(device)
         wall = time.perf_counter() - t0
     avgs = prof.key_averages()
+    host = host_profile.summarize(prof.events(), steps, wall)
     busy = None
     if device == "cuda":
         busy = kernel_seconds(avgs) / wall
@@ -52,7 +58,7 @@ def trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
         head = (f"{steps} steps, wall {wall * 1e3:.1f} ms ({wall / steps * 1e3:.2f} ms/step)"
                 + (f", GPU busy {busy:.1%}" if busy is not None else "") + "\n")
         write_atomic(path, head + avgs.table(sort_by=sort, row_limit=30))
-    return {"gpu_busy": busy, "trace": str(path) if path else None}
+    return {"gpu_busy": busy, "trace": str(path) if path else None} | host
 
 
 def device_window(step, batch, device: str, steps: int) -> dict:

@@ -50,7 +50,8 @@ class Timing:
     trace_dir: str | None = None
     """Also profile 5 steps after timing (torch.profiler): the top operators go to a text file
     there, and the point gets gpu_busy = GPU kernel time / wall time (near 1: GPU-bound; low: the
-    host, i.e. Python and kernel launches, limits the step)."""
+    host, i.e. Python and kernel launches, limits the step) and the host fields of
+    vitcore.measure.host_profile (host time per step by package and upstream function)."""
 
 
 class Timed(NamedTuple):

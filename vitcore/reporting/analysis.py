@@ -29,6 +29,14 @@ TARGETS = {
 }
 
 
+def references(points: list[dict]) -> list[dict]:
+    """The finished plain-PyTorch points without a variant (family "reference": the reference
+    loops, timm's and the bare twins; older points without a family by their REFERENCES name):
+    what a plugin's numbers are set against (ratio_to_reference, the host-time table)."""
+    return [p for p in points if p.get("plugin") and p.get("status") == "ok" and not p.get("variant")
+            and (p["plugin"] in REFERENCES or family(p) == "reference")]
+
+
 def perf_points(points: list[dict]) -> list[dict]:
     """Throughput/memory points (GPU-tier files also hold parity, checkpoint and convergence rows)."""
     return [p for p in points if p.get("test", "performance") == "performance" and "batch_size" in p]
@@ -44,10 +52,7 @@ def enrich(points: list[dict]) -> list[dict]:
     measured in the same run at the same model and batch size (ratio_to_reference: compiled when
     present, else eager; ratios from one run are what compares across machines, absolute images/s
     drift), and its memory lower bound."""
-    refs = {}
-    for p in points:
-        if p.get("plugin") in REFERENCES and p.get("status") == "ok" and not p.get("variant"):
-            refs[(p["plugin"], p["model"], p["batch_size"])] = p
+    refs = {(p["plugin"], p["model"], p["batch_size"]): p for p in references(points) if p["plugin"] in REFERENCES}
     out = []
     for p in points:
         if p.get("images_per_s"):

@@ -18,6 +18,7 @@ from vitcore.gate import budget_files
 from vitcore.reporting import analysis, charts
 from vitcore.reporting.analysis import enrich, matrix_points
 from vitcore.reporting.compiled import compile_table
+from vitcore.reporting.host import NOT_TRACED, host_table
 from vitcore.reporting.markdown import fmt as _fmt
 from vitcore.reporting.markdown import md_table as _md_table
 from vitcore.reporting.markdown import times as _times
@@ -236,6 +237,16 @@ def _analysis_html(points) -> str:
     return out
 
 
+def _host_html(points) -> str:
+    """Host time per plugin beyond its reference (issue 29): every traced point, noisy or not (its
+    figures come from the profiled steps, not from the timed windows' spread); one line untraced."""
+    md = host_table(points)
+    head = "<h2>Host time per plugin, beyond the reference (profiled)</h2>"
+    if md == NOT_TRACED:
+        return head + f"<p id='host-time' class='note'>{_esc(md)}</p>"
+    return head + f"<div id='host-time'>{_md_to_html(md)}</div>"
+
+
 def _noisy_html(noisy) -> str:
     if not noisy:
         return ""
@@ -322,6 +333,7 @@ def html_report(points, *, skipped=(), history=None, verdicts=None, baseline=Non
 {_points_html(points, verdicts, {schema.key(p) for p in noisy})}
 {_scaling_html(quiet, points)}
 {_analysis_html(quiet)}
+{_host_html(points)}
 {_noisy_html(noisy)}
 {_env_html(points, history)}
 <h2>Skipped</h2><ul id="skipped">{skipped_html}</ul>
@@ -353,6 +365,7 @@ def summary_markdown(points: list[dict]) -> str:
              ("Options, one at a time", ablation_table(points)),
              ("Harness overhead", harness_table(points)),
              ("torch.compile per entry", compile_table(points)),
+             ("Host time per plugin, beyond the reference", host_table(points)),
              ("Targets", "\n".join(f"- {t}" for t in analysis.targets(points)) or "(none measured)")]
     return "\n\n".join(f"### {h}\n\n{b}" for h, b in parts) + "\n"
 

@@ -164,6 +164,17 @@ FIELDS: list[Field] = [
           "GPU's dense bf16 peak", fmt=".1%", table=True),
     Field(name="gpu_busy", header="GPU busy", unit="", description="GPU kernel time / wall time over 5 profiled steps (--trace); "
           "low: the host limits the step", fmt=".1%", table=True),
+    # host time per step, explained (issue 29): from the same 5 profiled steps (vitcore.measure.host_profile)
+    Field(name="host_profiled_ms_per_step", header="profiled host ms/step", unit="ms", description="wall ms per "
+          "step of the 5 profiled steps (--trace; the Python tracer's cost included): the host's time, waits on "
+          "the device included", fmt=".2f"),
+    Field(name="host_wait_ms_per_step", header="host wait ms/step", unit="ms", description="of those, ms per step "
+          "the host was blocked on the device (cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize, "
+          "aten::item, aten::_local_scalar_dense; self time)", fmt=".2f"),
+    Field(name="host_by_package", unit="ms", description="host self time per step (waits apart) by the package "
+          "whose Python function issued it: colossalai, torch, transformers, vitcore, other (--trace)", csv=False),
+    Field(name="host_functions", unit="ms", description="the top 8 upstream functions by host self time per step "
+          "(each {name, package, ms_per_step}; the suite's own code left out) (--trace)", csv=False),
     # how it was measured
     Field(name="repeats", kind=int, unit="windows", description="timed windows per process", provenance=True),
     Field(name="processes", kind=int, unit="processes", description="separate processes whose windows are pooled "
