@@ -26,6 +26,7 @@ import pathlib
 import tempfile
 import time
 
+from vitcore.files import write_atomic
 from vitcore.spec.env import environment
 from vitcore.training import plain, pretrain, transfer
 
@@ -75,7 +76,7 @@ def main():
 
 
 def record(path: str, out: dict, seeds: list[int], n_test: int):
-    """Merge this measurement's thresholds into the data file, written whole or not at all."""
+    """Merge this measurement's thresholds into the data file, written whole or not at all (atomic)."""
     p = pathlib.Path(path)
     table = json.loads(p.read_text()) if p.is_file() else {}
     env = environment(cuda=out["device"] == "cuda")
@@ -89,9 +90,7 @@ def record(path: str, out: dict, seeds: list[int], n_test: int):
                           "data": out["data"].rsplit(", ", 1)[0] + ")",  # without this host's path
                           "weights": pathlib.Path(out["weights"]).name}}
     table.setdefault(out["recipe"]["model"], {}).setdefault(out["device"], {})[out["precision"]] = entry
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table, indent=1) + "\n")
-    tmp.replace(p)
+    write_atomic(p, json.dumps(table, indent=1) + "\n")  # not files.write_json: it sorts "about" away from the top
     print(f"recorded {out['recipe']['model']}/{out['device']}/{out['precision']} in {p}")
 
 
