@@ -14,7 +14,6 @@ from vitcore.reporting.analysis import REFERENCES, family, perf_points, referenc
 from vitcore.reporting.markdown import fmt, md_table
 
 NOT_TRACED = "(not traced: `vitcore bench --trace` measures it)"
-PACKAGES = ("colossalai", "torch", "transformers", "vitcore", "other")  # host_profile's, in its order
 SHOWN_FUNCTIONS = 3  # of the point's top 8 (points.json holds them all)
 
 
@@ -62,7 +61,9 @@ def host_rows(points: list[dict]) -> list[dict]:
                "functions": list(p.get("host_functions") or []),
                "reference": r["plugin"] if r else None, "reference_host_ms": busy_ms(r) if r else None,
                "beyond_ms": busy_ms(p) - busy_ms(r) if r else None,
-               "beyond_by_package": {k: mine.get(k, 0.0) - theirs.get(k, 0.0) for k in PACKAGES} if r else None,
+               # the packages both points name (host_profile writes every one, 0 where unused)
+               "beyond_by_package": {k: mine.get(k, 0.0) - theirs.get(k, 0.0) for k in mine.keys() | theirs.keys()}
+               if r else None,
                "missing": None if r else (f"no traced reference at {p.get('precision')} bs{p['batch_size']} "
                                           f"{p.get('model')} on this device")}
         rows.append(row)
