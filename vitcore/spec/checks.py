@@ -79,8 +79,8 @@ def require_converged(history: dict, min_accuracy: float) -> float:
 
 # Issue 30's transfer thresholds: a data file per (model, device, precision), each entry written by
 # scripts/transfer_thresholds.py --record from the plain loop on that device (the CPU's margin did not
-# hold on an H200: GPU kernels take random initialisation elsewhere). The test reads the checkout's.
-TRANSFER_FILE = "fixtures/transfer-thresholds.json"
+# hold on an H200: GPU kernels take random initialisation elsewhere). The tests read the checkout's
+# fixtures/transfer-thresholds.json, by absolute path (a default relative to the cwd would read another).
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class TransferThreshold:
     why: str  # the measurement that set it, in one line
 
 
-def transfer_threshold(model: str, device: str, precision: str, path=TRANSFER_FILE) -> TransferThreshold:
+def transfer_threshold(model: str, device: str, precision: str, path) -> TransferThreshold:
     """The recorded thresholds for fine-tuning `model` on `device` ("cpu" / "cuda") in `precision`;
     CheckFailed naming the missing key and the ones recorded (fail closed: no threshold, no verdict)."""
     p = Path(path)

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from transformers import ViTForImageClassification, ViTImageProcessor
 
+from vitcore import ConfigError
 from vitcore.inputs.model import get_preset
 
 
@@ -93,7 +94,7 @@ def finetune(data, *, model: str, lr: float, weight_decay: float, warmup_ratio: 
     evaluation, like train.finetune. weights: a save_pretrained folder to start from (None: random
     initialisation)."""
     if precision not in AUTOCAST:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(AUTOCAST)}")
+        raise ConfigError(f"unknown precision {precision!r}; valid: {', '.join(AUTOCAST)}")
     t0 = time.perf_counter()
     cast = torch.autocast(torch.device(device).type, dtype=AUTOCAST[precision], enabled=AUTOCAST[precision] is not None)
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
