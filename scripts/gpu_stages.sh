@@ -46,9 +46,11 @@ stage_transfer_thresholds() {  # issue 30: the plain loop's transfer thresholds 
   done
 }
 stage_pretrained() {  # issue 30: the stand-in's weights survive boosting, and transfer (3 seeds a case), per single-GPU entry
-  mkdir -p "reports/gpu/$RUN"  # (tests/test_pretrained.py; the vit-tiny stand-in is made first on the CPU, ~10 s)
-  timeout -s INT -k 30 450 $py -m pytest tests/test_pretrained.py -m gpu -n 4 -p no:cacheprovider -q -rA \
-    --results-out "reports/gpu/$RUN" --html "reports/gpu/$RUN/pytest-pretrained.html" --self-contained-html
+  # (tests/test_pretrained.py; the vit-tiny stand-in is made first on the CPU, ~10 s)
+  # PRE_K=EXPR reruns a subset (e.g. the cases a killed run did not reach) into reports/gpu/$RUN-rest
+  local dir="reports/gpu/$RUN${PRE_K:+-rest}"; mkdir -p "$dir"
+  timeout -s INT -k 30 450 $py -m pytest tests/test_pretrained.py -m gpu ${PRE_K:+-k "$PRE_K"} -n 4 -p no:cacheprovider -q -rA \
+    --results-out "$dir" --html "$dir/pytest-pretrained.html" --self-contained-html
 }
 stage_compile_tier() {  # issue 29: parity, checkpoint and convergence with every entry compiled (each case must
   # capture a graph); what admits an entry's compiled form to the fast profile (~4 min)
@@ -58,8 +60,9 @@ stage_compile_tier() {  # issue 29: parity, checkpoint and convergence with ever
     --html "reports/gpu/$RUN-compile/pytest-compile.html" --self-contained-html
 }
 stage_compile_side() {  # issue 29: each family eager and compiled beside the references (HF and timm, eager and
-  # compiled) at bs128 and 512 in one run (--resume continues it in a second call); an OOM is a result
-  timeout "${BEST_T:-560}" $py -m vitcore.cli bench --ablate compile \
+  # compiled) at bs128 and 512 in one run (--resume continues it in a second call); an OOM is a result.
+  # --trace: each point's host time (vitcore.measure.host_profile) from a profiled window after its timed ones
+  timeout "${BEST_T:-560}" $py -m vitcore.cli bench --ablate compile --trace \
     --plugins torch_ddp_fp16,low_level_zero_s1,hybrid_parallel,torch_fsdp,gemini --batch-sizes 128,512 --warmup 5 \
     --steps 10 --repeats 3 --min-window 0.3 --out "reports/$DEV/$RUN-compile" --resume
 }
