@@ -151,3 +151,74 @@ def test_the_report_carries_the_compile_table():
     assert "### torch.compile per entry" in report.summary_markdown(points)
     assert "1.30x" in report.summary_markdown(points)
     assert "torch.compile per entry, eager beside compiled" in report.html_report(points)
+
+
+def test_dynamos_reason_for_compiling_nothing_is_read_off_its_counters():
+    """The H200's torch_fsdp case, injected: a module FSDP manages without use_orig_params. dynamo
+    refuses to trace it (real dynamo, tracing-only backend) and captures no graph; the reason it
+    gives is what a compiled run records."""
+    import torch
+
+    from vitcore.training import compiled
+
+    class Outer(torch.nn.Module):  # defined here: dynamo skips frames of torch's own modules
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.inner(x).relu()
+
+    outer = Outer()
+    for m in outer.modules():  # the flags FSDP sets on the modules it manages
+        m._is_fsdp_managed_module, m._fsdp_use_orig_params = True, False
+    graphs, before = compiled.graphs(), compiled.breaks()
+    outer.compile(backend="eager")
+    outer(torch.randn(2, 4))
+    assert compiled.graphs_since(graphs) == 0
+    assert compiled.refusal_since(before) == "FSDP with use_orig_params=False"
+    with pytest.raises(compiled.NothingCompiled, match="captured no graph, the step ran eager: FSDP with use_orig_params"):
+        compiled.require_graphs(0, before, "after/eager/default/static")
+    compiled.require_graphs(1, before, "after/eager/default/static")  # a captured graph passes
+    assert compiled.refusal_since(compiled.breaks()) == ""  # nothing new since now
+
+
+@pytest.mark.slow
+def test_a_compiled_point_that_captures_no_graph_is_an_error_not_an_eager_number(monkeypatch):
+    """Through the real measurement loop: compile is asked for and silently does nothing (as FSDP
+    without use_orig_params did on the H200, at eager speed); the point is an error, not a compiled number."""
+    from vitcore.measure import bench
+    from vitcore.measure.timing import Timing
+    from vitcore.processes import launch
+    from vitcore.training import compiled
+
+    monkeypatch.setattr(compiled, "apply", lambda model, spec, stage, enabled: model)  # compiles nothing
+    base = dict(plugin="torch_ddp", device="cpu", model="vit-tiny", batch_size=4, precision="fp32")
+    items = [RunConfig(compile=True, variant="compile=True", plugin_options=TRACE_ONLY, **base), RunConfig(**base)]
+    got = launch.run(bench.measure_group, items, Timing(warmup=1, steps=2, repeats=2, min_window_s=0), None,
+                     device="cpu")[0]
+    assert [p["status"] for p in got] == ["error", "ok"]
+    assert got[0]["error"].startswith("NothingCompiled: torch.compile (before/aot_eager/default/static) captured no graph")
+    assert got[0]["images_per_s"] is None
+
+
+def test_torch_fsdp_compiled_sets_use_orig_params_and_a_run_may_override_it():
+    on = RunConfig(plugin="torch_fsdp", device="cuda", compile=True, precision="bf16")
+    assert on.plugin_options == {"use_orig_params": True}
+    assert RunConfig(plugin="torch_fsdp", device="cuda", precision="bf16").plugin_options == {}  # eager: FSDP's default
+    off = RunConfig(plugin="torch_fsdp", device="cuda", compile=True, precision="bf16",
+                    plugin_options={"use_orig_params": False})
+    assert off.plugin_options == {"use_orig_params": False}
+    from tests.support import workers
+    from vitcore.processes import launch
+
+    eager = RunConfig(plugin="torch_fsdp", device="cuda", precision="bf16")
+    # what TorchFSDPPlugin passes to FSDP (built under a one-process gloo group: the plugin asks for one)
+    assert launch.run(workers.fsdp_use_orig_params, [on, off, eager], device="cpu")[0] == [True, False, False]
+
+
+@pytest.mark.parametrize("name", [n for n, s in plugins.REGISTRY.items() if s.compile.plugin_options])
+def test_a_compile_plans_plugin_options_are_the_entrys_own(name):
+    spec = plugins.get(name)
+    for option, value in spec.compile.plugin_options:
+        spec.tunable(option).check(value)

@@ -53,7 +53,8 @@ def _require_compiled(request, got: dict, label: str) -> None:
     """Under --compile a case passes only if dynamo captured a graph: parity of an uncompiled step would
     prove nothing about the compiled one."""
     if suite(request.config).compile:
-        assert got.get("compiled_graphs"), f"{label}: --compile, but dynamo captured no graph ({got.get('compile_plan')})"
+        assert got.get("compiled_graphs"), (f"{label}: --compile, but dynamo captured no graph ({got.get('compile_plan')}): "
+                                            f"{got.get('compile_refusal') or 'no reason recorded'}")
 
 
 def test_parity_with_torch_ddp(spec, precision, parity_data, probe, ddp_reference, gpu_results, gpu_pool, request):

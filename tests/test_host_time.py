@@ -195,6 +195,27 @@ def test_events_are_counted_once_by_the_package_whose_function_issued_them():
         {"name": "autograd::engine::evaluate_function: AddmmBackward0", "package": "torch", "ms_per_step": 0.3}]
 
 
+def test_a_split_the_suites_own_step_would_dominate_is_withheld_and_says_why():
+    """The H200's case, injected: the operators are not nested under the frames that issued them, so the
+    step closure's frame keeps their time as its own self time (69.1 of 69.2 ms/step there)."""
+    step = _event(host_profile.STEP, 10, 1010, 0.0)
+    closure = _event("/work/x/vitcore/measure/bench.py(55): step", 10, 1010, 900.0, parent=step, python=True)
+    orphan = _event("aten::addmm", 30, 130, 100.0)  # no parent: the link to transformers' frame is missing
+    got = host_profile.summarize([step, closure, orphan], steps=1, wall_s=0.001)
+    assert got["host_by_package"] is None and got["host_functions"] is None
+    assert got["host_attribution"] == ("not attributed: the suite's own frames held 90% of the host self time, so the "
+                                       "profiler did not nest the operators under the Python frames that issued them "
+                                       "(1 Python function events)")
+    assert got["host_profiled_ms_per_step"] == pytest.approx(1.0)  # the wall and the waits still stand
+    # the report withholds it too, and also for a point whose reference's split is withheld
+    ref = _point("reference_eager", 10.0, family="reference") | {"host_by_package": {"vitcore": 9.0, "torch": 1.0}}
+    (row,) = host.host_rows([ref, _point("torch_ddp", 12.0)])
+    assert row["attribution"].startswith("reference: not attributed: the suite's own frames held 90%")
+    assert "reference: not attributed" in host.host_table([ref, _point("torch_ddp", 12.0)])
+    assert host.host_rows([_point("reference_eager", 10.0, family="reference"), _point("torch_ddp", 12.0)])[0][
+        "attribution"] == ""
+
+
 @pytest.mark.parametrize("path, package", [
     ("torch/nn/modules/module.py", "torch"), ("transformers/models/vit/modeling_vit.py", "transformers"),
     ("/work/wt/vitcore/measure/bench.py", "vitcore"), ("/usr/lib/python3.11/site-packages/colossalai/a.py",

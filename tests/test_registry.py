@@ -128,7 +128,10 @@ OWN_OPTIONS = {  # entry -> its options, typed in: an entry that loses or gains 
     "gemini_auto": ["enable_async_reduce", "max_prefetch", "hidden_dim"],
     "gemini_offload": ["enable_async_reduce", "max_prefetch", "hidden_dim", "shard_param_frac", "offload_optim_frac"],
     **{name: ["enable_flash_attention", "enable_jit_fused"] for name in plugins.REGISTRY if name.startswith("hybrid")},
+    "torch_fsdp": ["use_orig_params"],
 }
+# Options a plugin takes no argument for but forwards in a dict to the class it wraps: entry -> that class
+FORWARDED = {"torch_fsdp": ("torch.distributed.fsdp", "FullyShardedDataParallel")}
 
 
 def test_each_entry_declares_its_own_options():
@@ -150,20 +153,27 @@ def _upstream_class(family: str):
 def test_every_option_is_an_upstream_argument_with_the_stated_default_and_code():
     """Each option is a keyword of the plugin class with the default the registry states, and the files
     and functions its `upstream` names exist in the installed colossalai."""
+    import importlib
     import inspect
     import pathlib
     import re
 
     import colossalai
+    import torch
 
     root = pathlib.Path(colossalai.__file__).parent
     for spec in plugins.REGISTRY.values():
         params = inspect.signature(_upstream_class(spec.family).__init__).parameters
+        if spec.name in FORWARDED:  # the plugin passes these on (TorchFSDPPlugin.fsdp_kwargs -> FSDP)
+            module, cls = FORWARDED[spec.name]
+            params = inspect.signature(getattr(importlib.import_module(module), cls).__init__).parameters
         for t in spec.tunables:
             assert t.name in params and params[t.name].default == t.default, (spec.name, t.name)
             for part in t.upstream.split("; "):
                 path, _, names = part.partition(": ")
-                source = (root / path).read_text()
+                # paths are colossalai's (its package root), or torch's where they start with torch/
+                source = (pathlib.Path(torch.__file__).parent.parent / path if path.startswith("torch/")
+                          else root / path).read_text()
                 for name in re.sub(r"\([^)]*\)", "", names).replace(",", " ").split():
                     last = name.split(".")[-1]
                     assert re.search(rf"(def|class) {re.escape(last)}\b", source), (t.name, path, name)

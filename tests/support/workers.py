@@ -107,3 +107,10 @@ def compiled_graphs_and_keys(cfg):
     for _ in range(2):
         train.train_step(s, batch)
     return counters["stats"]["unique_graphs"], list(s.model.unwrap().state_dict())[:4]
+
+
+def fsdp_use_orig_params(cfgs):
+    """What each config's torch_fsdp plugin passes FSDP as use_orig_params (the plugin needs a process group)."""
+    from vitcore.spec.plugins import BuildContext
+
+    return [cfg.spec.build(BuildContext(precision=cfg.precision)).fsdp_kwargs["use_orig_params"] for cfg in cfgs]

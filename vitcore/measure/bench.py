@@ -55,6 +55,7 @@ def measure(cfg: RunConfig, timing: Timing) -> dict:
         return train.train_step(s, b)
 
     run = timed(step, batch, timing, s.device, freeze_gc=cfg.freeze_gc)
+    compiled.require(s)  # an uncompiled step's numbers must not stand for the compiled form
     traced = {}
     if timing.trace_dir:
         name = f"{cfg.plugin}-{cfg.precision}-{cfg.profile}-ws{cfg.world_size}-bs{cfg.batch_size}"

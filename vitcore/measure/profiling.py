@@ -56,7 +56,8 @@ def trace(step, batch, device: str, path: Path | None, steps: int = 5) -> dict:
     if path is not None:
         sort = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
         head = (f"{steps} steps, wall {wall * 1e3:.1f} ms ({wall / steps * 1e3:.2f} ms/step)"
-                + (f", GPU busy {busy:.1%}" if busy is not None else "") + "\n")
+                + (f", GPU busy {busy:.1%}" if busy is not None else "") + "\n"
+                + (f"host time by package: {host['host_attribution']}\n" if host["host_attribution"] else ""))
         write_atomic(path, head + avgs.table(sort_by=sort, row_limit=30))
     return {"gpu_busy": busy, "trace": str(path) if path else None} | host
 

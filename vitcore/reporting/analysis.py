@@ -26,6 +26,10 @@ TARGETS = {
     "fast_over_study": 1.5,  # a plugin's fast profile over its study profile at one batch size
     "gemini_mem_vs_ddp": 0.5,  # Gemini's peak memory over torch_ddp's at the same precision
     "harness_overhead": 0.02,  # the suite's path against a bare hand-written loop
+    # issue 29 (vitcore.reporting.best), against timm compiled measured in the same run:
+    "best_vs_timm_compiled": 1.0,  # the best plugin point, wall images/s and device time, at bs128 and bs512
+    "family_device_vs_timm_compiled": 0.8,  # every family's best point on device time at bs128
+    "best_mfu": 0.40,
 }
 
 

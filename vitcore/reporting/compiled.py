@@ -12,9 +12,13 @@ from __future__ import annotations
 from vitcore.reporting.analysis import perf_points
 from vitcore.reporting.markdown import fmt, md_table, times
 
+# The plain loops measure eager and compiled as two names, not as a variant of one
+REFERENCE_PAIRS = {"reference_compiled": "reference_eager", "timm_compiled": "timm_eager"}
+
 
 def _twin_key(p: dict) -> tuple:
-    return p["plugin"], p.get("precision"), p.get("model"), p.get("world_size", 1), p["batch_size"]
+    name = REFERENCE_PAIRS.get(p["plugin"], p["plugin"])
+    return name, p.get("precision"), p.get("model"), p.get("world_size", 1), p["batch_size"]
 
 
 def compile_rows(points: list[dict]) -> list[dict]:
@@ -24,7 +28,7 @@ def compile_rows(points: list[dict]) -> list[dict]:
     eager = {_twin_key(p): p for p in perf if not p.get("compile") and p.get("variant", "") in ("", "compile=False")}
     rows = []
     for p in perf:
-        if not p.get("compile"):
+        if not p.get("compile") or p["plugin"] in REFERENCE_PAIRS.values():
             continue
         e = eager.get(_twin_key(p))
         ok = p.get("status") == "ok" and e is not None and e.get("status") == "ok"

@@ -10,6 +10,7 @@ the same compile setting, else any other. A point without one is named as such, 
 
 from __future__ import annotations
 
+from vitcore.measure.host_profile import attribution_failure
 from vitcore.reporting.analysis import REFERENCES, family, perf_points, references
 from vitcore.reporting.markdown import fmt, md_table
 
@@ -37,6 +38,15 @@ def _preference(p: dict, r: dict) -> tuple:
     return (r.get("mirrors") != p["plugin"], bool(r.get("compile")) != bool(p.get("compile")), loop, r["plugin"])
 
 
+def attribution(p: dict) -> str:
+    """Why a point's split by package is withheld ("" where it holds): its own record, or the same rule
+    applied to a point recorded before the rule existed (its ms/step stand in for the self times)."""
+    if p.get("host_attribution") is not None:
+        return p["host_attribution"]
+    by = p.get("host_by_package")
+    return attribution_failure(by, python_frames=-1) if by else ""
+
+
 def reference_for(p: dict, refs: list[dict]) -> dict | None:
     """The traced reference point a plugin point is set against, or None."""
     same = [r for r in refs if traced(r) and _same_setting(p, r)]
@@ -59,6 +69,8 @@ def host_rows(points: list[dict]) -> list[dict]:
                "host_ms": busy_ms(p), "wait_ms": p.get("host_wait_ms_per_step"),
                "profiled_ms": p["host_profiled_ms_per_step"], "by_package": mine,
                "functions": list(p.get("host_functions") or []),
+               # the split by package is withheld where host_profile judged it not credible, on either side
+               "attribution": attribution(p) or (f"reference: {attribution(r)}" if r and attribution(r) else ""),
                "reference": r["plugin"] if r else None, "reference_host_ms": busy_ms(r) if r else None,
                "beyond_ms": busy_ms(p) - busy_ms(r) if r else None,
                # the packages both points name (host_profile writes every one, 0 where unused)
@@ -92,6 +104,7 @@ def host_table(points: list[dict]) -> str:
         cells.append([r["plugin"] + (f" ({r['variant']})" if r["variant"] else ""), r["precision"], r["batch_size"],
                       f"{fmt(r['host_ms'], '.2f')} ({fmt(r['wait_ms'], '.2f')})", r["reference"] or r["missing"],
                       fmt(r["reference_host_ms"], ".2f"), fmt(r["beyond_ms"], "+.2f"),
-                      _packages(r["beyond_by_package"], "+"), (fns or "-").replace("|", "\\|")])
+                      r["attribution"] or _packages(r["beyond_by_package"], "+"),
+                      "-" if r["attribution"] else (fns or "-").replace("|", "\\|")])
     return "\n".join(["Profiled host work per step (5 steps, --trace): wall less the waits on the device; "
                       "the Python tracer's cost is in both sides (docs/performance.md).", ""] + md_table(head, cells))

@@ -173,6 +173,8 @@ class RunConfig:
             if getattr(self, name) is None:
                 setattr(self, name, PROFILES[self.profile][name])
         self.plugin_options = profile_plugin_options(spec, self.profile, cuda=on_cuda) | self.plugin_options
+        if self.compile:  # what the entry's compiled form needs from the plugin (CompilePlan.plugin_options)
+            self.plugin_options = dict(spec.compile.plugin_options) | self.plugin_options
         for name in ("lr", "weight_decay", "warmup_ratio"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(preset.recipe, name))

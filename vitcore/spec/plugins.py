@@ -98,8 +98,18 @@ _COMPILE_AFTER = {
     "gemini": CompilePlan(where="after", why="GeminiDDP moves the parameters into chunks while boosting: compile "
                           "the module that runs on them"),
     "torch_fsdp": CompilePlan(where="after", why="FSDP flattens the parameters while wrapping; torch compiles FSDP "
-                              "(version 1) as the wrapped module"),
+                              "(version 1) as the wrapped module, and only with use_orig_params (measured on the "
+                              "H200: without it dynamo captured no graph)",
+                              plugin_options=(("use_orig_params", True),)),
 }
+_FSDP_TUNABLES = (
+    Tunable(name="use_orig_params", kind=bool, default=False,
+            why="FSDP exposes the module's own parameters as views into its flat parameter: dynamo traces an FSDP "
+                "module only then ('Dynamo only supports FSDP with use_orig_params=True'), so a compiled run sets it",
+            upstream="booster/plugin/torch_fsdp_plugin.py: TorchFSDPPlugin (no constructor argument: set on its "
+                     "fsdp_kwargs, passed to FSDP); torch/distributed/fsdp/fully_sharded_data_parallel.py: "
+                     "FullyShardedDataParallel"),
+)
 
 # --- entries -------------------------------------------------------------------------------------
 # Factories import colossalai (and torch) when called: `import colossalai.booster.plugin` took 8.1 s here
@@ -222,7 +232,7 @@ def _replicated_head_policy():
           description="PyTorch FSDP (full sharding); bf16 through FSDP's own MixedPrecision, "
                       "since the Booster's fp16 setting is silently ignored by this plugin",
           precisions=("fp32", "bf16"), cpu_reason="FSDP's default settings need CUDA",
-          zero_stage=3, state_layout="amp", compile=_COMPILE_AFTER["torch_fsdp"])
+          zero_stage=3, state_layout="amp", compile=_COMPILE_AFTER["torch_fsdp"], tunables=_FSDP_TUNABLES)
 def _torch_fsdp(ctx):
     # torch: imported where it is used, so that importing this module (and the CLI) stays light
     import torch
@@ -237,4 +247,6 @@ def _torch_fsdp(ctx):
     if ctx.precision == "bf16":
         mp = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16,
                             buffer_dtype=torch.bfloat16)
-    return TorchFSDPPlugin(mixed_precision=mp)
+    plugin = TorchFSDPPlugin(mixed_precision=mp)
+    plugin.fsdp_kwargs["use_orig_params"] = ctx.plugin_options.get("use_orig_params", False)
+    return plugin

@@ -175,6 +175,9 @@ FIELDS: list[Field] = [
           "whose Python function issued it: colossalai, torch, transformers, vitcore, other (--trace)", csv=False),
     Field(name="host_functions", unit="ms", description="the top 8 upstream functions by host self time per step "
           "(each {name, package, ms_per_step}; the suite's own code left out) (--trace)", csv=False),
+    Field(name="host_attribution", unit="", description="empty where the split by package and function holds; "
+          "else why it is withheld (the profiler did not nest operators under the Python frames that issued them)",
+          csv=False),
     # how it was measured
     Field(name="repeats", kind=int, unit="windows", description="timed windows per process", provenance=True),
     Field(name="processes", kind=int, unit="processes", description="separate processes whose windows are pooled "

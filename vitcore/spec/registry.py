@@ -108,6 +108,9 @@ class CompilePlan:
     fast: bool = False
     """Compiled in the fast profile on CUDA: only once its compiled form passed the GPU parity,
     checkpoint and convergence tests (name the run that proved it beside the entry)."""
+    plugin_options: tuple[tuple[str, Any], ...] = ()
+    """The entry's own options a compiled run sets, unless the run sets them itself: what its
+    compiled form needs from the plugin (torch_fsdp: use_orig_params)."""
 
     def __post_init__(self):
         if self.where not in COMPILE_WHERE:

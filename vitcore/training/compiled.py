@@ -64,6 +64,54 @@ def graphs() -> int:
     return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
+def breaks() -> dict[str, int]:
+    """Why dynamo declined code so far in this process: its own counters of unsupported constructs
+    and graph breaks, reason -> count ({} where dynamo was never loaded)."""
+    if "torch._dynamo" not in sys.modules:
+        return {}
+    counters = torch._dynamo.utils.counters
+    out: dict[str, int] = {}
+    for kind in ("unimplemented", "graph_break"):
+        for reason, n in counters[kind].items():
+            out[reason] = out.get(reason, 0) + n
+    return out
+
+
+def refusal_since(before: dict[str, int]) -> str:
+    """The first line of the reason dynamo gave most often since `before` ("" where it gave none):
+    on the H200 torch_fsdp's compiled step captured nothing, and only this counter said why
+    ("FSDP with use_orig_params=False")."""
+    now = breaks()
+    grown = {r: n - before.get(r, 0) for r, n in now.items() if n > before.get(r, 0)}
+    if not grown:
+        return ""
+    return max(grown, key=grown.get).strip().splitlines()[0]
+
+
+class NothingCompiled(RuntimeError):
+    """A compiled run whose dynamo captured no graph: its step ran eager, so no number of it may stand
+    for the compiled form (the point records this line as its error)."""
+
+
+def require_graphs(graphs: int, breaks_before: dict[str, int], plan: str) -> None:
+    if graphs == 0:
+        why = refusal_since(breaks_before) or "dynamo recorded no reason"
+        raise NothingCompiled(f"torch.compile ({plan}) captured no graph, the step ran eager: {why}")
+
+
+def facts(s) -> dict:
+    """What a result says of a session's compilation (vitcore.training.train.Session): the graphs
+    captured and, for a compiled run that captured none, dynamo's reason."""
+    n = s.compiled_graphs
+    return {"compiled_graphs": n, "compile_refusal": refusal_since(s.breaks_before) if s.cfg.compile and n == 0 else ""}
+
+
+def require(s) -> None:
+    """A compiled session that captured no graph raises NothingCompiled (an eager one passes)."""
+    if s.cfg.compile:
+        require_graphs(s.compiled_graphs, s.breaks_before, describe(s.cfg.spec, True))
+
+
 def graphs_since(before: int) -> int:
     """Graphs captured since `before` (a compiled run that captured none compiled nothing: the H200's
     torch_fsdp parity came out bit-identical to eager, which such a count tells apart)."""

@@ -12,7 +12,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -77,11 +77,14 @@ class Session:
     """The SDPA-kernel context of a forward and backward (the entry's `sdpa_backend`), made once."""
     graphs_before: int = 0
     """dynamo's captured graphs when the session was set up (compiling is lazy: its first step adds them)."""
+    breaks_before: dict = field(default_factory=dict)
+    """dynamo's refusal reasons at setup (compiled.breaks), so a run states the ones its own steps met."""
 
     @property
     def compiled_graphs(self) -> int:
         """Graphs captured since setup: 0 for a compiled run means nothing was compiled."""
         return compiled.graphs_since(self.graphs_before)
+
 
     @property
     def pipelined(self) -> bool:
@@ -187,7 +190,8 @@ def setup(cfg: RunConfig, data=None, *, synthetic_batch: bool = False) -> Sessio
     scheduler = warmup_cosine(innermost_optimizer(optimizer), total, int(cfg.warmup_ratio * total))
     return Session(cfg, device, plugin, booster, model, optimizer, scheduler, d.train_loader,
                    d.test_loader, layout, d.source, weights_source, d.steps_per_epoch, total,
-                   attention=compiled.sdpa_factory(spec), graphs_before=compiled.graphs())
+                   attention=compiled.sdpa_factory(spec), graphs_before=compiled.graphs(),
+                   breaks_before=compiled.breaks())
 
 
 def to_device(batch: dict, device: str) -> dict:
@@ -299,7 +303,7 @@ def finetune(cfg: RunConfig, data=None, progress: bool = False) -> dict:
     if cfg.checkpoint_dir and hist["status"] == "ok":
         save_checkpoint(s, cfg.checkpoint_dir)
         hist["checkpoint"] = cfg.checkpoint_dir
-    return hist | {"compiled_graphs": s.compiled_graphs}
+    return hist | compiled.facts(s)
 
 
 def _train_epoch(s: Session, epoch: int, step: int, bar) -> tuple[list[float], int]:
@@ -332,7 +336,7 @@ def steps_then_probe(cfg: RunConfig, data, steps: int, probe: dict) -> dict:
         losses.append(global_mean(s, train_step(s, to_device(batch, s.device))))
     s.model.eval()
     logits, _ = forward_logits(s, to_device(probe, s.device))
-    return describe(s) | {"step_loss": losses, "compiled_graphs": s.compiled_graphs,
+    return describe(s) | {"step_loss": losses, **compiled.facts(s),
                           "probe_logits": None if logits is None else logits.float().cpu().tolist()}
 
 
@@ -359,7 +363,7 @@ def checkpoint_roundtrip(cfg: RunConfig, data, steps: int, path, after: int = 3)
     out["loss_scale_loaded"] = loss_scale(fresh)
     out["resumed"] = _continue(fresh, batches[steps:])
     # the resumed session's own: it compiles afresh (dynamo is reset per compiled setup)
-    return describe(fresh) | out | {"compiled_graphs": fresh.compiled_graphs}
+    return describe(fresh) | out | compiled.facts(fresh)
 
 
 def _continue(s: Session, batches) -> dict:
