@@ -92,6 +92,9 @@ _HYBRID_OPTIONS = (
 
 
 # --- where torch.compile applies (issue 29): the other entries compile before boosting ---------------
+# Passed the compiled tier (parity, checkpoint, convergence) on the H200, reports/gpu/2026-12-04-2132d56-compile:
+# torch_ddp, torch_ddp_fp16, low_level_zero_s1, low_level_zero_s2. Each may take fast=True once its budgets
+# are re-recorded under the compiled fast profile (gpu_stages.sh fast_record); none has been yet.
 _COMPILE_AFTER = {
     "hybrid_parallel": CompilePlan(where="after", why="shardformer replaces the model's modules while boosting "
                                    "(its policy is looked up by the model's class): compile what it produced"),
