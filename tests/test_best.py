@@ -59,10 +59,39 @@ def test_slower_kernels_are_named_as_what_holds_a_point_back():
     assert "best plugin >= 1.0x timm compiled at bs512: NOT met (not measured)" in got
 
 
-def test_without_timm_beside_the_plugins_nothing_is_claimed():
+def test_without_timm_beside_the_plugins_the_targets_say_not_measured_and_why():
     points = [_p("torch_ddp_fp16", 128, 2735.0, 38.29)]
-    assert best_rows(points) == [] and best_targets(points) == []
+    assert best_rows(points) == []
+    assert best_targets(points) == ["issue 29's targets against timm compiled: NOT met (not measured: no timm_compiled point)"]
+    failed = points + [_p("timm_compiled", 128, None, None, compiled=True, status="error", error="ImportError: timm")]
+    assert best_targets(failed) == ["issue 29's targets against timm compiled: NOT met (not measured: "
+                                    "timm_compiled error: ImportError: timm)"]
     assert best_table(points).startswith("(no timm_compiled point")
+    assert best_targets([_p("torch_ddp", 8, 50.0, 10.0, device="cpu")]) == []  # a CPU run claims nothing
+
+
+def test_timm_is_its_fastest_point_of_the_setting_and_only_one_process_points_count():
+    slow_timm = _p("timm_compiled", 128, 1000.0, 90.0, compiled=True, precision="fp32")
+    two = _p("torch_ddp_fp16", 128, 3000.0, 30.0, world_size=2)  # images/s per GPU: no one-step wall
+    rows = best_rows(TIMM + [slow_timm, two, _p("gemini", 128, 2000.0, 44.0)])
+    assert [(r["family"], r["timm"]["images_per_s"]) for r in rows] == [("gemini", 3363.0)]
+
+
+def test_device_targets_take_each_familys_least_device_time_not_its_fastest_wall():
+    points = TIMM + [_p("hybrid_parallel", 128, 2500.0, 40.0), _p("hybrid_parallel", 128, 2000.0, 34.0, compiled=True),
+                     _p("hybrid_parallel", 512, 3000.0, 150.0)]
+    got = "\n".join(best_targets(points))
+    assert "best plugin at bs128, wall: hybrid_parallel bf16 0.74x" in got
+    assert "best plugin at bs128, device time: hybrid_parallel bf16 compiled 1.05x timm compiled: met" in got
+    assert "hybrid_parallel at bs128, device time: hybrid_parallel bf16 compiled 1.05x timm compiled (target 0.8x): met" in got
+
+
+def test_unmeasured_device_time_and_mfu_are_stated_not_left_out():
+    points = TIMM + [_p("gemini", 128, 2000.0, None), _p("gemini", 512, 2500.0, None)]
+    got = best_targets(points)
+    assert "best plugin at bs128, device time: NOT met (not measured)" in got
+    assert "gemini >= 0.8x timm compiled on device time at bs128: NOT met (not measured in this run)" in got
+    assert got[-1] == "best point MFU >= 40%: NOT met (not measured: no GPU peak)"
 
 
 def test_the_report_states_the_table_and_the_targets():
@@ -78,4 +107,3 @@ def test_the_compile_table_sets_each_compiled_reference_beside_its_eager_loop():
     assert rows[("timm_compiled", 128)]["eager"]["plugin"] == "timm_eager"
     assert rows[("timm_compiled", 128)]["speedup"] == pytest.approx(3363 / 2647)
     assert rows[("timm_compiled", 512)]["eager"] is None  # no eager loop measured there: none invented
-    assert not any(plugin == "timm_eager" for plugin, _ in rows)

@@ -214,11 +214,17 @@ def test_torch_fsdp_compiled_sets_use_orig_params_and_a_run_may_override_it():
 
     eager = RunConfig(plugin="torch_fsdp", device="cuda", precision="bf16")
     # what TorchFSDPPlugin passes to FSDP (built under a one-process gloo group: the plugin asks for one)
-    assert launch.run(workers.fsdp_use_orig_params, [on, off, eager], device="cpu")[0] == [True, False, False]
+    assert launch.run(workers.fsdp_use_orig_params, [on, off, eager], device="cpu")[0] == [True, False, None]  # eager: FSDP's own default
 
 
-@pytest.mark.parametrize("name", [n for n, s in plugins.REGISTRY.items() if s.compile.plugin_options])
-def test_a_compile_plans_plugin_options_are_the_entrys_own(name):
-    spec = plugins.get(name)
-    for option, value in spec.compile.plugin_options:
-        spec.tunable(option).check(value)
+def test_a_compile_plans_plugin_options_are_the_entrys_own_and_its_plan_names_them():
+    with_options = [s for s in plugins.REGISTRY.values() if s.compile.plugin_options]
+    assert [s.name for s in with_options] == ["torch_fsdp"]
+    for spec in with_options:
+        for option, value in spec.compile.plugin_options:
+            spec.tunable(option).check(value)
+    # the compile table's "compiled as" shows what the eager twin runs without
+    assert plugins.get("torch_fsdp").compile.plugin_options == (("use_orig_params", True),)
+    from vitcore.training import compiled
+    assert compiled.describe(plugins.get("torch_fsdp"), True) == "after/inductor/default/static+use_orig_params=True"
+    assert compiled.describe(plugins.get("torch_ddp"), True) == "before/inductor/default/static"

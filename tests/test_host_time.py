@@ -17,7 +17,7 @@ from vitcore.measure import host_profile
 from vitcore.reporting import host, report
 from vitcore.spec import points as schema
 
-HOST_FIELDS = ("host_profiled_ms_per_step", "host_wait_ms_per_step", "host_by_package", "host_functions")
+HOST_FIELDS = ("host_profiled_ms_per_step", "host_wait_ms_per_step", "host_by_package", "host_functions", "host_attribution")
 PACKAGES = {"colossalai", "torch", "transformers", "vitcore", "other"}
 
 
@@ -53,8 +53,11 @@ def test_a_traced_point_carries_consistent_host_fields(measured):
         assert all(p.get(f) is not None for f in HOST_FIELDS), p["plugin"]
         profiled, wait, by = p["host_profiled_ms_per_step"], p["host_wait_ms_per_step"], p["host_by_package"]
         assert profiled > 0 and wait >= 0 and set(by) == PACKAGES and all(v >= 0 for v in by.values())
-        # self times counted once each, inside the steps' window: never more than the host's wall time
-        assert 0 < sum(by.values()) + wait <= profiled + 1e-3
+        # self times counted once each, inside the steps' window: about the host's wall time, not a multiple.
+        # Not exactly at most: the profiler's event clocks and the perf_counter wall differ, most under load
+        # (measured here: 222.2 ms of self time in a 221.6 ms window idle, +4.6% with the other xdist
+        # worker busy); counting a parent's time twice would double it.
+        assert 0 < sum(by.values()) + wait <= 1.25 * profiled
         assert by["torch"] > 0 and by["transformers"] > 0  # HF's ViT on torch
         fns = p["host_functions"]
         assert 0 < len(fns) <= host_profile.TOP_FUNCTIONS
@@ -73,7 +76,8 @@ def test_an_untraced_point_has_no_host_fields(measured):
 def test_the_fields_are_declared_in_the_schema():
     for name in HOST_FIELDS:
         f = schema.get(name)
-        assert f.unit == "ms" and f.description
+        assert f.unit == ("" if name == "host_attribution" else "ms") and f.description
+    assert tuple(HOST_FIELDS) == host_profile.FIELDS  # what a traced point gains is what the schema declares
     assert [f for f in HOST_FIELDS if schema.get(f).csv] == ["host_profiled_ms_per_step", "host_wait_ms_per_step"]
 
 

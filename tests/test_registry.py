@@ -166,6 +166,9 @@ def test_every_option_is_an_upstream_argument_with_the_stated_default_and_code()
         params = inspect.signature(_upstream_class(spec.family).__init__).parameters
         if spec.name in FORWARDED:  # the plugin passes these on (TorchFSDPPlugin.fsdp_kwargs -> FSDP)
             module, cls = FORWARDED[spec.name]
+            plugin_source = inspect.getsource(_upstream_class(spec.family))
+            assert "self.fsdp_kwargs = dict(" in plugin_source and "**self.fsdp_kwargs" in \
+                inspect.getsource(inspect.getmodule(_upstream_class(spec.family))), spec.name
             params = inspect.signature(getattr(importlib.import_module(module), cls).__init__).parameters
         for t in spec.tunables:
             assert t.name in params and params[t.name].default == t.default, (spec.name, t.name)

@@ -113,4 +113,4 @@ def fsdp_use_orig_params(cfgs):
     """What each config's torch_fsdp plugin passes FSDP as use_orig_params (the plugin needs a process group)."""
     from vitcore.spec.plugins import BuildContext
 
-    return [cfg.spec.build(BuildContext(precision=cfg.precision)).fsdp_kwargs["use_orig_params"] for cfg in cfgs]
+    return [cfg.spec.build(BuildContext(precision=cfg.precision)).fsdp_kwargs.get("use_orig_params") for cfg in cfgs]

@@ -35,6 +35,7 @@ from vitcore.measure.timing import (
 from vitcore.processes.launch import first_line, resolve_device
 from vitcore.spec import plugins
 from vitcore.spec.config import PROFILES
+from vitcore.training.plain import AUTOCAST
 from vitcore.training.train import adamw
 
 FAMILY = "reference"  # the family of every point measured here (no Colossal-AI plugin)
@@ -187,7 +188,7 @@ def _build(ref: Reference, device: str):
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]
                                                           if device == "cuda" else None)
     fwd = torch.compile(model) if ref.compile else model
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(ref.precision)
+    dtype = AUTOCAST[ref.precision]  # the plain loop's map: one place says which dtype a precision autocasts to
     scaler = torch.amp.GradScaler(device) if ref.precision == "fp16" else None
 
     def step(batch):

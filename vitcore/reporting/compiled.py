@@ -28,7 +28,7 @@ def compile_rows(points: list[dict]) -> list[dict]:
     eager = {_twin_key(p): p for p in perf if not p.get("compile") and p.get("variant", "") in ("", "compile=False")}
     rows = []
     for p in perf:
-        if not p.get("compile") or p["plugin"] in REFERENCE_PAIRS.values():
+        if not p.get("compile"):
             continue
         e = eager.get(_twin_key(p))
         ok = p.get("status") == "ok" and e is not None and e.get("status") == "ok"

@@ -251,5 +251,6 @@ def _torch_fsdp(ctx):
         mp = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16,
                             buffer_dtype=torch.bfloat16)
     plugin = TorchFSDPPlugin(mixed_precision=mp)
-    plugin.fsdp_kwargs["use_orig_params"] = ctx.plugin_options.get("use_orig_params", False)
+    if "use_orig_params" in ctx.plugin_options:  # no constructor argument: FSDP reads it from this dict
+        plugin.fsdp_kwargs["use_orig_params"] = ctx.plugin_options["use_orig_params"]
     return plugin

@@ -52,8 +52,10 @@ def describe(spec: PluginSpec, enabled: bool) -> str:
     """One token for a point: how its step was compiled ("" eager), e.g. "after/inductor/max-autotune/static"."""
     if not enabled:
         return ""
-    return "/".join([spec.value("compile_where"), spec.value("compile_backend"), spec.value("compile_mode"),
+    plan = "/".join([spec.value("compile_where"), spec.value("compile_backend"), spec.value("compile_mode"),
                      "dynamic" if spec.value("compile_dynamic") else "static"])
+    # plugin options the compiled form sets (CompilePlan.plugin_options): its eager twin runs without them
+    return plan + "".join(f"+{k}={v}" for k, v in spec.compile.plugin_options)
 
 
 def graphs() -> int:
