@@ -228,3 +228,22 @@ def test_a_compile_plans_plugin_options_are_the_entrys_own_and_its_plan_names_th
     from vitcore.training import compiled
     assert compiled.describe(plugins.get("torch_fsdp"), True) == "after/inductor/default/static+use_orig_params=True"
     assert compiled.describe(plugins.get("torch_ddp"), True) == "before/inductor/default/static"
+
+
+@pytest.mark.slow
+def test_vitcore_train_says_when_its_compiled_run_trained_eager(monkeypatch, tmp_path):
+    """A compiled training run whose dynamo captured nothing still trains (its history records
+    compiled_graphs 0 and the reason), and the console says so in one line rather than nothing."""
+    import functools
+
+    from tests.test_cli import in_process
+    from vitcore.cli import typed
+    from vitcore.training import compiled
+
+    monkeypatch.setattr(typed, "RunConfig", functools.partial(RunConfig, compile=True, plugin_options=TRACE_ONLY))
+    monkeypatch.setattr(compiled, "apply", lambda model, spec, stage, enabled: model)  # compiles nothing
+    rc, out, err = in_process("train", "--device", "cpu", "--model", "vit-tiny", "--dataset", "embedded", "--subset", "48",
+                              "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "8",
+                              "--out", str(tmp_path / "h.json"))
+    assert rc == 0, err
+    assert "warning: torch.compile captured no graph, so this run trained eager: dynamo recorded no reason" in err

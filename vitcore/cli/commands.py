@@ -99,6 +99,9 @@ def cmd_train(opts: typed.TrainOptions, tp) -> int:
         tp.note(f"--- vitcore train failed:\n{traceback.format_exc()}")
         raise RunFailed(f"training failed: {launch.first_line(e)} (traceback in {log})") from None
     hist["environment"] = environment()
+    if cfg.compile and not hist.get("compiled_graphs"):  # never a compiled label on an eager run, unsaid
+        print(f"[vitcore] warning: torch.compile captured no graph, so this run trained eager: "
+              f"{hist.get('compile_refusal') or 'dynamo recorded no reason'}", file=sys.stderr)
     if opts.out:
         files.write_json(opts.out, hist)
         print(f"[vitcore] history written to {opts.out}")
