@@ -236,13 +236,13 @@ def test_vitcore_train_says_when_its_compiled_run_trained_eager(monkeypatch, tmp
     compiled_graphs 0 and the reason), and the console says so in one line rather than nothing."""
     import functools
 
-    from tests.test_cli import in_process
+    from tests.support import cli
     from vitcore.cli import typed
     from vitcore.training import compiled
 
     monkeypatch.setattr(typed, "RunConfig", functools.partial(RunConfig, compile=True, plugin_options=TRACE_ONLY))
     monkeypatch.setattr(compiled, "apply", lambda model, spec, stage, enabled: model)  # compiles nothing
-    rc, out, err = in_process("train", "--device", "cpu", "--model", "vit-tiny", "--dataset", "embedded", "--subset", "48",
+    rc, err = cli.run("train", "--device", "cpu", "--model", "vit-tiny", "--dataset", "embedded", "--subset", "48",
                               "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "8",
                               "--out", str(tmp_path / "h.json"))
     assert rc == 0, err
