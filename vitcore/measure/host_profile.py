@@ -100,11 +100,10 @@ def _in_window(events) -> tuple[float, float] | None:
 
 
 def summarize(events, steps: int, wall_s: float) -> dict:
-    """The four host fields from a profiler's events (prof.events()), `steps` steps that took
+    """The host fields (FIELDS) from a profiler's events (prof.events()), `steps` steps that took
     `wall_s` seconds of wall time (synchronised at the end)."""
-    from torch.autograd import (
-        DeviceType,  # here: vitcore.reporting.host reads this module's rule without torch
-    )
+    # imported here, not at the top: vitcore.reporting.host reads this module's rule without torch
+    from torch.autograd import DeviceType
 
     steps = max(steps, 1)
     cpu = [e for e in events if e.device_type == DeviceType.CPU and not getattr(e, "is_async", False)]

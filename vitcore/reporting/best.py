@@ -32,15 +32,24 @@ def _setting(p: dict) -> tuple:
     return p.get("model"), p["batch_size"], p.get("gpu_name") or p.get("device")
 
 
+def _best_per(points: list[dict], key, score) -> dict:
+    """{key(p): the point with the highest score(p)} (the first of equals)."""
+    best: dict = {}
+    for p in points:
+        if key(p) not in best or score(p) > score(best[key(p)]):
+            best[key(p)] = p
+    return best
+
+
+def _ips(p: dict) -> float:
+    return p["images_per_s"]
+
+
 def _candidates(points: list[dict]) -> tuple[dict, list[dict]]:
     """(the fastest timm_compiled point per setting, the finished single-GPU plugin points): images/s is
     per GPU and a step's wall is batch_size images only in one process, so larger worlds are left out."""
     ok = [p for p in ok_points(points) if p.get("images_per_s") and p.get("world_size", 1) == 1]
-    timm: dict[tuple, dict] = {}
-    for p in ok:
-        if p["plugin"] == TIMM and not p.get("variant"):
-            if _setting(p) not in timm or p["images_per_s"] > timm[_setting(p)]["images_per_s"]:
-                timm[_setting(p)] = p
+    timm = _best_per([p for p in ok if p["plugin"] == TIMM and not p.get("variant")], _setting, _ips)
     return timm, [p for p in ok if family(p) != "reference" and _setting(p) in timm]
 
 
@@ -57,14 +66,11 @@ def best_rows(points: list[dict], by: str = "wall") -> list[dict]:
     the most images/s; by="device": the least device time) and its wall and device-time ratios to timm
     compiled (above 1: faster than timm)."""
     timm, plugins_ = _candidates(points)
-    best: dict[tuple, dict] = {}
-    for p in plugins_:
-        key = (family(p), *_setting(p))
-        if by == "device":
-            if p.get("device_ms_per_step") and (key not in best or p["device_ms_per_step"] < best[key]["device_ms_per_step"]):
-                best[key] = p
-        elif key not in best or p["images_per_s"] > best[key]["images_per_s"]:
-            best[key] = p
+    if by == "device":
+        plugins_, score = [p for p in plugins_ if p.get("device_ms_per_step")], lambda p: -p["device_ms_per_step"]
+    else:
+        score = _ips
+    best = _best_per(plugins_, lambda p: (family(p), *_setting(p)), score)
     return [_row(key[0], p, timm[_setting(p)]) for key, p in sorted(best.items(), key=lambda kv: tuple(map(str, kv[0])))]
 
 

@@ -63,6 +63,8 @@ def host_rows(points: list[dict]) -> list[dict]:
         if not traced(p) or family(p) == "reference":
             continue
         r = reference_for(p, refs)
+        theirs_withheld = attribution(r) if r else ""
+        withheld = attribution(p) or (f"reference: {theirs_withheld}" if theirs_withheld else "")
         mine, theirs = p.get("host_by_package") or {}, (r or {}).get("host_by_package") or {}
         row = {"plugin": p["plugin"], "precision": p.get("precision"), "profile": p.get("profile"),
                "variant": p.get("variant") or "", "batch_size": p["batch_size"], "device": p.get("device"),
@@ -70,7 +72,7 @@ def host_rows(points: list[dict]) -> list[dict]:
                "profiled_ms": p["host_profiled_ms_per_step"], "by_package": mine,
                "functions": list(p.get("host_functions") or []),
                # the split by package is withheld where host_profile judged it not credible, on either side
-               "attribution": attribution(p) or (f"reference: {attribution(r)}" if r and attribution(r) else ""),
+               "attribution": withheld,
                "reference": r["plugin"] if r else None, "reference_host_ms": busy_ms(r) if r else None,
                "beyond_ms": busy_ms(p) - busy_ms(r) if r else None,
                # the packages both points name (host_profile writes every one, 0 where unused)

@@ -85,7 +85,6 @@ class Session:
         """Graphs captured since setup: 0 for a compiled run means nothing was compiled."""
         return compiled.graphs_since(self.graphs_before)
 
-
     @property
     def pipelined(self) -> bool:
         return self.cfg.pp_size > 1
